@@ -1,0 +1,26 @@
+//! Key material that both the hush server and its clients verify.
+//!
+//! - [`auth`]: device authentication. Each device has an ed25519 [`auth::DeviceSigningKey`];
+//!   the server stores only the public [`auth::DeviceAuthKey`] and checks signed WebSocket
+//!   challenges and signed REST requests (`Authorization: Hush-Sig ...`, [`auth::AuthHeader`]).
+//! - [`prekeys`]: what the server checks before storing uploaded identity keys and prekeys
+//!   (key formats, and the identity key's XEdDSA signatures on signed prekeys).
+//! - [`certs`]: sealed-sender certificates. [`certs::ServerKeys`] (trust root, signer, server
+//!   certificate) issues sender certificates; clients check them with
+//!   [`certs::verify_sender_certificate`]. [`certs::aci_string`] names an account for libsignal.
+//!
+//! The wire formats are described in `docs/PROTOCOL.md` ("Authentication").
+//!
+//! This crate does no I/O and keeps no clock: callers pass time (`now_ms`, `timestamp_ms`)
+//! and randomness (`&mut impl CryptoRng`, rand 0.9) in. It never logs, and no `Debug` output
+//! of a private key shows its bytes. Every failure is a [`KeyError`].
+
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod certs;
+mod error;
+pub mod prekeys;
+
+pub use certs::aci_string;
+pub use error::KeyError;

@@ -1,0 +1,9 @@
+//! Integration tests of hush-keys, one module per public module.
+
+#![allow(clippy::unwrap_used)]
+
+mod auth;
+mod certs;
+mod header;
+mod prekeys;
+mod support;

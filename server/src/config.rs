@@ -1,0 +1,238 @@
+//! `hushd` configuration: flags, environment variables (`HUSHD_*`) and an
+//! optional TOML file, in that order of precedence, over built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command line of `hushd`. Every flag can also be set by the environment
+/// variable named in its help, or by the key of the same name (with `_`
+/// instead of `-`) in the `--config` file.
+#[derive(Debug, Default, Parser)]
+#[command(name = "hushd", version, about = "hush relay server: stores and forwards end-to-end-encrypted envelopes")]
+pub struct Args {
+    /// TOML file with any of the settings below.
+    #[arg(long, env = "HUSHD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7878].
+    #[arg(long, env = "HUSHD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the database and the server's certificate keys [default: ./hush-data].
+    #[arg(long, env = "HUSHD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL [default: sqlite://<data-dir>/hush.db].
+    #[arg(long, env = "HUSHD_DB")]
+    pub db: Option<String>,
+    /// Days an unacknowledged envelope is kept [default: 30].
+    #[arg(long, env = "HUSHD_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+    /// Envelopes one device mailbox may hold [default: 100000].
+    #[arg(long, env = "HUSHD_MAX_MAILBOX")]
+    pub max_mailbox: Option<u64>,
+    /// Sends one device may make in a burst [default: 60].
+    #[arg(long, env = "HUSHD_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+    /// Sustained sends per second per device [default: 1].
+    #[arg(long, env = "HUSHD_RATE_PER_SECOND")]
+    pub rate_per_second: Option<f64>,
+    /// Seconds between WebSocket pings; a connection silent for two intervals is dropped [default: 30].
+    #[arg(long, env = "HUSHD_PING_INTERVAL_SECS")]
+    pub ping_interval_secs: Option<u64>,
+    /// Seconds a new WebSocket has to authenticate [default: 10].
+    #[arg(long, env = "HUSHD_AUTH_TIMEOUT_SECS")]
+    pub auth_timeout_secs: Option<u64>,
+    /// Hours a sender certificate is valid [default: 24].
+    #[arg(long, env = "HUSHD_CERTIFICATE_HOURS")]
+    pub certificate_hours: Option<u64>,
+    /// Most simultaneous WebSocket connections [default: 100000].
+    #[arg(long, env = "HUSHD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+}
+
+/// The same settings as [`Args`], read from the `--config` file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    db: Option<String>,
+    retention_days: Option<u32>,
+    max_mailbox: Option<u64>,
+    rate_burst: Option<u32>,
+    rate_per_second: Option<f64>,
+    ping_interval_secs: Option<u64>,
+    auth_timeout_secs: Option<u64>,
+    certificate_hours: Option<u64>,
+    max_connections: Option<usize>,
+}
+
+/// Why the configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The `--config` file is not valid TOML or has unknown keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {name}: {message}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// Limits enforced by the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Envelopes one mailbox may hold.
+    pub max_mailbox: u64,
+    /// Unacknowledged envelopes in flight per connection.
+    pub window: u32,
+    /// Rate-limit burst per device.
+    pub rate_burst: u32,
+    /// Rate-limit sustained sends per second per device.
+    pub rate_per_second: f64,
+    /// Devices per account.
+    pub max_devices: u32,
+    /// Simultaneous WebSocket connections.
+    pub max_connections: usize,
+}
+
+/// The resolved configuration of one `hushd`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory (database, certificate keys).
+    pub data_dir: PathBuf,
+    /// Database URL.
+    pub db: String,
+    /// How long an envelope is kept.
+    pub retention: Duration,
+    /// Interval between pings.
+    pub ping_interval: Duration,
+    /// Time allowed to authenticate.
+    pub auth_timeout: Duration,
+    /// Sender certificate lifetime.
+    pub certificate_lifetime: Duration,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Resolves flags, environment and config file into a configuration.
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("hush-data"));
+        let db = args.db.or(file.db).unwrap_or_else(|| default_db_url(&data_dir));
+        let retention_days = args.retention_days.or(file.retention_days).unwrap_or(hush_wire::limits::RETENTION_DAYS);
+        let rate_per_second = args.rate_per_second.or(file.rate_per_second).unwrap_or(1.0);
+        if !(rate_per_second.is_finite() && rate_per_second > 0.0) {
+            return Err(ConfigError::Invalid { name: "rate_per_second", message: "must be a positive number".into() });
+        }
+        let rate_burst = args.rate_burst.or(file.rate_burst).unwrap_or(60);
+        if rate_burst == 0 {
+            return Err(ConfigError::Invalid { name: "rate_burst", message: "must be at least 1".into() });
+        }
+        let ping = args.ping_interval_secs.or(file.ping_interval_secs).unwrap_or(30);
+        if ping == 0 {
+            return Err(ConfigError::Invalid { name: "ping_interval_secs", message: "must be at least 1".into() });
+        }
+        Ok(Config {
+            listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878))),
+            data_dir,
+            db,
+            retention: Duration::from_secs(u64::from(retention_days) * 86_400),
+            ping_interval: Duration::from_secs(ping),
+            auth_timeout: Duration::from_secs(args.auth_timeout_secs.or(file.auth_timeout_secs).unwrap_or(10).max(1)),
+            certificate_lifetime: Duration::from_secs(
+                args.certificate_hours.or(file.certificate_hours).unwrap_or(24).max(1) * 3600,
+            ),
+            limits: Limits {
+                max_mailbox: args
+                    .max_mailbox
+                    .or(file.max_mailbox)
+                    .unwrap_or(hush_wire::limits::MAX_MAILBOX_ENVELOPES),
+                window: hush_wire::limits::IN_FLIGHT_WINDOW,
+                rate_burst,
+                rate_per_second,
+                max_devices: hush_wire::limits::MAX_DEVICES_PER_ACCOUNT,
+                max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000),
+            },
+        })
+    }
+
+    /// A configuration for tests and embedding: SQLite in `data_dir`, an ephemeral port, defaults otherwise.
+    pub fn for_data_dir(data_dir: &Path) -> Self {
+        let args = Args {
+            data_dir: Some(data_dir.to_path_buf()),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Args::default()
+        };
+        // The defaults above are all valid, so this cannot fail.
+        Self::from_args(args).unwrap_or_else(|e| unreachable!("default config is valid: {e}"))
+    }
+}
+
+fn default_db_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("hush.db").display())
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("hushd.toml");
+        std::fs::write(&file, "max_mailbox = 5\nrate_burst = 7\nlisten = \"127.0.0.1:9000\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let args = Args { config: Some(file), rate_burst: Some(9), ..Args::default() };
+        let config = Config::from_args(args).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.limits.max_mailbox, 5);
+        assert_eq!(config.limits.rate_burst, 9);
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.retention, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("hushd.toml");
+        std::fs::write(&file, "max_mailboxes = 5\n").unwrap_or_else(|e| panic!("{e}"));
+        let err = Config::from_args(Args { config: Some(file), ..Args::default() });
+        assert!(matches!(err, Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn zero_rate_is_refused() {
+        let err = Config::from_args(Args { rate_per_second: Some(0.0), ..Args::default() });
+        assert!(matches!(err, Err(ConfigError::Invalid { name: "rate_per_second", .. })));
+    }
+}

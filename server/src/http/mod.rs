@@ -1,0 +1,72 @@
+//! The REST API (axum). [`router`] builds the whole HTTP surface, including the
+//! WebSocket upgrade, so handlers can be tested with `tower::ServiceExt::oneshot`.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+
+pub mod accounts;
+pub mod auth;
+pub mod error;
+pub mod keys;
+pub mod misc;
+pub mod validate;
+
+use crate::state::AppState;
+
+/// The OpenAPI document of the REST API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "hushd", description = "hush relay server REST API. The WebSocket protocol is in wire/proto/hush/v1/frames.proto; authentication in docs/PROTOCOL.md."),
+    paths(
+        accounts::register, accounts::by_username, accounts::by_id, accounts::devices,
+        accounts::add_device, accounts::remove_device,
+        keys::upload, keys::count, keys::bundles,
+        misc::healthz, misc::metrics, misc::server_info, misc::certificate,
+    ),
+    modifiers(&SecurityAddon)
+)]
+pub struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "hush_sig",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "Hush-Sig account=<uuid>,device=<id>,ts=<ms>,nonce=<hex>,sig=<hex>: see docs/PROTOCOL.md",
+            ))),
+        );
+    }
+}
+
+async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
+
+/// All routes of `hushd`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(misc::healthz))
+        .route("/metrics", get(misc::metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/server", get(misc::server_info))
+        .route("/v1/accounts", post(accounts::register))
+        .route("/v1/accounts/username/{username}", get(accounts::by_username))
+        .route("/v1/accounts/{account_id}", get(accounts::by_id))
+        .route("/v1/accounts/{account_id}/devices", get(accounts::devices))
+        .route("/v1/devices", post(accounts::add_device))
+        .route("/v1/devices/{device_id}", delete(accounts::remove_device))
+        .route("/v1/keys", put(keys::upload))
+        .route("/v1/keys/count", get(keys::count))
+        .route("/v1/keys/{account_id}/{device}", get(keys::bundles))
+        .route("/v1/certificate", get(misc::certificate))
+        .route("/v1/websocket", get(crate::ws::upgrade))
+        .layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,197 @@
+//! The in-process routing table: which device is connected to which
+//! connection task, and the wake-ups that push new envelopes to it.
+//!
+//! The mailbox is the truth; the hub is only a fast path. When a connection's
+//! queue is full the envelope is not queued but the connection is told it
+//! lagged, and it re-reads its mailbox, so nothing is lost.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::store::{DeviceKey, StoredEnvelope};
+
+/// What the hub hands a connection.
+#[derive(Debug)]
+pub enum Push {
+    /// A stored envelope just committed to this device's mailbox.
+    Stored(Box<StoredEnvelope>),
+    /// An online-only envelope (seq 0, never stored).
+    Ephemeral(Box<StoredEnvelope>),
+}
+
+/// Why the hub asks a connection to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseRequest {
+    /// Nothing asked.
+    None = 0,
+    /// The same device connected again.
+    Replaced = 1,
+    /// The device was removed.
+    Removed = 2,
+}
+
+/// Out-of-band signals to one connection (never dropped, unlike queued pushes).
+#[derive(Debug, Default)]
+pub struct Signal {
+    notify: Notify,
+    lagged: AtomicBool,
+    close: AtomicU8,
+}
+
+impl Signal {
+    /// Waits until something is signalled.
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Whether pushes were dropped since the last call (and clears it).
+    pub fn take_lagged(&self) -> bool {
+        self.lagged.swap(false, Ordering::AcqRel)
+    }
+
+    /// The close request, if any.
+    pub fn close_request(&self) -> CloseRequest {
+        match self.close.load(Ordering::Acquire) {
+            1 => CloseRequest::Replaced,
+            2 => CloseRequest::Removed,
+            _ => CloseRequest::None,
+        }
+    }
+
+    fn request_close(&self, why: CloseRequest) {
+        self.close.store(why as u8, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn mark_lagged(&self) {
+        self.lagged.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+struct Entry {
+    conn_id: u64,
+    tx: mpsc::Sender<Push>,
+    signal: Arc<Signal>,
+}
+
+/// A connection's registration.
+pub struct Registration {
+    /// Identifies this connection (a device's later connection has a higher id).
+    pub conn_id: u64,
+    /// Pushes for this connection.
+    pub rx: mpsc::Receiver<Push>,
+    /// Signals for this connection.
+    pub signal: Arc<Signal>,
+}
+
+/// The routing table of one node.
+pub struct Hub {
+    entries: Mutex<HashMap<DeviceKey, Entry>>,
+    next_conn: AtomicU64,
+    queue: usize,
+}
+
+impl Hub {
+    /// A hub whose per-connection queues hold `queue` pushes.
+    pub fn new(queue: usize) -> Self {
+        Hub { entries: Mutex::new(HashMap::new()), next_conn: AtomicU64::new(1), queue: queue.max(1) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<DeviceKey, Entry>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every operation is a single insert/remove/get), so poisoning is ignored.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection for `device`; an existing connection of the same device is asked to close.
+    pub fn register(&self, device: DeviceKey) -> Registration {
+        let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.queue);
+        let signal = Arc::new(Signal::default());
+        let old = self.lock().insert(device, Entry { conn_id, tx, signal: signal.clone() });
+        if let Some(old) = old {
+            old.signal.request_close(CloseRequest::Replaced);
+        }
+        Registration { conn_id, rx, signal }
+    }
+
+    /// Removes the registration of connection `conn_id` (not a newer one of the same device).
+    pub fn unregister(&self, device: DeviceKey, conn_id: u64) {
+        let mut entries = self.lock();
+        if entries.get(&device).is_some_and(|e| e.conn_id == conn_id) {
+            entries.remove(&device);
+        }
+    }
+
+    /// Hands a push to the device's connection. Returns false if it is not connected here.
+    pub fn deliver(&self, device: DeviceKey, push: Push) -> bool {
+        let entries = self.lock();
+        let Some(entry) = entries.get(&device) else { return false };
+        match entry.tx.try_send(push) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                entry.signal.mark_lagged();
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the device's connection to close because the device was removed.
+    pub fn remove_device(&self, device: DeviceKey) {
+        if let Some(entry) = self.lock().remove(&device) {
+            entry.signal.request_close(CloseRequest::Removed);
+        }
+    }
+
+    /// Whether the device has a connection here.
+    pub fn is_connected(&self, device: DeviceKey) -> bool {
+        self.lock().contains_key(&device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use uuid::Uuid;
+
+    fn env(seq: u64) -> Box<StoredEnvelope> {
+        Box::new(StoredEnvelope { seq, server_ts: 1, kind: 1, content: Bytes::new() })
+    }
+
+    #[test]
+    fn second_registration_closes_the_first_and_keeps_the_second() {
+        let hub = Hub::new(4);
+        let dev = DeviceKey { account: Uuid::nil(), device_id: 1 };
+        let first = hub.register(dev);
+        let mut second = hub.register(dev);
+        assert_eq!(first.signal.close_request(), CloseRequest::Replaced);
+        hub.unregister(dev, first.conn_id); // the old connection leaving must not remove the new one
+        assert!(hub.deliver(dev, Push::Stored(env(1))));
+        assert!(matches!(second.rx.try_recv(), Ok(Push::Stored(e)) if e.seq == 1));
+    }
+
+    #[test]
+    fn full_queue_marks_lagged_instead_of_dropping_silently() {
+        let hub = Hub::new(1);
+        let dev = DeviceKey { account: Uuid::nil(), device_id: 2 };
+        let reg = hub.register(dev);
+        assert!(hub.deliver(dev, Push::Stored(env(1))));
+        assert!(!reg.signal.take_lagged());
+        assert!(hub.deliver(dev, Push::Stored(env(2))));
+        assert!(reg.signal.take_lagged());
+    }
+
+    #[test]
+    fn unknown_device_is_not_connected() {
+        let hub = Hub::new(1);
+        let dev = DeviceKey { account: Uuid::nil(), device_id: 3 };
+        assert!(!hub.deliver(dev, Push::Stored(env(1))));
+    }
+}

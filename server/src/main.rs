@@ -1,0 +1,55 @@
+//! `hushd`: run the hush relay server. See `hushd --help`.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::Context;
+use base64::Engine;
+use clap::Parser;
+use hush_server::config::{Args, Config};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // Logs go to stderr; stdout carries only the two start-up lines scripts read.
+    // libsignal logs contact addresses at info, so it is kept at warn.
+    let filter = EnvFilter::try_from_env("HUSHD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,libsignal_protocol=warn,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let config = Config::from_args(args).context("invalid configuration")?;
+    let running = hush_server::serve::start(config).await.context("hushd could not start")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "hushd listening on {}", running.addr)?;
+    writeln!(out, "trust root: {}", base64::engine::general_purpose::STANDARD.encode(&running.trust_root))?;
+    out.flush()?;
+    drop(out);
+
+    let token = running.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: closing connections and finishing pending writes");
+        token.cancel();
+    });
+    running.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,61 @@
+//! Prometheus metrics (`GET /metrics`). Names are constants so code and docs agree.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Gauge: open, authenticated WebSocket connections.
+pub const CONNECTIONS: &str = "hush_connections";
+/// Counter: envelopes committed to a mailbox.
+pub const ACCEPTED: &str = "hush_envelopes_accepted_total";
+/// Counter: envelopes written to a connection (redeliveries count again).
+pub const DELIVERED: &str = "hush_envelopes_delivered_total";
+/// Counter: envelopes deleted on acknowledgement.
+pub const ACKED: &str = "hush_envelopes_acked_total";
+/// Counter: envelopes deleted because they expired.
+pub const EXPIRED: &str = "hush_envelopes_expired_total";
+/// Gauge: envelopes stored in all mailboxes (refreshed every maintenance pass).
+pub const MAILBOX_DEPTH: &str = "hush_mailbox_envelopes";
+/// Histogram: seconds from commit to the recipient's acknowledgement on a live connection.
+pub const DELIVERY_LATENCY: &str = "hush_delivery_latency_seconds";
+/// Histogram: sends per group commit.
+pub const COMMIT_BATCH: &str = "hush_commit_batch_size";
+/// Counter, label `code`: sends refused.
+pub const SENDS_REJECTED: &str = "hush_sends_rejected_total";
+/// Counter, label `reason`: connections closed by the server with a reason.
+pub const CLOSED: &str = "hush_connections_closed_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and returns the handle that renders `/metrics`.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(DELIVERY_LATENCY.into()),
+                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(COMMIT_BATCH.into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+                    )
+                });
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding app); then ours only renders.
+            let _ = metrics::set_global_recorder(recorder);
+            // Make every series visible from the start, at zero.
+            for counter in [ACCEPTED, DELIVERED, ACKED, EXPIRED] {
+                metrics::counter!(counter).increment(0);
+            }
+            metrics::gauge!(CONNECTIONS).increment(0.0);
+            metrics::gauge!(MAILBOX_DEPTH).set(0.0);
+            handle
+        })
+        .clone()
+}

@@ -1,0 +1,195 @@
+//! Starting and stopping a server: listener, state, background tasks, shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use hush_keys::certs::ServerKeys;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::commit::Committer;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics as m;
+use crate::state::{AppState, Inner, ReplayCache, SendRateLimiter, now_ms};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+
+/// File in the data directory holding the trust root and certificate signing key.
+pub const KEYS_FILE: &str = "server-keys.bin";
+/// How often expired envelopes are removed and gauges refreshed.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory or key file could not be used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The key file exists but is not valid.
+    #[error("server key file {path} is corrupt ({message}); restore it from a backup (clients pinned its trust root)")]
+    Keys {
+        /// The path.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The database URL is not supported.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH")]
+    UnsupportedDb(String),
+    /// The database could not be opened.
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Running {
+    /// The bound address (the real port when 0 was asked).
+    pub addr: SocketAddr,
+    /// The trust-root public key clients pin.
+    pub trust_root: Vec<u8>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, closes every connection with "server_shutdown", finishes
+    /// pending commits, and returns when all is done.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// A token that triggers shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server has stopped (after its token was cancelled).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn load_or_create_keys(data_dir: &Path) -> Result<ServerKeys, ServeError> {
+    let path = data_dir.join(KEYS_FILE);
+    let io = |source| ServeError::DataDir { path: path.clone(), source };
+    match std::fs::read(&path) {
+        Ok(bytes) => ServerKeys::from_bytes(&bytes).map_err(|e| ServeError::Keys { path, message: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keys = ServerKeys::generate(&mut rand::rng())
+                .map_err(|e| ServeError::Keys { path: path.clone(), message: e.to_string() })?;
+            write_private(&path, &keys.to_bytes()).map_err(io)?;
+            tracing::info!("generated a new trust root and certificate key");
+            Ok(keys)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+/// Opens the store named by the configuration.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    if config.db.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(&config.db).await?))
+    } else {
+        Err(ServeError::UnsupportedDb(config.db.clone()))
+    }
+}
+
+/// Starts a server with `config` and returns once it is listening.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
+    let keys = load_or_create_keys(&config.data_dir)?;
+    let store = open_store(&config).await?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let hub = Arc::new(Hub::new(config.limits.window as usize * 2));
+    let (committer, writer) = Committer::spawn(store.clone(), hub.clone(), config.limits.max_mailbox);
+    let shutdown = CancellationToken::new();
+    let trust_root = keys.trust_root_public();
+    let state = AppState::new(Inner {
+        store,
+        hub,
+        committer,
+        keys,
+        rate: SendRateLimiter::new(config.limits.rate_burst, config.limits.rate_per_second),
+        replay: ReplayCache::default(),
+        metrics: m::handle(),
+        shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
+        open_connections: AtomicUsize::new(0),
+        config,
+    });
+    let task = tokio::spawn(run(listener, state, writer));
+    Ok(Running { addr, trust_root, shutdown, task })
+}
+
+async fn run(listener: TcpListener, state: AppState, writer: tokio::task::JoinHandle<()>) {
+    let maintenance = tokio::spawn(maintain(state.clone()));
+    let app = crate::http::router(state.clone());
+    let token = state.shutdown.clone();
+    let served = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the listener failed");
+    }
+    // The listener is closed; connections were told to close. Wait for them, then
+    // let the writer drain what they queued (it stops when the last handle is gone).
+    state.tasks.close();
+    state.tasks.wait().await;
+    maintenance.abort();
+    drop(state);
+    let _ = writer.await;
+    tracing::info!("shut down");
+}
+
+async fn maintain(state: AppState) {
+    let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        match state.store.expire(now).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!(m::EXPIRED).increment(n);
+                tracing::info!(expired = n, "removed expired envelopes");
+            }
+            Err(e) => tracing::error!(error = %e, "removing expired envelopes failed"),
+        }
+        if let Ok(n) = state.store.envelope_count().await {
+            metrics::gauge!(m::MAILBOX_DEPTH).set(n as f64);
+        }
+        state.replay.prune(now);
+        state.rate.prune();
+    }
+}

@@ -1,0 +1,358 @@
+//! The server's durable state behind one trait, [`Store`], so that SQLite (the
+//! embedded default) and Postgres (for several nodes) are interchangeable and
+//! pass the same conformance suite (`server/tests/it/store.rs`).
+//!
+//! What is stored is ciphertext and the minimum of metadata: no envelope row
+//! names its sender.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use uuid::Uuid;
+
+pub mod sqlite;
+
+/// A device, named by its account and its device id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceKey {
+    /// The account (ACI).
+    pub account: Uuid,
+    /// The device id, 1..=127.
+    pub device_id: u32,
+}
+
+/// A device's mailbox, as the store names it internally (stable for the life of the device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MailboxId(pub i64);
+
+/// A signed prekey (EC or Kyber) as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedKey {
+    /// Client-chosen key id.
+    pub id: u32,
+    /// Serialized public key.
+    pub public_key: Vec<u8>,
+    /// Signature by the identity key.
+    pub signature: Vec<u8>,
+}
+
+/// A one-time EC prekey as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTimeKey {
+    /// Client-chosen key id.
+    pub id: u32,
+    /// Serialized public key.
+    pub public_key: Vec<u8>,
+}
+
+/// A device to create (its keys have been validated by the caller).
+#[derive(Debug, Clone)]
+pub struct NewDeviceRecord {
+    /// libsignal registration id.
+    pub registration_id: u32,
+    /// ed25519 auth public key.
+    pub auth_key: [u8; 32],
+    /// Display name.
+    pub name: Option<String>,
+    /// Signed EC prekey.
+    pub signed_prekey: SignedKey,
+    /// Last-resort Kyber prekey.
+    pub kyber_last_resort: SignedKey,
+    /// One-time EC prekeys.
+    pub one_time_prekeys: Vec<OneTimeKey>,
+    /// One-time Kyber prekeys.
+    pub one_time_kyber_prekeys: Vec<SignedKey>,
+    /// Creation time, ms since the epoch.
+    pub created_at: u64,
+}
+
+/// An account to create with its primary device (device id 1).
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// The account id.
+    pub id: Uuid,
+    /// Normalized (lowercase) username.
+    pub username: String,
+    /// Identity public key.
+    pub identity_key: Vec<u8>,
+    /// The primary device.
+    pub device: NewDeviceRecord,
+}
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The account id.
+    pub id: Uuid,
+    /// Its username.
+    pub username: String,
+    /// Its identity public key.
+    pub identity_key: Vec<u8>,
+}
+
+/// A device of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Account and device id.
+    pub key: DeviceKey,
+    /// Its mailbox.
+    pub mailbox: MailboxId,
+    /// libsignal registration id.
+    pub registration_id: u32,
+    /// ed25519 auth public key.
+    pub auth_key: [u8; 32],
+    /// Display name.
+    pub name: Option<String>,
+    /// Creation time, ms.
+    pub created_at: u64,
+    /// Last connection, ms (day precision), if any.
+    pub last_seen: Option<u64>,
+}
+
+/// Prekeys to add or replace for one device.
+#[derive(Debug, Clone, Default)]
+pub struct PreKeyUploadRecord {
+    /// Replaces the signed EC prekey.
+    pub signed_prekey: Option<SignedKey>,
+    /// Replaces the last-resort Kyber prekey.
+    pub kyber_last_resort: Option<SignedKey>,
+    /// One-time EC prekeys to add (an existing id is replaced).
+    pub one_time_prekeys: Vec<OneTimeKey>,
+    /// One-time Kyber prekeys to add (an existing id is replaced).
+    pub one_time_kyber_prekeys: Vec<SignedKey>,
+}
+
+/// One-time prekeys left for a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreKeyCounts {
+    /// One-time EC prekeys.
+    pub ec: u32,
+    /// One-time Kyber prekeys.
+    pub kyber: u32,
+}
+
+/// Keys handed out to start a session with one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    /// Device id.
+    pub device_id: u32,
+    /// Registration id.
+    pub registration_id: u32,
+    /// Signed EC prekey.
+    pub signed_prekey: SignedKey,
+    /// One-time Kyber prekey, or the last-resort one.
+    pub kyber_prekey: SignedKey,
+    /// Whether `kyber_prekey` is the last-resort key.
+    pub kyber_last_resort: bool,
+    /// A one-time EC prekey, if one was left.
+    pub prekey: Option<OneTimeKey>,
+}
+
+/// One ciphertext for one device.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    /// Target device id.
+    pub device_id: u32,
+    /// Registration id the sender believes the device has.
+    pub registration_id: u32,
+    /// Envelope kind (wire `EnvelopeKind`).
+    pub kind: i32,
+    /// Ciphertext.
+    pub content: Bytes,
+}
+
+/// The ciphertexts for all devices of one account.
+#[derive(Debug, Clone)]
+pub struct RecipientBatch {
+    /// Target account.
+    pub account: Uuid,
+    /// One message per device.
+    pub messages: Vec<OutgoingMessage>,
+}
+
+/// One send request, ready to commit.
+#[derive(Debug, Clone)]
+pub struct SendItem {
+    /// The sending device: for its own account, the expected device set is every other device.
+    pub sender: DeviceKey,
+    /// Target accounts.
+    pub recipients: Vec<RecipientBatch>,
+    /// Server timestamp given to every envelope, ms.
+    pub server_ts: u64,
+    /// When the envelopes expire, ms.
+    pub expires_at: u64,
+}
+
+/// An envelope in a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEnvelope {
+    /// Mailbox sequence number.
+    pub seq: u64,
+    /// Server timestamp, ms.
+    pub server_ts: u64,
+    /// Envelope kind.
+    pub kind: i32,
+    /// Ciphertext.
+    pub content: Bytes,
+}
+
+/// An envelope just committed to a device's mailbox.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The device.
+    pub device: DeviceKey,
+    /// The envelope.
+    pub envelope: StoredEnvelope,
+}
+
+/// One account's device-set mismatch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mismatch {
+    /// The account.
+    pub account: Uuid,
+    /// Devices the request lacks.
+    pub missing: Vec<u32>,
+    /// Devices the request names that do not exist.
+    pub extra: Vec<u32>,
+    /// Devices whose registration id differs.
+    pub stale: Vec<u32>,
+}
+
+/// Why a send was refused; nothing of it was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendRejection {
+    /// Device sets do not match.
+    DeviceMismatch(Vec<Mismatch>),
+    /// Accounts that do not exist.
+    UnknownAccounts(Vec<Uuid>),
+    /// Mailboxes that are full.
+    MailboxFull(Vec<DeviceKey>),
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The username belongs to another account.
+    #[error("username is taken")]
+    UsernameTaken,
+    /// The account does not exist.
+    #[error("unknown account")]
+    UnknownAccount,
+    /// The device does not exist.
+    #[error("unknown device")]
+    UnknownDevice,
+    /// The account already has the maximum number of devices.
+    #[error("the account already has {0} devices")]
+    TooManyDevices(u32),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The result of committing one [`SendItem`].
+pub type SendOutcome = Result<Vec<Committed>, SendRejection>;
+
+/// Durable state of the relay.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account with its primary device (id 1).
+    async fn create_account(&self, account: &NewAccount) -> Result<(), StoreError>;
+    /// Adds a device with the lowest free id, refusing more than `max_devices`.
+    async fn add_device(&self, account: Uuid, device: &NewDeviceRecord, max_devices: u32) -> Result<u32, StoreError>;
+    /// Looks an account up by id.
+    async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError>;
+    /// Looks an account up by normalized username.
+    async fn account_by_username(&self, username: &str) -> Result<Option<Account>, StoreError>;
+    /// The devices of an account, in id order.
+    async fn devices(&self, account: Uuid) -> Result<Vec<Device>, StoreError>;
+    /// One device.
+    async fn device(&self, key: DeviceKey) -> Result<Option<Device>, StoreError>;
+    /// Removes a device with its prekeys and mailbox. False if it did not exist.
+    async fn remove_device(&self, key: DeviceKey) -> Result<bool, StoreError>;
+    /// Records that the device connected (the time is rounded down to the day).
+    async fn touch_device(&self, key: DeviceKey, now_ms: u64) -> Result<(), StoreError>;
+    /// Adds one-time prekeys and replaces signed ones.
+    async fn upload_prekeys(&self, key: DeviceKey, upload: &PreKeyUploadRecord) -> Result<(), StoreError>;
+    /// One-time prekeys left.
+    async fn prekey_counts(&self, key: DeviceKey) -> Result<PreKeyCounts, StoreError>;
+    /// Bundles for one device or all devices of an account, consuming one one-time key of each kind per device.
+    async fn take_bundles(&self, account: Uuid, device_id: Option<u32>) -> Result<Vec<Bundle>, StoreError>;
+    /// Checks device sets without storing anything (for online-only sends); the devices to deliver to.
+    async fn check_devices(&self, sender: DeviceKey, recipients: &[RecipientBatch])
+    -> Result<Result<Vec<DeviceKey>, SendRejection>, StoreError>;
+    /// Commits many sends in one transaction: each is checked and either fully written or refused.
+    async fn commit_sends(&self, items: &[SendItem], max_mailbox: u64) -> Result<Vec<SendOutcome>, StoreError>;
+    /// Envelopes of a mailbox with `seq > after_seq`, oldest first, at most `limit`.
+    async fn fetch(&self, mailbox: MailboxId, after_seq: u64, limit: u32) -> Result<Vec<StoredEnvelope>, StoreError>;
+    /// Deletes acknowledged envelopes; returns how many existed.
+    async fn ack(&self, acks: &[(MailboxId, Vec<u64>)]) -> Result<u64, StoreError>;
+    /// Deletes envelopes whose expiry is at or before `now_ms`; returns how many.
+    async fn expire(&self, now_ms: u64) -> Result<u64, StoreError>;
+    /// Envelopes stored in all mailboxes.
+    async fn envelope_count(&self) -> Result<u64, StoreError>;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Compares the devices a request names with an account's devices.
+/// `exclude` is the sending device when the account is the sender's own.
+pub fn compare_device_sets(
+    account: Uuid,
+    existing: &[(u32, u32)],
+    requested: &[OutgoingMessage],
+    exclude: Option<u32>,
+) -> Option<Mismatch> {
+    let mut mismatch = Mismatch { account, ..Mismatch::default() };
+    for &(device_id, registration_id) in existing {
+        if Some(device_id) == exclude {
+            continue;
+        }
+        match requested.iter().find(|m| m.device_id == device_id) {
+            None => mismatch.missing.push(device_id),
+            Some(m) if m.registration_id != registration_id => mismatch.stale.push(device_id),
+            Some(_) => {}
+        }
+    }
+    for m in requested {
+        let known = existing.iter().any(|&(id, _)| id == m.device_id) && Some(m.device_id) != exclude;
+        if !known {
+            mismatch.extra.push(m.device_id);
+        }
+    }
+    mismatch.missing.sort_unstable();
+    mismatch.extra.sort_unstable();
+    mismatch.stale.sort_unstable();
+    let empty = mismatch.missing.is_empty() && mismatch.extra.is_empty() && mismatch.stale.is_empty();
+    (!empty).then_some(mismatch)
+}
+
+/// Rounds a time down to the start of its UTC day (last-seen is kept at day precision).
+pub fn day_floor(ms: u64) -> u64 {
+    ms - ms % 86_400_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(device_id: u32, registration_id: u32) -> OutgoingMessage {
+        OutgoingMessage { device_id, registration_id, kind: 1, content: Bytes::new() }
+    }
+
+    #[test]
+    fn device_set_lists_missing_extra_and_stale() {
+        let acct = Uuid::nil();
+        let existing = [(1, 100), (2, 200), (3, 300)];
+        let got = compare_device_sets(acct, &existing, &[msg(1, 100), msg(3, 999), msg(4, 1)], None);
+        assert_eq!(got, Some(Mismatch { account: acct, missing: vec![2], extra: vec![4], stale: vec![3] }));
+        assert_eq!(compare_device_sets(acct, &existing, &[msg(1, 100), msg(2, 200), msg(3, 300)], None), None);
+    }
+
+    #[test]
+    fn own_sending_device_is_neither_expected_nor_allowed() {
+        let acct = Uuid::nil();
+        let existing = [(1, 100), (2, 200)];
+        assert_eq!(compare_device_sets(acct, &existing, &[msg(2, 200)], Some(1)), None);
+        let got = compare_device_sets(acct, &existing, &[msg(1, 100), msg(2, 200)], Some(1));
+        assert_eq!(got.map(|m| m.extra), Some(vec![1]));
+    }
+}

@@ -1,0 +1,670 @@
+//! [`Store`] on SQLite (sqlx, WAL, `synchronous=FULL`): the embedded default.
+//!
+//! All writes go through one connection (SQLite has one writer anyway), so a
+//! write transaction never fails for lack of the write lock; reads use a pool.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use super::{
+    Account, Bundle, Committed, Device, DeviceKey, MailboxId, Mismatch, NewAccount, NewDeviceRecord, OneTimeKey,
+    PreKeyCounts, PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey, Store,
+    StoreError, StoredEnvelope, compare_device_sets, day_floor,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_u32(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+/// SQLite-backed store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path`) and migrates it.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(backend)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(backend)?;
+        MIGRATOR.run(&write).await.map_err(backend)?;
+        let read = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(backend)?;
+        Ok(SqliteStore { read, write })
+    }
+
+    async fn insert_device(
+        conn: &mut SqliteConnection,
+        account: Uuid,
+        device_id: u32,
+        device: &NewDeviceRecord,
+    ) -> Result<(), StoreError> {
+        let pk: i64 = sqlx::query_scalar(
+            "INSERT INTO devices (account_id, device_id, registration_id, auth_key, name, created_at, \
+             signed_prekey_id, signed_prekey, signed_prekey_sig, kyber_lr_id, kyber_lr, kyber_lr_sig) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
+        )
+        .bind(account.as_bytes().as_slice())
+        .bind(device_id)
+        .bind(device.registration_id)
+        .bind(device.auth_key.as_slice())
+        .bind(device.name.as_deref())
+        .bind(to_i64(device.created_at))
+        .bind(device.signed_prekey.id)
+        .bind(&device.signed_prekey.public_key)
+        .bind(&device.signed_prekey.signature)
+        .bind(device.kyber_last_resort.id)
+        .bind(&device.kyber_last_resort.public_key)
+        .bind(&device.kyber_last_resort.signature)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+        let upload = PreKeyUploadRecord {
+            signed_prekey: None,
+            kyber_last_resort: None,
+            one_time_prekeys: device.one_time_prekeys.clone(),
+            one_time_kyber_prekeys: device.one_time_kyber_prekeys.clone(),
+        };
+        Self::insert_prekeys(conn, pk, &upload).await
+    }
+
+    async fn insert_prekeys(conn: &mut SqliteConnection, pk: i64, upload: &PreKeyUploadRecord) -> Result<(), StoreError> {
+        if let Some(k) = &upload.signed_prekey {
+            sqlx::query("UPDATE devices SET signed_prekey_id = ?, signed_prekey = ?, signed_prekey_sig = ? WHERE pk = ?")
+                .bind(k.id)
+                .bind(&k.public_key)
+                .bind(&k.signature)
+                .bind(pk)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+        }
+        if let Some(k) = &upload.kyber_last_resort {
+            sqlx::query("UPDATE devices SET kyber_lr_id = ?, kyber_lr = ?, kyber_lr_sig = ? WHERE pk = ?")
+                .bind(k.id)
+                .bind(&k.public_key)
+                .bind(&k.signature)
+                .bind(pk)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+        }
+        for k in &upload.one_time_prekeys {
+            sqlx::query("INSERT OR REPLACE INTO one_time_prekeys (device_pk, key_id, public_key) VALUES (?, ?, ?)")
+                .bind(pk)
+                .bind(k.id)
+                .bind(&k.public_key)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+        }
+        for k in &upload.one_time_kyber_prekeys {
+            sqlx::query(
+                "INSERT OR REPLACE INTO one_time_kyber_prekeys (device_pk, key_id, public_key, signature) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(pk)
+            .bind(k.id)
+            .bind(&k.public_key)
+            .bind(&k.signature)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn device_pk(conn: &mut SqliteConnection, key: DeviceKey) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar("SELECT pk FROM devices WHERE account_id = ? AND device_id = ?")
+            .bind(key.account.as_bytes().as_slice())
+            .bind(key.device_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)
+    }
+
+    /// (pk, device_id, registration_id, last_seq, mailbox_count) of an account's devices.
+    async fn device_rows(conn: &mut SqliteConnection, account: Uuid) -> Result<Vec<DeviceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT pk, device_id, registration_id, mailbox_count FROM devices WHERE account_id = ? ORDER BY device_id",
+        )
+        .bind(account.as_bytes().as_slice())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| DeviceRow {
+                pk: r.get(0),
+                device_id: to_u32(r.get(1)),
+                registration_id: to_u32(r.get(2)),
+                mailbox_count: to_u64(r.get(3)),
+            })
+            .collect())
+    }
+
+    async fn account_exists(conn: &mut SqliteConnection, account: Uuid) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE id = ?")
+            .bind(account.as_bytes().as_slice())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    /// Checks one send against the current device sets. Returns the rows of every target device.
+    async fn check_item(
+        conn: &mut SqliteConnection,
+        sender: DeviceKey,
+        recipients: &[RecipientBatch],
+        max_mailbox: Option<u64>,
+    ) -> Result<Result<Vec<(DeviceKey, DeviceRow)>, SendRejection>, StoreError> {
+        let mut mismatches: Vec<Mismatch> = Vec::new();
+        let mut unknown = Vec::new();
+        let mut full = Vec::new();
+        let mut targets = Vec::new();
+        for recipient in recipients {
+            let rows = Self::device_rows(conn, recipient.account).await?;
+            if rows.is_empty() && !Self::account_exists(conn, recipient.account).await? {
+                unknown.push(recipient.account);
+                continue;
+            }
+            let existing: Vec<(u32, u32)> = rows.iter().map(|r| (r.device_id, r.registration_id)).collect();
+            let exclude = (recipient.account == sender.account).then_some(sender.device_id);
+            if let Some(m) = compare_device_sets(recipient.account, &existing, &recipient.messages, exclude) {
+                mismatches.push(m);
+                continue;
+            }
+            for message in &recipient.messages {
+                let Some(row) = rows.iter().find(|r| r.device_id == message.device_id) else { continue };
+                let key = DeviceKey { account: recipient.account, device_id: row.device_id };
+                if max_mailbox.is_some_and(|max| row.mailbox_count >= max) {
+                    full.push(key);
+                }
+                targets.push((key, row.clone()));
+            }
+        }
+        Ok(if !unknown.is_empty() {
+            Err(SendRejection::UnknownAccounts(unknown))
+        } else if !mismatches.is_empty() {
+            Err(SendRejection::DeviceMismatch(mismatches))
+        } else if !full.is_empty() {
+            Err(SendRejection::MailboxFull(full))
+        } else {
+            Ok(targets)
+        })
+    }
+
+    async fn commit_item(
+        conn: &mut SqliteConnection,
+        item: &SendItem,
+        max_mailbox: u64,
+    ) -> Result<SendOutcome, StoreError> {
+        let targets = match Self::check_item(conn, item.sender, &item.recipients, Some(max_mailbox)).await? {
+            Ok(targets) => targets,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        let mut committed = Vec::with_capacity(targets.len());
+        for recipient in &item.recipients {
+            for message in &recipient.messages {
+                let target = targets.iter().find(|(k, _)| k.account == recipient.account && k.device_id == message.device_id);
+                let Some((key, row)) = target else { continue };
+                let seq = Self::append(conn, row.pk, item, message).await?;
+                committed.push(Committed {
+                    device: *key,
+                    envelope: StoredEnvelope {
+                        seq,
+                        server_ts: item.server_ts,
+                        kind: message.kind,
+                        content: message.content.clone(),
+                    },
+                });
+            }
+        }
+        Ok(Ok(committed))
+    }
+
+    /// Appends one envelope to a mailbox and returns its seq.
+    async fn append(
+        conn: &mut SqliteConnection,
+        pk: i64,
+        item: &SendItem,
+        message: &super::OutgoingMessage,
+    ) -> Result<u64, StoreError> {
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE devices SET last_seq = last_seq + 1, mailbox_count = mailbox_count + 1 WHERE pk = ? \
+             RETURNING last_seq",
+        )
+        .bind(pk)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO envelopes (device_pk, seq, server_ts, expires_at, kind, content) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(pk)
+        .bind(seq)
+        .bind(to_i64(item.server_ts))
+        .bind(to_i64(item.expires_at))
+        .bind(message.kind)
+        .bind(message.content.as_ref())
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+        Ok(to_u64(seq))
+    }
+
+    async fn take_one_bundle(conn: &mut SqliteConnection, row: &sqlx::sqlite::SqliteRow) -> Result<Bundle, StoreError> {
+        let pk: i64 = row.get("pk");
+        let prekey = sqlx::query(
+            "DELETE FROM one_time_prekeys WHERE device_pk = ?1 AND key_id = \
+             (SELECT key_id FROM one_time_prekeys WHERE device_pk = ?1 ORDER BY key_id LIMIT 1) \
+             RETURNING key_id, public_key",
+        )
+        .bind(pk)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?
+        .map(|r| OneTimeKey { id: to_u32(r.get(0)), public_key: r.get(1) });
+        let kyber = sqlx::query(
+            "DELETE FROM one_time_kyber_prekeys WHERE device_pk = ?1 AND key_id = \
+             (SELECT key_id FROM one_time_kyber_prekeys WHERE device_pk = ?1 ORDER BY key_id LIMIT 1) \
+             RETURNING key_id, public_key, signature",
+        )
+        .bind(pk)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?
+        .map(|r| SignedKey { id: to_u32(r.get(0)), public_key: r.get(1), signature: r.get(2) });
+        let (kyber_prekey, kyber_last_resort) = match kyber {
+            Some(k) => (k, false),
+            None => (
+                SignedKey {
+                    id: to_u32(row.get("kyber_lr_id")),
+                    public_key: row.get("kyber_lr"),
+                    signature: row.get("kyber_lr_sig"),
+                },
+                true,
+            ),
+        };
+        Ok(Bundle {
+            device_id: to_u32(row.get("device_id")),
+            registration_id: to_u32(row.get("registration_id")),
+            signed_prekey: SignedKey {
+                id: to_u32(row.get("signed_prekey_id")),
+                public_key: row.get("signed_prekey"),
+                signature: row.get("signed_prekey_sig"),
+            },
+            kyber_prekey,
+            kyber_last_resort,
+            prekey,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DeviceRow {
+    pk: i64,
+    device_id: u32,
+    registration_id: u32,
+    mailbox_count: u64,
+}
+
+fn device_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Device, StoreError> {
+    let account: Vec<u8> = row.get("account_id");
+    let account = Uuid::from_slice(&account).map_err(backend)?;
+    let auth: Vec<u8> = row.get("auth_key");
+    let auth_key: [u8; 32] = auth
+        .try_into()
+        .map_err(|_| StoreError::Backend("stored auth key is not 32 bytes".into()))?;
+    Ok(Device {
+        key: DeviceKey { account, device_id: to_u32(row.get("device_id")) },
+        mailbox: MailboxId(row.get("pk")),
+        registration_id: to_u32(row.get("registration_id")),
+        auth_key,
+        name: row.get("name"),
+        created_at: to_u64(row.get("created_at")),
+        last_seen: row.get::<Option<i64>, _>("last_seen").map(to_u64),
+    })
+}
+
+fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Account, StoreError> {
+    let id: Vec<u8> = row.get("id");
+    Ok(Account {
+        id: Uuid::from_slice(&id).map_err(backend)?,
+        username: row.get("username"),
+        identity_key: row.get("identity_key"),
+    })
+}
+
+const DEVICE_COLUMNS: &str = "pk, account_id, device_id, registration_id, auth_key, name, created_at, last_seen";
+
+/// Commits or rolls back depending on `result`.
+async fn finish<T>(conn: &mut SqliteConnection, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    match result {
+        Ok(v) => {
+            sqlx::query("COMMIT").execute(&mut *conn).await.map_err(backend)?;
+            Ok(v)
+        }
+        Err(e) => {
+            // The original error matters more than a failed rollback.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(e)
+        }
+    }
+}
+
+async fn begin(pool: &SqlitePool) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, StoreError> {
+    let mut conn = pool.acquire().await.map_err(backend)?;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(backend)?;
+    Ok(conn)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_account(&self, account: &NewAccount) -> Result<(), StoreError> {
+        let mut conn = begin(&self.write).await?;
+        let result = async {
+            let inserted = sqlx::query(
+                "INSERT INTO accounts (id, username, identity_key, created_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (username) DO NOTHING",
+            )
+            .bind(account.id.as_bytes().as_slice())
+            .bind(&account.username)
+            .bind(&account.identity_key)
+            .bind(to_i64(account.device.created_at))
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            if inserted.rows_affected() == 0 {
+                return Err(StoreError::UsernameTaken);
+            }
+            Self::insert_device(&mut conn, account.id, 1, &account.device).await
+        }
+        .await;
+        finish(&mut conn, result).await
+    }
+
+    async fn add_device(&self, account: Uuid, device: &NewDeviceRecord, max_devices: u32) -> Result<u32, StoreError> {
+        let mut conn = begin(&self.write).await?;
+        let result = async {
+            if !Self::account_exists(&mut conn, account).await? {
+                return Err(StoreError::UnknownAccount);
+            }
+            let rows = Self::device_rows(&mut conn, account).await?;
+            if rows.len() >= max_devices as usize {
+                return Err(StoreError::TooManyDevices(max_devices));
+            }
+            let id = (2..=hush_wire::limits::MAX_DEVICE_ID)
+                .find(|id| rows.iter().all(|r| r.device_id != *id))
+                .ok_or(StoreError::TooManyDevices(max_devices))?;
+            Self::insert_device(&mut conn, account, id, device).await?;
+            Ok(id)
+        }
+        .await;
+        finish(&mut conn, result).await
+    }
+
+    async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query("SELECT id, username, identity_key FROM accounts WHERE id = ?")
+            .bind(id.as_bytes().as_slice())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn account_by_username(&self, username: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query("SELECT id, username, identity_key FROM accounts WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn devices(&self, account: Uuid) -> Result<Vec<Device>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE account_id = ? ORDER BY device_id"))
+            .bind(account.as_bytes().as_slice())
+            .fetch_all(&self.read)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    async fn device(&self, key: DeviceKey) -> Result<Option<Device>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE account_id = ? AND device_id = ?"))
+            .bind(key.account.as_bytes().as_slice())
+            .bind(key.device_id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn remove_device(&self, key: DeviceKey) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM devices WHERE account_id = ? AND device_id = ?")
+            .bind(key.account.as_bytes().as_slice())
+            .bind(key.device_id)
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn touch_device(&self, key: DeviceKey, now_ms: u64) -> Result<(), StoreError> {
+        let day = to_i64(day_floor(now_ms));
+        sqlx::query(
+            "UPDATE devices SET last_seen = ? WHERE account_id = ? AND device_id = ? \
+             AND (last_seen IS NULL OR last_seen <> ?)",
+        )
+        .bind(day)
+        .bind(key.account.as_bytes().as_slice())
+        .bind(key.device_id)
+        .bind(day)
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn upload_prekeys(&self, key: DeviceKey, upload: &PreKeyUploadRecord) -> Result<(), StoreError> {
+        let mut conn = begin(&self.write).await?;
+        let result = async {
+            let pk = Self::device_pk(&mut conn, key).await?.ok_or(StoreError::UnknownDevice)?;
+            Self::insert_prekeys(&mut conn, pk, upload).await
+        }
+        .await;
+        finish(&mut conn, result).await
+    }
+
+    async fn prekey_counts(&self, key: DeviceKey) -> Result<PreKeyCounts, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM one_time_prekeys WHERE device_pk = d.pk), \
+                    (SELECT COUNT(*) FROM one_time_kyber_prekeys WHERE device_pk = d.pk) \
+             FROM devices d WHERE d.account_id = ? AND d.device_id = ?",
+        )
+        .bind(key.account.as_bytes().as_slice())
+        .bind(key.device_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(backend)?
+        .ok_or(StoreError::UnknownDevice)?;
+        Ok(PreKeyCounts { ec: to_u32(row.get(0)), kyber: to_u32(row.get(1)) })
+    }
+
+    async fn take_bundles(&self, account: Uuid, device_id: Option<u32>) -> Result<Vec<Bundle>, StoreError> {
+        let mut conn = begin(&self.write).await?;
+        let result = async {
+            if !Self::account_exists(&mut conn, account).await? {
+                return Err(StoreError::UnknownAccount);
+            }
+            let rows = sqlx::query(
+                "SELECT pk, device_id, registration_id, signed_prekey_id, signed_prekey, signed_prekey_sig, \
+                 kyber_lr_id, kyber_lr, kyber_lr_sig FROM devices WHERE account_id = ?1 \
+                 AND (?2 IS NULL OR device_id = ?2) ORDER BY device_id",
+            )
+            .bind(account.as_bytes().as_slice())
+            .bind(device_id)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+            if rows.is_empty() {
+                return Err(StoreError::UnknownDevice);
+            }
+            let mut bundles = Vec::with_capacity(rows.len());
+            for row in &rows {
+                bundles.push(Self::take_one_bundle(&mut conn, row).await?);
+            }
+            Ok(bundles)
+        }
+        .await;
+        finish(&mut conn, result).await
+    }
+
+    async fn check_devices(
+        &self,
+        sender: DeviceKey,
+        recipients: &[RecipientBatch],
+    ) -> Result<Result<Vec<DeviceKey>, SendRejection>, StoreError> {
+        let mut conn = self.read.acquire().await.map_err(backend)?;
+        let checked = Self::check_item(&mut conn, sender, recipients, None).await?;
+        Ok(checked.map(|targets| targets.into_iter().map(|(k, _)| k).collect()))
+    }
+
+    async fn commit_sends(&self, items: &[SendItem], max_mailbox: u64) -> Result<Vec<SendOutcome>, StoreError> {
+        let mut conn = begin(&self.write).await?;
+        let result = async {
+            let mut outcomes = Vec::with_capacity(items.len());
+            for item in items {
+                outcomes.push(Self::commit_item(&mut conn, item, max_mailbox).await?);
+            }
+            Ok(outcomes)
+        }
+        .await;
+        finish(&mut conn, result).await
+    }
+
+    async fn fetch(&self, mailbox: MailboxId, after_seq: u64, limit: u32) -> Result<Vec<StoredEnvelope>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, server_ts, kind, content FROM envelopes WHERE device_pk = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(mailbox.0)
+        .bind(to_i64(after_seq))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredEnvelope {
+                seq: to_u64(r.get(0)),
+                server_ts: to_u64(r.get(1)),
+                kind: r.get(2),
+                content: Bytes::from(r.get::<Vec<u8>, _>(3)),
+            })
+            .collect())
+    }
+
+    async fn ack(&self, acks: &[(MailboxId, Vec<u64>)]) -> Result<u64, StoreError> {
+        let mut conn = begin(&self.write).await?;
+        let result = async {
+            let mut total = 0;
+            for (mailbox, seqs) in acks {
+                let mut deleted = 0u64;
+                for seq in seqs {
+                    let done = sqlx::query("DELETE FROM envelopes WHERE device_pk = ? AND seq = ?")
+                        .bind(mailbox.0)
+                        .bind(to_i64(*seq))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(backend)?;
+                    deleted += done.rows_affected();
+                }
+                if deleted > 0 {
+                    sqlx::query("UPDATE devices SET mailbox_count = mailbox_count - ? WHERE pk = ?")
+                        .bind(to_i64(deleted))
+                        .bind(mailbox.0)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(backend)?;
+                }
+                total += deleted;
+            }
+            Ok(total)
+        }
+        .await;
+        finish(&mut conn, result).await
+    }
+
+    async fn expire(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let mut conn = begin(&self.write).await?;
+        let result = async {
+            let rows = sqlx::query("DELETE FROM envelopes WHERE expires_at <= ? RETURNING device_pk")
+                .bind(to_i64(now_ms))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(backend)?;
+            let mut per_device: HashMap<i64, i64> = HashMap::new();
+            for row in &rows {
+                *per_device.entry(row.get(0)).or_default() += 1;
+            }
+            for (pk, n) in per_device {
+                sqlx::query("UPDATE devices SET mailbox_count = mailbox_count - ? WHERE pk = ?")
+                    .bind(n)
+                    .bind(pk)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+            }
+            Ok(rows.len() as u64)
+        }
+        .await;
+        finish(&mut conn, result).await
+    }
+
+    async fn envelope_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(mailbox_count), 0) FROM devices")
+            .fetch_one(&self.read)
+            .await
+            .map_err(backend)?;
+        Ok(to_u64(n))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await.map_err(backend)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,447 @@
+//! One WebSocket connection: challenge/auth, then the delivery loop.
+//!
+//! Generic over any `Sink`/`Stream` of WebSocket messages so it can be driven
+//! without a socket. Untrusted input never panics: a bad frame closes this
+//! connection with a code and a reason, and nothing else is affected.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use hush_keys::auth::DeviceAuthKey;
+use hush_wire::close;
+use hush_wire::frames::{
+    AuthOk, Challenge, Envelope, QueueEmpty, SendOk, SendResponse, ServerFrame, client_frame, decode_client_frame,
+    send_response, server_frame,
+};
+use hush_wire::limits::CHALLENGE_BYTES;
+use rand::RngCore;
+use uuid::Uuid;
+
+use super::send;
+use crate::commit::SendResult;
+use crate::hub::{CloseRequest, Push};
+use crate::metrics as m;
+use crate::state::{AppState, now_ms};
+use crate::store::{Device, DeviceKey, SendItem, StoredEnvelope};
+
+/// Sends awaiting their commit per connection; beyond this the connection stops reading.
+const MAX_PENDING_SENDS: usize = 512;
+/// Seqs one Ack frame may carry.
+const MAX_ACKS_PER_FRAME: usize = 4096;
+/// How long to wait for the peer's close after sending ours.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+type PendingSend = Pin<Box<dyn Future<Output = SendResponse> + Send>>;
+
+/// What one read from the socket amounted to.
+enum Incoming {
+    Frame(client_frame::Frame),
+    /// A ping or pong: the peer is alive.
+    Heard,
+    /// The peer closed or the transport ended.
+    Closed,
+    /// Refuse with this close code and reason.
+    Reject(u16, &'static str),
+}
+
+fn classify(msg: Option<Result<Message, axum::Error>>) -> Incoming {
+    match msg {
+        None | Some(Ok(Message::Close(_))) => Incoming::Closed,
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Heard,
+        Some(Ok(Message::Text(_))) => Incoming::Reject(close::UNSUPPORTED_DATA, close::REASON_TEXT_FRAME),
+        Some(Ok(Message::Binary(bytes))) => match decode_client_frame(&bytes) {
+            Ok(frame) => Incoming::Frame(frame),
+            Err(hush_wire::FrameError::TooLarge(_)) => Incoming::Reject(close::TOO_BIG, close::REASON_TOO_BIG),
+            Err(_) => Incoming::Reject(close::MALFORMED, close::REASON_MALFORMED),
+        },
+        Some(Err(e)) => {
+            let text = e.to_string();
+            if text.contains("too long") || text.contains("limit exceeded") {
+                Incoming::Reject(close::TOO_BIG, close::REASON_TOO_BIG)
+            } else {
+                Incoming::Closed
+            }
+        }
+    }
+}
+
+fn frame(f: server_frame::Frame) -> Message {
+    Message::Binary(ServerFrame::from(f).to_bytes().into())
+}
+
+/// Sends a close frame, then waits briefly for the peer to close so the frame is not lost to a reset.
+async fn close_with<S>(socket: &mut S, code: u16, reason: &'static str)
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
+{
+    metrics::counter!(m::CLOSED, "reason" => reason).increment(1);
+    let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+    if socket.send(close).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(msg)) = socket.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Runs one connection to completion.
+pub async fn run<S>(state: AppState, mut socket: S)
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send,
+{
+    state.open_connections.fetch_add(1, Ordering::Relaxed);
+    if let Some(device) = authenticate(&state, &mut socket).await {
+        metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        let key = device.key;
+        let registration = state.hub.register(key);
+        let conn_id = registration.conn_id;
+        if let Err(e) = state.store.touch_device(key, now_ms()).await {
+            tracing::warn!(error = %e, "recording last-seen failed");
+        }
+        let session = Session::new(&state, device, registration);
+        session.run(&mut socket).await;
+        state.hub.unregister(key, conn_id);
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+    }
+    state.open_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn authenticate<S>(state: &AppState, socket: &mut S) -> Option<Device>
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send,
+{
+    let mut nonce = [0u8; CHALLENGE_BYTES];
+    rand::rng().fill_bytes(&mut nonce);
+    let challenge = Challenge { nonce: nonce.to_vec().into(), server_time: now_ms() };
+    socket.send(frame(server_frame::Frame::Challenge(challenge))).await.ok()?;
+    let deadline = tokio::time::Instant::now() + state.config.auth_timeout;
+    let auth = loop {
+        let next = tokio::select! {
+            next = socket.next() => next,
+            () = tokio::time::sleep_until(deadline) => {
+                close_with(socket, close::AUTH_TIMEOUT, close::REASON_AUTH_TIMEOUT).await;
+                return None;
+            }
+            () = state.shutdown.cancelled() => {
+                close_with(socket, close::GOING_AWAY, close::REASON_SHUTDOWN).await;
+                return None;
+            }
+        };
+        match classify(next) {
+            Incoming::Frame(client_frame::Frame::Auth(auth)) => break auth,
+            Incoming::Frame(_) => {
+                close_with(socket, close::MALFORMED, close::REASON_MALFORMED).await;
+                return None;
+            }
+            Incoming::Heard => continue,
+            Incoming::Closed => return None,
+            Incoming::Reject(code, reason) => {
+                close_with(socket, code, reason).await;
+                return None;
+            }
+        }
+    };
+    let verified = verify_auth(state, &nonce, &auth).await;
+    if verified.is_none() {
+        close_with(socket, close::AUTH_FAILED, close::REASON_AUTH_FAILED).await;
+        return None;
+    }
+    let ok = AuthOk { server_time: now_ms(), window: state.config.limits.window };
+    socket.send(frame(server_frame::Frame::AuthOk(ok))).await.ok()?;
+    verified
+}
+
+async fn verify_auth(state: &AppState, nonce: &[u8], auth: &hush_wire::frames::Auth) -> Option<Device> {
+    let account = Uuid::from_slice(&auth.account_id).ok()?;
+    let key = DeviceKey { account, device_id: auth.device_id };
+    let device = match state.store.device(key).await {
+        Ok(d) => d?,
+        Err(e) => {
+            tracing::error!(error = %e, "device lookup failed during authentication");
+            return None;
+        }
+    };
+    let auth_key = DeviceAuthKey::from_bytes(&device.auth_key).ok()?;
+    auth_key.verify_ws_challenge(nonce, account, auth.device_id, &auth.signature).ok()?;
+    Some(device)
+}
+
+/// The delivery state of one authenticated connection.
+struct Session<'a> {
+    state: &'a AppState,
+    device: Device,
+    registration: crate::hub::Registration,
+    /// Highest seq written to this connection.
+    cursor: u64,
+    /// Unacknowledged seqs written to this connection, with their server timestamps.
+    in_flight: BTreeMap<u64, u64>,
+    /// The mailbox may hold envelopes after `cursor` that were not pushed: read it.
+    need_fetch: bool,
+    /// QueueEmpty has been sent.
+    replayed: bool,
+    pending: FuturesUnordered<PendingSend>,
+    last_heard: Instant,
+    /// Frames were fed to the sink and not yet flushed.
+    unflushed: bool,
+}
+
+/// Why the loop ended.
+enum End {
+    Close(u16, &'static str),
+    Gone,
+}
+
+impl<'a> Session<'a> {
+    fn new(state: &'a AppState, device: Device, registration: crate::hub::Registration) -> Self {
+        Session {
+            state,
+            device,
+            registration,
+            cursor: 0,
+            in_flight: BTreeMap::new(),
+            need_fetch: true,
+            replayed: false,
+            pending: FuturesUnordered::new(),
+            last_heard: Instant::now(),
+            unflushed: false,
+        }
+    }
+
+    fn window(&self) -> usize {
+        self.state.config.limits.window as usize
+    }
+
+    async fn run<S>(mut self, socket: &mut S)
+    where
+        S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send,
+    {
+        let end = self.drive(socket).await;
+        if let End::Close(code, reason) = end {
+            close_with(socket, code, reason).await;
+        }
+    }
+
+    async fn drive<S>(&mut self, socket: &mut S) -> End
+    where
+        S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send,
+    {
+        match self.drive_inner(socket).await {
+            Err(end) => end,
+            Ok(never) => match never {},
+        }
+    }
+
+    async fn drive_inner<S>(&mut self, socket: &mut S) -> Result<std::convert::Infallible, End>
+    where
+        S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send,
+    {
+        let interval = self.state.config.ping_interval;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        loop {
+            if self.need_fetch && self.in_flight.len() < self.window() {
+                self.fetch(socket).await?;
+            }
+            if self.unflushed {
+                socket.flush().await.map_err(|_| End::Gone)?;
+                self.unflushed = false;
+            }
+            let accepting = self.pending.len() < MAX_PENDING_SENDS;
+            tokio::select! {
+                biased;
+                () = self.state.shutdown.cancelled() => return Err(End::Close(close::GOING_AWAY, close::REASON_SHUTDOWN)),
+                () = self.registration.signal.notified() => {
+                    match self.registration.signal.close_request() {
+                        CloseRequest::Replaced => return Err(End::Close(close::REPLACED, close::REASON_REPLACED)),
+                        CloseRequest::Removed => return Err(End::Close(close::DEVICE_REMOVED, close::REASON_DEVICE_REMOVED)),
+                        CloseRequest::None => {}
+                    }
+                    if self.registration.signal.take_lagged() {
+                        self.need_fetch = true;
+                    }
+                }
+                Some(response) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.feed(socket, frame(server_frame::Frame::SendResponse(response))).await?;
+                }
+                Some(push) = self.registration.rx.recv() => self.on_push(socket, push).await?,
+                next = socket.next(), if accepting => {
+                    match classify(next) {
+                        Incoming::Frame(f) => self.on_frame(f).await?,
+                        Incoming::Heard => {}
+                        Incoming::Closed => return Err(End::Gone),
+                        Incoming::Reject(code, reason) => return Err(End::Close(code, reason)),
+                    }
+                    self.last_heard = Instant::now();
+                }
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() > interval * 2 {
+                        return Err(End::Close(close::PING_TIMEOUT, close::REASON_PING_TIMEOUT));
+                    }
+                    self.feed(socket, Message::Ping(Default::default())).await?;
+                }
+            }
+        }
+    }
+
+    async fn feed<S>(&mut self, socket: &mut S, msg: Message) -> Result<(), End>
+    where
+        S: Sink<Message, Error = axum::Error> + Unpin,
+    {
+        socket.feed(msg).await.map_err(|_| End::Gone)?;
+        self.unflushed = true;
+        Ok(())
+    }
+
+    async fn write_envelope<S>(&mut self, socket: &mut S, e: StoredEnvelope) -> Result<(), End>
+    where
+        S: Sink<Message, Error = axum::Error> + Unpin,
+    {
+        if e.seq > 0 {
+            self.cursor = self.cursor.max(e.seq);
+            self.in_flight.insert(e.seq, e.server_ts);
+        }
+        let env = Envelope { seq: e.seq, server_timestamp: e.server_ts, kind: e.kind, content: e.content };
+        self.feed(socket, frame(server_frame::Frame::Envelope(env))).await?;
+        metrics::counter!(m::DELIVERED).increment(1);
+        Ok(())
+    }
+
+    /// Reads the mailbox after `cursor` into the free part of the window.
+    async fn fetch<S>(&mut self, socket: &mut S) -> Result<(), End>
+    where
+        S: Sink<Message, Error = axum::Error> + Unpin,
+    {
+        let room = self.window() - self.in_flight.len();
+        let batch = match self.state.store.fetch(self.device.mailbox, self.cursor, room as u32).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, "reading a mailbox failed");
+                return Err(End::Close(close::INTERNAL, close::REASON_INTERNAL));
+            }
+        };
+        self.need_fetch = batch.len() == room;
+        for e in batch {
+            self.write_envelope(socket, e).await?;
+        }
+        if !self.need_fetch && !self.replayed {
+            self.replayed = true;
+            self.feed(socket, frame(server_frame::Frame::QueueEmpty(QueueEmpty {}))).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_push<S>(&mut self, socket: &mut S, push: Push) -> Result<(), End>
+    where
+        S: Sink<Message, Error = axum::Error> + Unpin,
+    {
+        match push {
+            Push::Ephemeral(e) => self.write_envelope(socket, *e).await,
+            Push::Stored(e) => {
+                if e.seq <= self.cursor {
+                    return Ok(()); // already read from the mailbox
+                }
+                if !self.need_fetch && e.seq == self.cursor + 1 && self.in_flight.len() < self.window() {
+                    self.write_envelope(socket, *e).await
+                } else {
+                    self.need_fetch = true;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, f: client_frame::Frame) -> Result<(), End> {
+        match f {
+            client_frame::Frame::Auth(_) => Err(End::Close(close::MALFORMED, close::REASON_MALFORMED)),
+            client_frame::Frame::Ack(ack) => {
+                if ack.seqs.len() > MAX_ACKS_PER_FRAME {
+                    return Err(End::Close(close::MALFORMED, close::REASON_MALFORMED));
+                }
+                let now = now_ms();
+                for seq in &ack.seqs {
+                    if let Some(ts) = self.in_flight.remove(seq) {
+                        metrics::histogram!(m::DELIVERY_LATENCY).record(now.saturating_sub(ts) as f64 / 1000.0);
+                    }
+                }
+                if !ack.seqs.is_empty() && self.state.committer.ack(self.device.mailbox, ack.seqs).await.is_err() {
+                    return Err(End::Close(close::GOING_AWAY, close::REASON_SHUTDOWN));
+                }
+                Ok(())
+            }
+            client_frame::Frame::Send(req) => {
+                let request_id = req.request_id;
+                let fut = self.start_send(req).await;
+                self.pending.push(Box::pin(async move {
+                    let result = fut.await;
+                    if let send_response::Result::Error(e) = &result {
+                        metrics::counter!(m::SENDS_REJECTED, "code" => send::code_label(e)).increment(1);
+                    }
+                    SendResponse { request_id, result: Some(result) }
+                }));
+                Ok(())
+            }
+        }
+    }
+
+    /// Validates and queues a send; the returned future yields its answer.
+    async fn start_send(
+        &mut self,
+        req: hush_wire::frames::SendRequest,
+    ) -> Pin<Box<dyn Future<Output = send_response::Result> + Send>> {
+        use send_response::Result as R;
+        let ready = |r: R| -> Pin<Box<dyn Future<Output = R> + Send>> { Box::pin(std::future::ready(r)) };
+        let online_only = req.online_only;
+        let recipients = match send::parse(req) {
+            Ok(r) => r,
+            Err(e) => return ready(R::Error(e)),
+        };
+        let sender = self.device.key;
+        if let Err(wait) = self.state.rate.check(sender) {
+            return ready(R::Error(send::rate_limited(wait.as_millis() as u64)));
+        }
+        let server_ts = now_ms();
+        if online_only {
+            let state = self.state.clone();
+            return Box::pin(async move {
+                match state.store.check_devices(sender, &recipients).await {
+                    Ok(Ok(_)) => {
+                        for r in recipients {
+                            for msg in r.messages {
+                                let device = DeviceKey { account: r.account, device_id: msg.device_id };
+                                let env = StoredEnvelope { seq: 0, server_ts, kind: msg.kind, content: msg.content };
+                                state.hub.deliver(device, Push::Ephemeral(Box::new(env)));
+                            }
+                        }
+                        R::Ok(SendOk { server_timestamp: server_ts })
+                    }
+                    Ok(Err(rejection)) => R::Error(send::rejection(rejection)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "checking devices failed");
+                        R::Error(send::internal())
+                    }
+                }
+            });
+        }
+        let expires_at = server_ts + self.state.config.retention.as_millis() as u64;
+        let item = SendItem { sender, recipients, server_ts, expires_at };
+        let Ok(reply) = self.state.committer.send(item).await else {
+            return ready(R::Error(send::internal()));
+        };
+        Box::pin(async move {
+            match reply.await {
+                Ok(SendResult::Stored(ts)) => R::Ok(SendOk { server_timestamp: ts }),
+                Ok(SendResult::Rejected(rejection)) => R::Error(send::rejection(rejection)),
+                Ok(SendResult::Failed) | Err(_) => R::Error(send::internal()),
+            }
+        })
+    }
+}

@@ -1,0 +1,112 @@
+//! Turning a `SendRequest` frame into store records, and refusals into `SendError` frames.
+
+use std::collections::HashSet;
+
+use hush_wire::frames::{DeviceAddress, DeviceMismatch, EnvelopeKind, SendError, SendErrorCode, SendRequest};
+use hush_wire::limits::{MAX_DEVICE_ID, MAX_ENVELOPE_BYTES};
+use uuid::Uuid;
+
+use crate::store::{OutgoingMessage, RecipientBatch, SendRejection};
+
+fn error(code: SendErrorCode, message: impl Into<String>) -> SendError {
+    SendError { code: code as i32, message: message.into(), ..SendError::default() }
+}
+
+/// Checks a send request's shape and sizes and converts it; the error is the answer to send back.
+pub fn parse(req: SendRequest) -> Result<Vec<RecipientBatch>, SendError> {
+    let invalid = |m: &str| error(SendErrorCode::InvalidRequest, m);
+    if req.recipients.is_empty() {
+        return Err(invalid("a send names at least one recipient account"));
+    }
+    let mut accounts = HashSet::new();
+    let mut out = Vec::with_capacity(req.recipients.len());
+    for recipient in req.recipients {
+        let account = Uuid::from_slice(&recipient.account_id).map_err(|_| invalid("account_id must be 16 bytes"))?;
+        if !accounts.insert(account) {
+            return Err(invalid("an account is listed twice"));
+        }
+        if recipient.messages.is_empty() {
+            return Err(invalid("a recipient account has no messages"));
+        }
+        let mut devices = HashSet::new();
+        let mut messages = Vec::with_capacity(recipient.messages.len());
+        for m in recipient.messages {
+            if !(1..=MAX_DEVICE_ID).contains(&m.device_id) || !devices.insert(m.device_id) {
+                return Err(invalid("device ids must be 1..=127 and listed once per account"));
+            }
+            match EnvelopeKind::try_from(m.kind) {
+                Ok(EnvelopeKind::SealedSender | EnvelopeKind::Plaintext) => {}
+                _ => return Err(invalid("unknown envelope kind")),
+            }
+            if m.content.len() > MAX_ENVELOPE_BYTES {
+                return Err(error(
+                    SendErrorCode::EnvelopeTooLarge,
+                    format!("a ciphertext of {} bytes exceeds the {MAX_ENVELOPE_BYTES}-byte limit", m.content.len()),
+                ));
+            }
+            if m.content.is_empty() {
+                return Err(invalid("empty ciphertext"));
+            }
+            messages.push(OutgoingMessage {
+                device_id: m.device_id,
+                registration_id: m.registration_id,
+                kind: m.kind,
+                content: m.content,
+            });
+        }
+        out.push(RecipientBatch { account, messages });
+    }
+    Ok(out)
+}
+
+/// The answer for a refused send.
+pub fn rejection(r: SendRejection) -> SendError {
+    match r {
+        SendRejection::DeviceMismatch(list) => SendError {
+            mismatches: list
+                .into_iter()
+                .map(|m| DeviceMismatch {
+                    account_id: m.account.as_bytes().to_vec().into(),
+                    missing: m.missing,
+                    extra: m.extra,
+                    stale: m.stale,
+                })
+                .collect(),
+            ..error(SendErrorCode::DeviceMismatch, "the device list is out of date: fetch missing and stale devices, drop extra ones, retry")
+        },
+        SendRejection::UnknownAccounts(list) => SendError {
+            unknown_accounts: list.into_iter().map(|a| a.as_bytes().to_vec().into()).collect(),
+            ..error(SendErrorCode::UnknownAccount, "a recipient account does not exist")
+        },
+        SendRejection::MailboxFull(list) => SendError {
+            full: list
+                .into_iter()
+                .map(|d| DeviceAddress { account_id: d.account.as_bytes().to_vec().into(), device_id: d.device_id })
+                .collect(),
+            ..error(SendErrorCode::MailboxFull, "a recipient mailbox is full; retry once the recipient has caught up")
+        },
+    }
+}
+
+/// The answer when the rate limit is hit.
+pub fn rate_limited(retry_after_ms: u64) -> SendError {
+    SendError { retry_after_ms: retry_after_ms.max(1), ..error(SendErrorCode::RateLimited, "too many sends; retry later") }
+}
+
+/// The answer when the database failed.
+pub fn internal() -> SendError {
+    error(SendErrorCode::Internal, "the server could not store the message; nothing was stored; retry")
+}
+
+/// A short label of an error code, for metrics.
+pub fn code_label(e: &SendError) -> &'static str {
+    match SendErrorCode::try_from(e.code) {
+        Ok(SendErrorCode::DeviceMismatch) => "device_mismatch",
+        Ok(SendErrorCode::UnknownAccount) => "unknown_account",
+        Ok(SendErrorCode::EnvelopeTooLarge) => "envelope_too_large",
+        Ok(SendErrorCode::MailboxFull) => "mailbox_full",
+        Ok(SendErrorCode::RateLimited) => "rate_limited",
+        Ok(SendErrorCode::InvalidRequest) => "invalid_request",
+        _ => "internal",
+    }
+}

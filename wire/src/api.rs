@@ -1,0 +1,297 @@
+//! JSON bodies of the REST API. Binary values (keys, signatures, certificates)
+//! travel as standard base64 with padding; account ids as UUID strings.
+//!
+//! Every error answer has the body [`ApiError`]: a stable machine-readable
+//! `code` and a human-readable `message`, with the HTTP status documented per
+//! endpoint in the OpenAPI document served at `/openapi.json`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Bytes written as base64 in JSON.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct B64(pub Vec<u8>);
+
+impl std::fmt::Debug for B64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Key material is not printed; its length is enough to debug with.
+        write!(f, "B64({} bytes)", self.0.len())
+    }
+}
+
+impl From<Vec<u8>> for B64 {
+    fn from(v: Vec<u8>) -> Self {
+        B64(v)
+    }
+}
+
+impl AsRef<[u8]> for B64 {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Serialize for B64 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for B64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD.decode(s.as_bytes()).map(B64).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A signed prekey as uploaded and served: a signed EC prekey, or a Kyber1024 prekey.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SignedPreKey {
+    /// Key id chosen by the client.
+    pub id: u32,
+    /// Serialized public key (33 bytes for EC, 1569 for Kyber1024).
+    #[schema(value_type = String, format = Byte)]
+    pub public_key: B64,
+    /// XEdDSA signature by the account identity key over `public_key` (64 bytes).
+    #[schema(value_type = String, format = Byte)]
+    pub signature: B64,
+}
+
+/// A one-time EC prekey (unsigned).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PreKey {
+    /// Key id chosen by the client.
+    pub id: u32,
+    /// Serialized public key (33 bytes).
+    #[schema(value_type = String, format = Byte)]
+    pub public_key: B64,
+}
+
+/// Keys of a new device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NewDevice {
+    /// libsignal registration id, 1..=16383.
+    pub registration_id: u32,
+    /// The device's ed25519 authentication public key (32 bytes).
+    #[schema(value_type = String, format = Byte)]
+    pub auth_key: B64,
+    /// Optional display name. The server stores it as given; clients should encrypt it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Signed EC prekey.
+    pub signed_prekey: SignedPreKey,
+    /// Last-resort Kyber1024 prekey, served when no one-time Kyber key is left.
+    pub kyber_last_resort: SignedPreKey,
+    /// One-time EC prekeys (at most 100).
+    #[serde(default)]
+    pub one_time_prekeys: Vec<PreKey>,
+    /// One-time Kyber1024 prekeys (at most 100).
+    #[serde(default)]
+    pub one_time_kyber_prekeys: Vec<SignedPreKey>,
+}
+
+/// `POST /v1/accounts`: create an account with its primary device (id 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    /// Handle others find the account by: 3 to 32 of `a-z 0-9 _ .`, case-insensitive.
+    pub username: String,
+    /// The account's libsignal identity public key (33 bytes), shared by all its devices.
+    #[schema(value_type = String, format = Byte)]
+    pub identity_key: B64,
+    /// The primary device.
+    pub device: NewDevice,
+}
+
+/// Answer to a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegisterResponse {
+    /// The account's id (its ACI), chosen by the server.
+    pub account_id: Uuid,
+    /// The primary device's id (always 1).
+    pub device_id: u32,
+}
+
+/// `POST /v1/devices`: an existing device adds a new device to its account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AddDeviceRequest {
+    /// Keys of the new device.
+    pub device: NewDevice,
+}
+
+/// Answer to adding a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AddDeviceResponse {
+    /// The new device's id.
+    pub device_id: u32,
+}
+
+/// `GET /v1/accounts/username/{username}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccountInfo {
+    /// The account's id.
+    pub account_id: Uuid,
+    /// Its username.
+    pub username: String,
+    /// Its identity public key.
+    #[schema(value_type = String, format = Byte)]
+    pub identity_key: B64,
+}
+
+/// One device of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceInfo {
+    /// Device id, 1..=127.
+    pub device_id: u32,
+    /// Its current registration id.
+    pub registration_id: u32,
+    /// Display name, if one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// When it was added (ms since the epoch).
+    pub created_at: u64,
+    /// When it last connected (ms since the epoch, day precision), if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<u64>,
+}
+
+/// `GET /v1/accounts/{account_id}/devices`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceList {
+    /// Devices in id order.
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// `PUT /v1/keys`: add one-time prekeys and optionally rotate the signed ones.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct PreKeyUpload {
+    /// A new signed EC prekey, replacing the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_prekey: Option<SignedPreKey>,
+    /// A new last-resort Kyber prekey, replacing the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kyber_last_resort: Option<SignedPreKey>,
+    /// One-time EC prekeys to add (at most 100).
+    #[serde(default)]
+    pub one_time_prekeys: Vec<PreKey>,
+    /// One-time Kyber prekeys to add (at most 100).
+    #[serde(default)]
+    pub one_time_kyber_prekeys: Vec<SignedPreKey>,
+}
+
+/// `GET /v1/keys/count`: one-time prekeys the server still holds for the calling device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PreKeyCount {
+    /// One-time EC prekeys left.
+    pub ec: u32,
+    /// One-time Kyber prekeys left.
+    pub kyber: u32,
+    /// Upload more when either count is below this.
+    pub refill_below: u32,
+}
+
+/// The keys to start a session with one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceBundle {
+    /// Device id.
+    pub device_id: u32,
+    /// Its registration id.
+    pub registration_id: u32,
+    /// Its signed EC prekey.
+    pub signed_prekey: SignedPreKey,
+    /// A one-time Kyber prekey, or the last-resort one when none is left.
+    pub kyber_prekey: SignedPreKey,
+    /// True when `kyber_prekey` is the last-resort key.
+    pub kyber_last_resort: bool,
+    /// A one-time EC prekey, if any is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prekey: Option<PreKey>,
+}
+
+/// `GET /v1/keys/{account_id}/{device}`: bundles for one or all devices of an account.
+/// Each one-time key in it has been handed out once and is gone from the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PreKeyBundles {
+    /// The account.
+    pub account_id: Uuid,
+    /// Its identity public key.
+    #[schema(value_type = String, format = Byte)]
+    pub identity_key: B64,
+    /// One bundle per requested device.
+    pub devices: Vec<DeviceBundle>,
+}
+
+/// `GET /v1/certificate`: a sender certificate for sealed sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SenderCertificateResponse {
+    /// Serialized libsignal `SenderCertificate`.
+    #[schema(value_type = String, format = Byte)]
+    pub certificate: B64,
+    /// When it expires (ms since the epoch). Fetch a new one before then.
+    pub expires_at: u64,
+}
+
+/// `GET /v1/server`: facts a client pins on first contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ServerInfo {
+    /// The trust-root public key (33 bytes) that sender certificates chain to.
+    #[schema(value_type = String, format = Byte)]
+    pub trust_root: B64,
+    /// Server software version.
+    pub version: String,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// "ok" when the database answers.
+    pub status: String,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApiError {
+    /// Stable machine-readable code, e.g. `username_taken`, `too_many_devices`.
+    pub code: String,
+    /// What happened and what to do, for people.
+    pub message: String,
+}
+
+/// Name of the header carrying a REST request signature.
+pub const AUTH_HEADER: &str = "authorization";
+/// Scheme word of the REST authorization header.
+pub const AUTH_SCHEME: &str = "Hush-Sig";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_request_json_is_stable() {
+        let req = RegisterRequest {
+            username: "alice".into(),
+            identity_key: B64(vec![5; 33]),
+            device: NewDevice {
+                registration_id: 42,
+                auth_key: B64(vec![1; 32]),
+                name: None,
+                signed_prekey: SignedPreKey { id: 1, public_key: B64(vec![5; 4]), signature: B64(vec![9; 4]) },
+                kyber_last_resort: SignedPreKey { id: 2, public_key: B64(vec![8; 4]), signature: B64(vec![9; 4]) },
+                one_time_prekeys: vec![PreKey { id: 3, public_key: B64(vec![5; 4]) }],
+                one_time_kyber_prekeys: vec![],
+            },
+        };
+        insta::assert_json_snapshot!(req);
+        let back: RegisterRequest =
+            serde_json::from_value(serde_json::to_value(&req).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn bad_base64_is_a_clear_error() {
+        let err = serde_json::from_str::<PreKey>(r#"{"id":1,"public_key":"%%%"}"#).err();
+        assert!(err.map(|e| e.to_string().contains("Invalid")).unwrap_or(false));
+    }
+}

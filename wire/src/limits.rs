@@ -1,0 +1,28 @@
+//! Limits shared by server and clients (see DESIGN.md, "Limits").
+
+/// Largest ciphertext for one device in one send.
+pub const MAX_ENVELOPE_BYTES: usize = 96 * 1024;
+/// Largest encoded `SendRequest` (all recipients and devices together).
+pub const MAX_SEND_BYTES: usize = 256 * 1024;
+/// Largest WebSocket message either side accepts: a full send plus framing slack.
+pub const MAX_FRAME_BYTES: usize = MAX_SEND_BYTES + 16 * 1024;
+/// Devices one account may have.
+pub const MAX_DEVICES_PER_ACCOUNT: u32 = 6;
+/// Highest device id libsignal accepts (device ids are 1..=127).
+pub const MAX_DEVICE_ID: u32 = 127;
+/// Highest registration id (libsignal needs it to fit in 14 bits).
+pub const MAX_REGISTRATION_ID: u32 = 0x3FFF;
+/// Unacknowledged envelopes the server sends to one connection before waiting for acks.
+pub const IN_FLIGHT_WINDOW: u32 = 256;
+/// Envelopes one device mailbox may hold.
+pub const MAX_MAILBOX_ENVELOPES: u64 = 100_000;
+/// Days an unacknowledged envelope is kept.
+pub const RETENTION_DAYS: u32 = 30;
+/// Prekeys of one kind in one upload.
+pub const MAX_PREKEYS_PER_UPLOAD: usize = 100;
+/// Clients refill one-time prekeys when fewer than this many are left.
+pub const PREKEY_REFILL_THRESHOLD: u32 = 10;
+/// Length of the random challenge the server sends on a new WebSocket.
+pub const CHALLENGE_BYTES: usize = 32;
+/// Seconds a REST request signature stays valid either side of the server clock.
+pub const REST_AUTH_SKEW_SECS: u64 = 300;
