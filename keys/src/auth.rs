@@ -66,9 +66,7 @@ impl DeviceSigningKey {
     /// Signs the server's WebSocket challenge:
     /// `"hush-ws-auth-v1\0" || nonce || account.as_bytes() (16) || device_id.to_be_bytes()`.
     pub fn sign_ws_challenge(&self, nonce: &[u8], account: Uuid, device_id: u32) -> [u8; 64] {
-        self.0
-            .sign(&ws_challenge_message(nonce, account, device_id))
-            .to_bytes()
+        self.0.sign(&ws_challenge_message(nonce, account, device_id)).to_bytes()
     }
 
     /// Signs a REST request description (see [`RestSigningInput::message`]).
@@ -92,29 +90,14 @@ impl DeviceSigningKey {
         timestamp_ms: u64,
         nonce: [u8; 16],
     ) -> String {
-        let input = RestSigningInput {
-            method,
-            path_and_query,
-            timestamp_ms,
-            nonce,
-            body_sha256: body_sha256(body),
-        };
-        AuthHeader {
-            account,
-            device_id,
-            timestamp_ms,
-            nonce,
-            signature: self.sign_rest(&input),
-        }
-        .to_header_value()
+        let input = RestSigningInput { method, path_and_query, timestamp_ms, nonce, body_sha256: body_sha256(body) };
+        AuthHeader { account, device_id, timestamp_ms, nonce, signature: self.sign_rest(&input) }.to_header_value()
     }
 }
 
 impl fmt::Debug for DeviceSigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeviceSigningKey")
-            .field("public", &self.public())
-            .finish_non_exhaustive()
+        f.debug_struct("DeviceSigningKey").field("public", &self.public()).finish_non_exhaustive()
     }
 }
 
@@ -152,19 +135,13 @@ impl DeviceAuthKey {
     }
 
     /// Checks a REST signature made by [`DeviceSigningKey::sign_rest`] over the same input.
-    pub fn verify_rest(
-        &self,
-        input: &RestSigningInput<'_>,
-        signature: &[u8],
-    ) -> Result<(), KeyError> {
+    pub fn verify_rest(&self, input: &RestSigningInput<'_>, signature: &[u8]) -> Result<(), KeyError> {
         self.verify(&input.message(), signature)
     }
 
     fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
         let signature: &[u8; 64] = signature.try_into().map_err(|_| KeyError::BadSignature)?;
-        self.0
-            .verify_strict(message, &Signature::from_bytes(signature))
-            .map_err(|_| KeyError::BadSignature)
+        self.0.verify_strict(message, &Signature::from_bytes(signature)).map_err(|_| KeyError::BadSignature)
     }
 }
 

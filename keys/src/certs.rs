@@ -18,9 +18,7 @@
 
 use std::fmt;
 
-use libsignal_protocol::{
-    Aci, DeviceId, KeyPair, PrivateKey, SenderCertificate, ServerCertificate, Timestamp,
-};
+use libsignal_protocol::{Aci, DeviceId, KeyPair, PrivateKey, SenderCertificate, ServerCertificate, Timestamp};
 use uuid::Uuid;
 
 use crate::KeyError;
@@ -63,19 +61,9 @@ impl ServerKeys {
     pub fn generate<R: rand::Rng + rand::CryptoRng>(rng: &mut R) -> Result<Self, KeyError> {
         let root = KeyPair::generate(rng);
         let signer = KeyPair::generate(rng);
-        let server_cert = ServerCertificate::new(
-            SERVER_CERTIFICATE_KEY_ID,
-            signer.public_key,
-            &root.private_key,
-            rng,
-        )?;
+        let server_cert = ServerCertificate::new(SERVER_CERTIFICATE_KEY_ID, signer.public_key, &root.private_key, rng)?;
         let server_cert_bytes = server_cert.serialized()?.to_vec();
-        Ok(Self {
-            root,
-            signer,
-            server_cert,
-            server_cert_bytes,
-        })
+        Ok(Self { root, signer, server_cert, server_cert_bytes })
     }
 
     /// Serializes the keys for the server's data directory. The file holds private keys:
@@ -113,9 +101,7 @@ impl ServerKeys {
             return Err(bad("not a hush server key file (wrong magic bytes)"));
         }
         if !bytes.starts_with(MAGIC) {
-            return Err(bad(
-                "unsupported format version (this hushd reads `HUSHKEYS1`)",
-            ));
+            return Err(bad("unsupported format version (this hushd reads `HUSHKEYS1`)"));
         }
         if bytes.len() < HEADER_LEN {
             return Err(bad("file is truncated"));
@@ -127,9 +113,7 @@ impl ServerKeys {
         cert_len.copy_from_slice(len_bytes);
         let cert_len = u32::from_be_bytes(cert_len);
         if u32::try_from(cert_bytes.len()).ok() != Some(cert_len) {
-            return Err(bad(
-                "server certificate length does not match the file length (truncated or padded file)",
-            ));
+            return Err(bad("server certificate length does not match the file length (truncated or padded file)"));
         }
 
         let key_pair = |raw: &[u8], what: &str| {
@@ -141,24 +125,15 @@ impl ServerKeys {
         let root = key_pair(root_bytes, "trust root private key")?;
         let signer = key_pair(signer_bytes, "signer private key")?;
 
-        let server_cert = ServerCertificate::deserialize(cert_bytes)
-            .map_err(|_| bad("server certificate does not parse"))?;
+        let server_cert =
+            ServerCertificate::deserialize(cert_bytes).map_err(|_| bad("server certificate does not parse"))?;
         if server_cert.public_key()? != signer.public_key {
-            return Err(bad(
-                "server certificate is for another signing key than the one in this file",
-            ));
+            return Err(bad("server certificate is for another signing key than the one in this file"));
         }
         if !server_cert.validate(&root.public_key)? {
-            return Err(bad(
-                "server certificate is not signed by this file's trust root, or its key id is revoked",
-            ));
+            return Err(bad("server certificate is not signed by this file's trust root, or its key id is revoked"));
         }
-        Ok(Self {
-            root,
-            signer,
-            server_cert,
-            server_cert_bytes: cert_bytes.to_vec(),
-        })
+        Ok(Self { root, signer, server_cert, server_cert_bytes: cert_bytes.to_vec() })
     }
 
     /// The trust root's public key (33 bytes, `0x05` + 32), which clients pin.
@@ -230,10 +205,7 @@ pub fn verify_sender_certificate(
     trust_root: &[u8],
     now_ms: u64,
 ) -> Result<SenderCertificateInfo, KeyError> {
-    let root = parse_ec_public_key(
-        trust_root,
-        "trust root (expected 33 bytes: 0x05 then a Curve25519 point)",
-    )?;
+    let root = parse_ec_public_key(trust_root, "trust root (expected 33 bytes: 0x05 then a Curve25519 point)")?;
     let cert = SenderCertificate::deserialize(cert).map_err(|_| KeyError::CertificateInvalid)?;
     let expiration = cert.expiration()?;
     // Check the signatures at the expiry instant, so that an expired certificate is reported
@@ -246,9 +218,7 @@ pub fn verify_sender_certificate(
     }
 
     let sender = cert.sender_uuid()?;
-    let account = Aci::parse_from_service_id_string(sender)
-        .map(Uuid::from)
-        .ok_or(KeyError::CertificateInvalid)?;
+    let account = Aci::parse_from_service_id_string(sender).map(Uuid::from).ok_or(KeyError::CertificateInvalid)?;
     // Sessions are keyed by the exact string, so only the canonical spelling is accepted.
     if sender != aci_string(account) {
         return Err(KeyError::CertificateInvalid);

@@ -9,7 +9,9 @@ use libsignal_protocol::SignalProtocolError;
 pub enum KeyError {
     /// A key did not parse: wrong length, wrong type byte, or not a usable curve point.
     /// The payload names the kind of key (for example `"device auth key"`).
-    #[error("invalid {0}: wrong length, wrong type byte or not a valid curve point; send the key exactly as the hush client library serialized it")]
+    #[error(
+        "invalid {0}: wrong length, wrong type byte or not a valid curve point; send the key exactly as the hush client library serialized it"
+    )]
     InvalidKey(&'static str),
 
     /// A signature did not verify against the key it should have been made with
@@ -23,12 +25,16 @@ pub enum KeyError {
 
     /// An `Authorization: Hush-Sig ...` header value could not be parsed.
     /// The payload says which part is wrong; it never echoes the raw header.
-    #[error("malformed Authorization header: {0}; expected `Hush-Sig account=<uuid>,device=<id>,ts=<unix ms>,nonce=<32 hex chars>,sig=<128 hex chars>`")]
+    #[error(
+        "malformed Authorization header: {0}; expected `Hush-Sig account=<uuid>,device=<id>,ts=<unix ms>,nonce=<32 hex chars>,sig=<128 hex chars>`"
+    )]
     MalformedAuthHeader(String),
 
     /// A sender certificate is malformed, names something that is not an account,
     /// or is not signed by a server certificate that the trust root signed.
-    #[error("sender certificate is invalid or not issued under the pinned trust root; fetch a new certificate from the server")]
+    #[error(
+        "sender certificate is invalid or not issued under the pinned trust root; fetch a new certificate from the server"
+    )]
     CertificateInvalid,
 
     /// A sender certificate was genuine but its expiry time has passed.
@@ -36,7 +42,9 @@ pub enum KeyError {
     CertificateExpired,
 
     /// The server's stored key file (see [`crate::certs::ServerKeys::to_bytes`]) is unusable.
-    #[error("server key file is unusable: {0}; restore it from a backup or generate new server keys (clients then need the new trust root)")]
+    #[error(
+        "server key file is unusable: {0}; restore it from a backup or generate new server keys (clients then need the new trust root)"
+    )]
     InvalidServerKeys(String),
 
     /// libsignal reported an error that this crate has no more specific variant for.

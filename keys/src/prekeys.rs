@@ -34,22 +34,14 @@ pub fn validate_ec_public_key(bytes: &[u8]) -> Result<(), KeyError> {
 
 /// Checks a signed EC prekey: the key parses ([`validate_ec_public_key`]) and `signature` is
 /// the identity key's XEdDSA signature over the 33-byte serialized key.
-pub fn verify_signed_ec_prekey(
-    identity: &IdentityKey,
-    public_key: &[u8],
-    signature: &[u8],
-) -> Result<(), KeyError> {
+pub fn verify_signed_ec_prekey(identity: &IdentityKey, public_key: &[u8], signature: &[u8]) -> Result<(), KeyError> {
     validate_ec_public_key(public_key)?;
     verify_identity_signature(identity, public_key, signature)
 }
 
 /// Checks a signed Kyber prekey (one-time or last resort): the key is a serialized Kyber1024
 /// public key (1569 bytes) and `signature` is the identity key's XEdDSA signature over it.
-pub fn verify_kyber_prekey(
-    identity: &IdentityKey,
-    public_key: &[u8],
-    signature: &[u8],
-) -> Result<(), KeyError> {
+pub fn verify_kyber_prekey(identity: &IdentityKey, public_key: &[u8], signature: &[u8]) -> Result<(), KeyError> {
     const WHAT: &str = "Kyber prekey (expected a serialized Kyber1024 public key, 1569 bytes)";
     let key = kem::PublicKey::deserialize(public_key).map_err(|_| KeyError::InvalidKey(WHAT))?;
     if key.key_type() != kem::KeyType::Kyber1024 {
@@ -58,16 +50,8 @@ pub fn verify_kyber_prekey(
     verify_identity_signature(identity, public_key, signature)
 }
 
-fn verify_identity_signature(
-    identity: &IdentityKey,
-    message: &[u8],
-    signature: &[u8],
-) -> Result<(), KeyError> {
-    if identity.public_key().verify_signature(message, signature) {
-        Ok(())
-    } else {
-        Err(KeyError::BadSignature)
-    }
+fn verify_identity_signature(identity: &IdentityKey, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
+    if identity.public_key().verify_signature(message, signature) { Ok(()) } else { Err(KeyError::BadSignature) }
 }
 
 /// Parses a serialized Curve25519 public key strictly. libsignal's own parser accepts (and

@@ -37,10 +37,7 @@ impl AuthHeader {
     /// other parameter is allowed. The scheme name is matched case-insensitively.
     pub fn parse(value: &str) -> Result<Self, KeyError> {
         if value.len() > MAX_HEADER_LEN {
-            return Err(malformed(format!(
-                "value is {} bytes long, the limit is {MAX_HEADER_LEN}",
-                value.len()
-            )));
+            return Err(malformed(format!("value is {} bytes long, the limit is {MAX_HEADER_LEN}", value.len())));
         }
         let value = value.trim_matches(is_space);
         let (scheme, params) = value
@@ -56,15 +53,11 @@ impl AuthHeader {
             if part.is_empty() {
                 return Err(malformed("empty parameter (stray comma?)"));
             }
-            let (name, val) = part
-                .split_once('=')
-                .ok_or_else(|| malformed("every parameter must be `name=value`"))?;
+            let (name, val) = part.split_once('=').ok_or_else(|| malformed("every parameter must be `name=value`"))?;
             let index = PARAMS
                 .iter()
                 .position(|known| *known == name)
-                .ok_or_else(|| {
-                    malformed("unknown parameter; allowed are account, device, ts, nonce, sig")
-                })?;
+                .ok_or_else(|| malformed("unknown parameter; allowed are account, device, ts, nonce, sig"))?;
             if raw[index].replace(val).is_some() {
                 return Err(malformed(format!("`{}` appears more than once", PARAMS[index])));
             }
@@ -109,9 +102,7 @@ fn is_space(c: char) -> bool {
 
 fn parse_account(value: &str) -> Result<Uuid, KeyError> {
     if value.len() != uuid::fmt::Hyphenated::LENGTH {
-        return Err(malformed(
-            "`account` must be a hyphenated UUID (36 characters)",
-        ));
+        return Err(malformed("`account` must be a hyphenated UUID (36 characters)"));
     }
     Uuid::try_parse(value).map_err(|_| malformed("`account` is not a valid UUID"))
 }
@@ -121,9 +112,7 @@ fn parse_decimal<T: std::str::FromStr>(value: &str, name: &str) -> Result<T, Key
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(malformed(format!("`{name}` must be a decimal number")));
     }
-    value
-        .parse()
-        .map_err(|_| malformed(format!("`{name}` is too large")))
+    value.parse().map_err(|_| malformed(format!("`{name}` is too large")))
 }
 
 fn parse_hex<const N: usize>(value: &str, name: &str) -> Result<[u8; N], KeyError> {
@@ -135,7 +124,6 @@ fn parse_hex<const N: usize>(value: &str, name: &str) -> Result<[u8; N], KeyErro
         )));
     }
     let mut out = [0u8; N];
-    hex::decode_to_slice(value, &mut out)
-        .map_err(|_| malformed(format!("`{name}` is not valid hex")))?;
+    hex::decode_to_slice(value, &mut out).map_err(|_| malformed(format!("`{name}` is not valid hex")))?;
     Ok(out)
 }

@@ -9,22 +9,14 @@ use crate::support::{ACCOUNT, DEVICE, NONCE, TS_MS, bit_flips, fixed_key};
 const WS_NONCE: [u8; 32] = [9; 32];
 
 fn rest_input<'a>(method: &'a str, path: &'a str, body: &[u8]) -> RestSigningInput<'a> {
-    RestSigningInput {
-        method,
-        path_and_query: path,
-        timestamp_ms: TS_MS,
-        nonce: NONCE,
-        body_sha256: body_sha256(body),
-    }
+    RestSigningInput { method, path_and_query: path, timestamp_ms: TS_MS, nonce: NONCE, body_sha256: body_sha256(body) }
 }
 
 #[test]
 fn ws_challenge_round_trip() {
     let key = DeviceSigningKey::generate(&mut rand::rng());
     let sig = key.sign_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE);
-    key.public()
-        .verify_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE, &sig)
-        .unwrap();
+    key.public().verify_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE, &sig).unwrap();
 }
 
 #[test]
@@ -32,10 +24,7 @@ fn ws_challenge_refused_with_another_key() {
     let key = DeviceSigningKey::generate(&mut rand::rng());
     let other = DeviceSigningKey::generate(&mut rand::rng());
     let sig = key.sign_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE);
-    assert_eq!(
-        other.public().verify_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE, &sig),
-        Err(KeyError::BadSignature)
-    );
+    assert_eq!(other.public().verify_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE, &sig), Err(KeyError::BadSignature));
 }
 
 #[test]
@@ -44,15 +33,9 @@ fn ws_challenge_refused_for_another_nonce() {
     let sig = key.sign_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE);
     let mut other_nonce = WS_NONCE;
     other_nonce[31] ^= 1;
-    assert_eq!(
-        key.public().verify_ws_challenge(&other_nonce, ACCOUNT, DEVICE, &sig),
-        Err(KeyError::BadSignature)
-    );
+    assert_eq!(key.public().verify_ws_challenge(&other_nonce, ACCOUNT, DEVICE, &sig), Err(KeyError::BadSignature));
     // A prefix of the nonce is another nonce too.
-    assert_eq!(
-        key.public().verify_ws_challenge(&WS_NONCE[..31], ACCOUNT, DEVICE, &sig),
-        Err(KeyError::BadSignature)
-    );
+    assert_eq!(key.public().verify_ws_challenge(&WS_NONCE[..31], ACCOUNT, DEVICE, &sig), Err(KeyError::BadSignature));
 }
 
 #[test]
@@ -60,20 +43,14 @@ fn ws_challenge_refused_for_another_account() {
     let key = fixed_key();
     let sig = key.sign_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE);
     let other = Uuid::from_u128(ACCOUNT.as_u128() ^ 1);
-    assert_eq!(
-        key.public().verify_ws_challenge(&WS_NONCE, other, DEVICE, &sig),
-        Err(KeyError::BadSignature)
-    );
+    assert_eq!(key.public().verify_ws_challenge(&WS_NONCE, other, DEVICE, &sig), Err(KeyError::BadSignature));
 }
 
 #[test]
 fn ws_challenge_refused_for_another_device_id() {
     let key = fixed_key();
     let sig = key.sign_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE);
-    assert_eq!(
-        key.public().verify_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE + 1, &sig),
-        Err(KeyError::BadSignature)
-    );
+    assert_eq!(key.public().verify_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE + 1, &sig), Err(KeyError::BadSignature));
 }
 
 #[test]
@@ -81,10 +58,7 @@ fn ws_challenge_refused_with_any_flipped_signature_bit() {
     let key = fixed_key();
     let sig = key.sign_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE);
     for flipped in bit_flips(&sig) {
-        assert_eq!(
-            key.public().verify_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE, &flipped),
-            Err(KeyError::BadSignature)
-        );
+        assert_eq!(key.public().verify_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE, &flipped), Err(KeyError::BadSignature));
     }
 }
 
@@ -95,10 +69,7 @@ fn signature_of_wrong_length_is_refused() {
     for len in [0, 63, 65] {
         let mut wrong = sig.to_vec();
         wrong.resize(len, 0);
-        assert_eq!(
-            key.public().verify_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE, &wrong),
-            Err(KeyError::BadSignature)
-        );
+        assert_eq!(key.public().verify_ws_challenge(&WS_NONCE, ACCOUNT, DEVICE, &wrong), Err(KeyError::BadSignature));
     }
 }
 
@@ -113,9 +84,7 @@ fn ws_challenge_message_layout_is_the_documented_one() {
     message.extend_from_slice(ACCOUNT.as_bytes());
     message.extend_from_slice(&DEVICE.to_be_bytes());
     let verifier = VerifyingKey::from_bytes(&key.public().to_bytes()).unwrap();
-    verifier
-        .verify(&message, &Signature::from_bytes(&sig))
-        .unwrap();
+    verifier.verify(&message, &Signature::from_bytes(&sig)).unwrap();
 }
 
 #[test]
@@ -165,8 +134,7 @@ fn ws_signature_is_not_a_rest_signature() {
 fn rest_authorization_header_verifies_on_the_server_side() {
     let key = DeviceSigningKey::generate(&mut rand::rng());
     let body = b"hello";
-    let value =
-        key.rest_authorization(ACCOUNT, DEVICE, "POST", "/v1/messages", body, TS_MS, NONCE);
+    let value = key.rest_authorization(ACCOUNT, DEVICE, "POST", "/v1/messages", body, TS_MS, NONCE);
 
     let header = AuthHeader::parse(&value).unwrap();
     assert_eq!(header.account, ACCOUNT);
@@ -206,10 +174,7 @@ fn rest_authorization_header_value_snapshot() {
 
 #[test]
 fn body_sha256_is_sha256() {
-    assert_eq!(
-        hex::encode(body_sha256(b"")),
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    );
+    assert_eq!(hex::encode(body_sha256(b"")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
 #[test]
