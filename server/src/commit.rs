@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster::Cluster;
 use crate::hub::{Hub, Push};
 use crate::metrics as m;
 use crate::store::{MailboxId, SendItem, SendRejection, Store};
@@ -45,9 +46,9 @@ pub struct WriterStopped;
 
 impl Committer {
     /// Starts the writer. It stops when every `Committer` clone is dropped, after draining its queue.
-    pub fn spawn(store: Arc<dyn Store>, hub: Arc<Hub>, max_mailbox: u64) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn spawn(writer: Writer) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        let handle = tokio::spawn(run(rx, store, hub, max_mailbox));
+        let handle = tokio::spawn(run(rx, writer));
         (Committer { tx }, handle)
     }
 
@@ -64,7 +65,20 @@ impl Committer {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Op>, store: Arc<dyn Store>, hub: Arc<Hub>, max_mailbox: u64) {
+/// What the writer task works with.
+pub struct Writer {
+    /// The store to commit to.
+    pub store: Arc<dyn Store>,
+    /// Local connections to wake.
+    pub hub: Arc<Hub>,
+    /// Other nodes to wake, if any.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Mailbox limit.
+    pub max_mailbox: u64,
+}
+
+async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
+    let Writer { store, hub, cluster, max_mailbox } = writer;
     let mut ops = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
         let mut items = Vec::new();
@@ -82,7 +96,9 @@ async fn run(mut rx: mpsc::Receiver<Op>, store: Arc<dyn Store>, hub: Arc<Hub>, m
         if !acks.is_empty() {
             match store.ack(&acks).await {
                 Ok(n) => metrics::counter!(m::ACKED).increment(n),
-                Err(e) => tracing::error!(error = %e, "deleting acknowledged envelopes failed; they will be redelivered"),
+                Err(e) => {
+                    tracing::error!(error = %e, "deleting acknowledged envelopes failed; they will be redelivered")
+                }
             }
         }
         if items.is_empty() {
@@ -91,19 +107,25 @@ async fn run(mut rx: mpsc::Receiver<Op>, store: Arc<dyn Store>, hub: Arc<Hub>, m
         metrics::histogram!(m::COMMIT_BATCH).record(items.len() as f64);
         match store.commit_sends(&items, max_mailbox).await {
             Ok(outcomes) => {
+                let mut elsewhere = Vec::new();
                 for ((outcome, reply), item) in outcomes.into_iter().zip(replies).zip(&items) {
                     match outcome {
                         Ok(committed) => {
                             metrics::counter!(m::ACCEPTED).increment(committed.len() as u64);
                             let _ = reply.send(SendResult::Stored(item.server_ts));
                             for c in committed {
-                                hub.deliver(c.device, Push::Stored(Box::new(c.envelope)));
+                                if !hub.deliver(c.device, Push::Stored(Box::new(c.envelope))) {
+                                    elsewhere.push(c.device);
+                                }
                             }
                         }
                         Err(rejection) => {
                             let _ = reply.send(SendResult::Rejected(rejection));
                         }
                     }
+                }
+                if let Some(cluster) = &cluster {
+                    cluster.committed_elsewhere(elsewhere);
                 }
             }
             Err(e) => {

@@ -50,6 +50,12 @@ pub struct Args {
     /// Most simultaneous WebSocket connections [default: 100000].
     #[arg(long, env = "HUSHD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Redis URL for running several nodes (routing table and wake-ups), e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "HUSHD_REDIS")]
+    pub redis: Option<String>,
+    /// This node's id in a cluster [default: random].
+    #[arg(long, env = "HUSHD_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 /// The same settings as [`Args`], read from the `--config` file.
@@ -67,6 +73,8 @@ struct FileConfig {
     auth_timeout_secs: Option<u64>,
     certificate_hours: Option<u64>,
     max_connections: Option<usize>,
+    redis: Option<String>,
+    node_id: Option<String>,
 }
 
 /// Why the configuration could not be built.
@@ -134,6 +142,10 @@ pub struct Config {
     pub certificate_lifetime: Duration,
     /// Limits.
     pub limits: Limits,
+    /// Redis URL, when several nodes share the database.
+    pub redis: Option<String>,
+    /// This node's id.
+    pub node_id: String,
 }
 
 impl Config {
@@ -169,16 +181,18 @@ impl Config {
                 args.certificate_hours.or(file.certificate_hours).unwrap_or(24).max(1) * 3600,
             ),
             limits: Limits {
-                max_mailbox: args
-                    .max_mailbox
-                    .or(file.max_mailbox)
-                    .unwrap_or(hush_wire::limits::MAX_MAILBOX_ENVELOPES),
+                max_mailbox: args.max_mailbox.or(file.max_mailbox).unwrap_or(hush_wire::limits::MAX_MAILBOX_ENVELOPES),
                 window: hush_wire::limits::IN_FLIGHT_WINDOW,
                 rate_burst,
                 rate_per_second,
                 max_devices: hush_wire::limits::MAX_DEVICES_PER_ACCOUNT,
                 max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000),
             },
+            redis: args.redis.or(file.redis),
+            node_id: args.node_id.or(file.node_id).unwrap_or_else(|| {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                id[..12].to_owned()
+            }),
         })
     }
 

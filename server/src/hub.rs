@@ -142,6 +142,34 @@ impl Hub {
         }
     }
 
+    /// Tells the device's connection to re-read its mailbox (a wake-up from another node).
+    /// Returns false if it is not connected here.
+    pub fn wake(&self, device: DeviceKey) -> bool {
+        let entries = self.lock();
+        let Some(entry) = entries.get(&device) else { return false };
+        entry.signal.mark_lagged();
+        true
+    }
+
+    /// Wakes every connection here (after a gap in cross-node wake-ups).
+    pub fn wake_all(&self) {
+        for entry in self.lock().values() {
+            entry.signal.mark_lagged();
+        }
+    }
+
+    /// Closes the device's connection here because it connected to another node.
+    pub fn replaced_elsewhere(&self, device: DeviceKey) {
+        if let Some(entry) = self.lock().remove(&device) {
+            entry.signal.request_close(CloseRequest::Replaced);
+        }
+    }
+
+    /// The devices connected here.
+    pub fn devices(&self) -> Vec<DeviceKey> {
+        self.lock().keys().copied().collect()
+    }
+
     /// Asks the device's connection to close because the device was removed.
     pub fn remove_device(&self, device: DeviceKey) {
         if let Some(entry) = self.lock().remove(&device) {

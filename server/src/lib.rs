@@ -14,6 +14,7 @@
 //!
 //! The delivery contract these implement is in DESIGN.md; the protocol in docs/PROTOCOL.md.
 
+pub mod cluster;
 pub mod commit;
 pub mod config;
 pub mod http;

@@ -11,11 +11,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::commit::Committer;
+use crate::cluster::{Cluster, ClusterError};
+use crate::commit::{Committer, Writer};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics as m;
 use crate::state::{AppState, Inner, ReplayCache, SendRateLimiter, now_ms};
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -44,11 +46,14 @@ pub enum ServeError {
         message: String,
     },
     /// The database URL is not supported.
-    #[error("unsupported database URL {0:?}: use sqlite://PATH")]
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB (postgresql:// too)")]
     UnsupportedDb(String),
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
+    /// The Redis settings are not valid.
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -121,6 +126,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     if config.db.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(&config.db).await?))
+    } else if config.db.starts_with("postgres://") || config.db.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(&config.db).await?))
     } else {
         Err(ServeError::UnsupportedDb(config.db.clone()))
     }
@@ -132,11 +139,21 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
     let keys = load_or_create_keys(&config.data_dir)?;
     let store = open_store(&config).await?;
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     let hub = Arc::new(Hub::new(config.limits.window as usize * 2));
-    let (committer, writer) = Committer::spawn(store.clone(), hub.clone(), config.limits.max_mailbox);
     let shutdown = CancellationToken::new();
+    let cluster = match &config.redis {
+        Some(url) => Some(Cluster::start(url, config.node_id.clone(), hub.clone(), shutdown.clone())?),
+        None => None,
+    };
+    let (committer, writer) = Committer::spawn(Writer {
+        store: store.clone(),
+        hub: hub.clone(),
+        cluster: cluster.clone(),
+        max_mailbox: config.limits.max_mailbox,
+    });
     let trust_root = keys.trust_root_public();
     let state = AppState::new(Inner {
         store,
@@ -149,6 +166,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
         open_connections: AtomicUsize::new(0),
+        cluster,
         config,
     });
     let task = tokio::spawn(run(listener, state, writer));

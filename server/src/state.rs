@@ -52,6 +52,8 @@ pub struct Inner {
     pub tasks: TaskTracker,
     /// Open WebSocket connections (authenticated or not).
     pub open_connections: AtomicUsize,
+    /// The cluster, when running several nodes.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppState {

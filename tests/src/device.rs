@@ -1,9 +1,7 @@
 //! [`TestAccount`] and [`TestDevice`]: registered accounts and their devices.
 
 use hush_keys::auth::DeviceSigningKey;
-use hush_wire::api::{
-    AddDeviceRequest, AddDeviceResponse, B64, NewDevice, RegisterRequest, RegisterResponse,
-};
+use hush_wire::api::{AddDeviceRequest, AddDeviceResponse, B64, NewDevice, RegisterRequest, RegisterResponse};
 use libsignal_protocol::IdentityKeyPair;
 use rand::RngCore as _;
 use uuid::Uuid;
@@ -57,8 +55,7 @@ impl TestDevice {
 
     /// The signature for the WebSocket challenge `nonce`.
     pub fn sign_challenge(&self, nonce: &[u8]) -> [u8; 64] {
-        self.signing_key
-            .sign_ws_challenge(nonce, self.account_id, self.device_id)
+        self.signing_key.sign_ws_challenge(nonce, self.account_id, self.device_id)
     }
 }
 
@@ -97,10 +94,7 @@ impl TestAccount {
         let keys = DeviceKeys::generate(&identity, one_time);
         let username = crate::unique_username(prefix);
         let req = register_request(&username, &identity, &keys.new_device);
-        let resp: RegisterResponse = RestClient::new(server)
-            .post_json("/v1/accounts", &req)
-            .await
-            .json(201);
+        let resp: RegisterResponse = RestClient::new(server).post_json("/v1/accounts", &req).await.json(201);
         assert_eq!(resp.device_id, 1, "the primary device must be device 1");
         TestAccount {
             username,
@@ -133,12 +127,8 @@ impl TestAccount {
 
     /// Tries to add a device with the given keys; returns the raw answer.
     pub async fn try_add_device(&self, server: &TestServer, device: &NewDevice) -> ApiResponse {
-        let body = AddDeviceRequest {
-            device: device.clone(),
-        };
-        RestClient::new(server)
-            .signed(self.primary(), "POST", "/v1/devices", Some(&body))
-            .await
+        let body = AddDeviceRequest { device: device.clone() };
+        RestClient::new(server).signed(self.primary(), "POST", "/v1/devices", Some(&body)).await
     }
 
     /// The primary device (id 1).
@@ -161,11 +151,7 @@ impl TestAccount {
 }
 
 /// A registration body for `username` with the given identity and primary device.
-pub fn register_request(
-    username: &str,
-    identity: &IdentityKeyPair,
-    device: &NewDevice,
-) -> RegisterRequest {
+pub fn register_request(username: &str, identity: &IdentityKeyPair, device: &NewDevice) -> RegisterRequest {
     RegisterRequest {
         username: username.to_owned(),
         identity_key: B64(identity_public(identity)),

@@ -43,11 +43,8 @@ impl DeviceKeys {
             .private_key()
             .calculate_signature(&spk_public, &mut rng)
             .unwrap_or_else(|e| panic!("cannot sign the signed prekey: {e}"));
-        let signed_prekey = SignedPreKey {
-            id: base + 1,
-            public_key: B64(spk_public),
-            signature: B64(spk_sig.to_vec()),
-        };
+        let signed_prekey =
+            SignedPreKey { id: base + 1, public_key: B64(spk_public), signature: B64(spk_sig.to_vec()) };
 
         let kyber_last_resort = kyber_prekey(identity, base + 2);
         let one_time_prekeys = (0..one_time)
@@ -56,9 +53,7 @@ impl DeviceKeys {
                 public_key: B64(KeyPair::generate(&mut rng).public_key.serialize().to_vec()),
             })
             .collect();
-        let one_time_kyber_prekeys = (0..one_time)
-            .map(|i| kyber_prekey(identity, base + 500 + i))
-            .collect();
+        let one_time_kyber_prekeys = (0..one_time).map(|i| kyber_prekey(identity, base + 500 + i)).collect();
 
         let signing_key = DeviceSigningKey::generate(&mut rng);
         DeviceKeys {
@@ -80,17 +75,7 @@ impl DeviceKeys {
 pub fn kyber_prekey(identity: &IdentityKeyPair, id: u32) -> SignedPreKey {
     let record = KyberPreKeyRecord::generate(kem::KeyType::Kyber1024, id.into(), identity.private_key())
         .unwrap_or_else(|e| panic!("cannot make a Kyber prekey: {e}"));
-    let public = record
-        .public_key()
-        .unwrap_or_else(|e| panic!("Kyber public key: {e}"))
-        .serialize()
-        .to_vec();
-    let signature = record
-        .signature()
-        .unwrap_or_else(|e| panic!("Kyber signature: {e}"));
-    SignedPreKey {
-        id,
-        public_key: B64(public),
-        signature: B64(signature),
-    }
+    let public = record.public_key().unwrap_or_else(|e| panic!("Kyber public key: {e}")).serialize().to_vec();
+    let signature = record.signature().unwrap_or_else(|e| panic!("Kyber signature: {e}"));
+    SignedPreKey { id, public_key: B64(public), signature: B64(signature) }
 }

@@ -27,10 +27,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Milliseconds since the Unix epoch, from the local clock.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A lowercase username that is unique per call: `prefix` plus a random suffix.

@@ -26,13 +26,8 @@ impl ApiResponse {
     /// Asserts the status is `status`, then decodes the JSON body.
     pub fn json<T: DeserializeOwned>(&self, status: u16) -> T {
         self.assert_status(status);
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "{}: body is not the expected JSON ({e}): {}",
-                self.request,
-                self.text()
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{}: body is not the expected JSON ({e}): {}", self.request, self.text()))
     }
 
     /// Asserts the status is `status`.
@@ -51,16 +46,8 @@ impl ApiResponse {
     /// Asserts an error answer: HTTP `status` and `{"code": code, ...}`.
     pub fn assert_error(&self, status: u16, code: &str) {
         let err: hush_wire::api::ApiError = self.json(status);
-        assert_eq!(
-            err.code, code,
-            "{}: expected error code {code:?}, got {err:?}",
-            self.request
-        );
-        assert!(
-            !err.message.is_empty(),
-            "{}: error {code} has an empty message",
-            self.request
-        );
+        assert_eq!(err.code, code, "{}: expected error code {code:?}, got {err:?}", self.request);
+        assert!(!err.message.is_empty(), "{}: error {code} has an empty message", self.request);
     }
 }
 
@@ -92,32 +79,18 @@ impl RestClient {
         authorization: Option<&str>,
     ) -> ApiResponse {
         let request = format!("{method} {path_and_query}");
-        let m = reqwest::Method::from_bytes(method.as_bytes())
-            .unwrap_or_else(|e| panic!("bad method {method}: {e}"));
-        let mut req = self
-            .http
-            .request(m, format!("{}{path_and_query}", self.base));
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or_else(|e| panic!("bad method {method}: {e}"));
+        let mut req = self.http.request(m, format!("{}{path_and_query}", self.base));
         if let Some(body) = body {
             req = req.header("content-type", "application/json").body(body);
         }
         if let Some(auth) = authorization {
             req = req.header(hush_wire::api::AUTH_HEADER, auth);
         }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{request}: HTTP request failed: {e}"));
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{request}: HTTP request failed: {e}"));
         let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .unwrap_or_else(|e| panic!("{request}: reading the body failed: {e}"))
-            .to_vec();
-        ApiResponse {
-            request,
-            status,
-            body,
-        }
+        let body = resp.bytes().await.unwrap_or_else(|e| panic!("{request}: reading the body failed: {e}")).to_vec();
+        ApiResponse { request, status, body }
     }
 
     /// An unauthenticated GET.
@@ -140,11 +113,7 @@ impl RestClient {
         body: Option<&T>,
     ) -> ApiResponse {
         let bytes = body.map(to_json);
-        let auth = device.authorization(
-            method,
-            path_and_query,
-            bytes.as_deref().unwrap_or_default(),
-        );
+        let auth = device.authorization(method, path_and_query, bytes.as_deref().unwrap_or_default());
         self.raw(method, path_and_query, bytes, Some(&auth)).await
     }
 

@@ -121,10 +121,7 @@ impl TestServer {
     /// Kills the process with SIGKILL (no chance to clean up) and waits for it.
     pub async fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
-            child
-                .kill()
-                .await
-                .unwrap_or_else(|e| panic!("cannot SIGKILL hushd: {e}"));
+            child.kill().await.unwrap_or_else(|e| panic!("cannot SIGKILL hushd: {e}"));
         }
         self.addr = None;
     }
@@ -145,18 +142,13 @@ impl TestServer {
             assert!(status.success(), "kill -TERM {pid} failed");
         }
         match tokio::time::timeout(STOP_DEADLINE, child.wait()).await {
-            Ok(Ok(status)) => assert!(
-                status.success(),
-                "hushd exited with {status} after SIGTERM; log:\n{}",
-                self.log()
-            ),
+            Ok(Ok(status)) => {
+                assert!(status.success(), "hushd exited with {status} after SIGTERM; log:\n{}", self.log())
+            }
             Ok(Err(e)) => panic!("waiting for hushd failed: {e}"),
             Err(_) => {
                 let _ = child.start_kill();
-                panic!(
-                    "hushd did not exit within {STOP_DEADLINE:?} of SIGTERM; log:\n{}",
-                    self.log()
-                );
+                panic!("hushd did not exit within {STOP_DEADLINE:?} of SIGTERM; log:\n{}", self.log());
             }
         }
     }
@@ -188,16 +180,8 @@ impl TestServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let stdout = child
-            .stdout
-            .take()
-            .unwrap_or_else(|| panic!("hushd stdout is not piped"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("hushd stdout is not piped"));
 
         // Forward stdout lines to this start-up wait, and keep draining it
         // afterwards so hushd never blocks on a full pipe.
@@ -224,9 +208,8 @@ impl TestServer {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(line)) => {
                     if let Some(rest) = line.strip_prefix("hushd listening on ") {
-                        let parsed: SocketAddr = rest.trim().parse().unwrap_or_else(|e| {
-                            panic!("cannot parse the address in {line:?}: {e}")
-                        });
+                        let parsed: SocketAddr =
+                            rest.trim().parse().unwrap_or_else(|e| panic!("cannot parse the address in {line:?}: {e}"));
                         addr = Some(parsed);
                     } else if let Some(rest) = line.strip_prefix("trust root: ") {
                         trust_root = Some(rest.trim().to_owned());
@@ -234,10 +217,7 @@ impl TestServer {
                 }
                 Ok(None) => {
                     let status = child.wait().await;
-                    panic!(
-                        "hushd exited before it was ready ({status:?}); log:\n{}",
-                        self.log()
-                    );
+                    panic!("hushd exited before it was ready ({status:?}); log:\n{}", self.log());
                 }
                 Err(_) => {
                     let _ = child.start_kill();
@@ -262,11 +242,7 @@ impl Drop for TestServer {
             let _ = child.start_kill();
         }
         if std::thread::panicking() {
-            eprintln!(
-                "---- hushd log ({}) ----\n{}\n---- end of hushd log ----",
-                self.log_path.display(),
-                self.log()
-            );
+            eprintln!("---- hushd log ({}) ----\n{}\n---- end of hushd log ----", self.log_path.display(), self.log());
         }
     }
 }

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use hush_wire::frames::{
-    Auth, AuthOk, Challenge, ClientFrame, DeviceMessage, Envelope, EnvelopeKind, RecipientMessages,
-    SendError, SendErrorCode, SendOk, SendRequest, SendResponse, client_frame, send_response,
-    server_frame,
+    Auth, AuthOk, Challenge, ClientFrame, DeviceMessage, Envelope, EnvelopeKind, RecipientMessages, SendError,
+    SendErrorCode, SendOk, SendRequest, SendResponse, client_frame, send_response, server_frame,
 };
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -68,10 +67,11 @@ impl WsClient {
     /// Opens a connection and reads the server's `Challenge`, without authenticating.
     pub async fn open(server: &TestServer) -> WsClient {
         let url = server.ws_url();
-        let (stream, _) = tokio::time::timeout(crate::WAIT, tokio_tungstenite::connect_async(&url))
-            .await
-            .unwrap_or_else(|_| panic!("timed out connecting to {url}"))
-            .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+        let stream = match tokio::time::timeout(crate::WAIT, tokio_tungstenite::connect_async(&url)).await {
+            Ok(Ok((stream, _))) => stream,
+            Ok(Err(e)) => panic!("cannot connect to {url}: {e}"),
+            Err(_) => panic!("timed out connecting to {url}"),
+        };
         let mut client = WsClient {
             stream,
             label: "unauthenticated".to_owned(),
@@ -118,9 +118,7 @@ impl WsClient {
 
     /// The challenge the server sent on this connection.
     pub fn challenge(&self) -> &Challenge {
-        self.challenge
-            .as_ref()
-            .unwrap_or_else(|| panic!("no challenge received"))
+        self.challenge.as_ref().unwrap_or_else(|| panic!("no challenge received"))
     }
 
     /// The `AuthOk` the server sent, if authenticated.
@@ -133,7 +131,7 @@ impl WsClient {
         let deadline = self.deadline();
         loop {
             if let Some(ok) = &self.auth_ok {
-                return ok.clone();
+                return *ok;
             }
             self.pump(deadline, "AuthOk").await;
         }
@@ -148,10 +146,7 @@ impl WsClient {
     }
 
     /// Sends any WebSocket message as is (garbage, text, oversize...).
-    pub async fn send_raw(
-        &mut self,
-        msg: Message,
-    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    pub async fn send_raw(&mut self, msg: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         match tokio::time::timeout(self.timeout, self.stream.send(msg)).await {
             Ok(r) => r,
             Err(_) => panic!("[{}] sending took longer than {:?}", self.label, self.timeout),
@@ -190,18 +185,10 @@ impl WsClient {
         let resp = self.send(req).await;
         match resp.result {
             Some(send_response::Result::Error(err)) => {
-                assert_eq!(
-                    err.code(),
-                    code,
-                    "[{}] expected send error {code:?}, got {err:?}",
-                    self.label
-                );
+                assert_eq!(err.code(), code, "[{}] expected send error {code:?}, got {err:?}", self.label);
                 err
             }
-            other => panic!(
-                "[{}] expected send error {code:?}, got {other:?}",
-                self.label
-            ),
+            other => panic!("[{}] expected send error {code:?}, got {other:?}", self.label),
         }
     }
 
@@ -214,6 +201,11 @@ impl WsClient {
             }
             self.pump(deadline, "an envelope or QueueEmpty").await;
         }
+    }
+
+    /// How many envelopes and `QueueEmpty` markers have arrived but not been taken yet.
+    pub fn buffered_events(&self) -> usize {
+        self.events.len()
     }
 
     /// The next event, which must be an envelope.
@@ -239,10 +231,7 @@ impl WsClient {
 
     /// Acknowledges `seqs`.
     pub async fn ack(&mut self, seqs: &[u64]) {
-        self.send_frame(client_frame::Frame::Ack(hush_wire::frames::Ack {
-            seqs: seqs.to_vec(),
-        }))
-        .await;
+        self.send_frame(client_frame::Frame::Ack(hush_wire::frames::Ack { seqs: seqs.to_vec() })).await;
     }
 
     /// Waits until the connection ends; panics if it ended without a close frame.
@@ -250,10 +239,7 @@ impl WsClient {
         let closed = self.wait_closed().await;
         match closed.code {
             Some(code) => (code, closed.reason),
-            None => panic!(
-                "[{}] connection ended without a close frame: {}",
-                self.label, closed.reason
-            ),
+            None => panic!("[{}] connection ended without a close frame: {}", self.label, closed.reason),
         }
     }
 
@@ -275,8 +261,8 @@ impl WsClient {
         if self.closed.is_some() {
             return;
         }
-        if let Err(e) = self.send_raw(Message::Close(None)).await {
-            panic!("[{}] sending the close frame failed: {e}", self.label);
+        if self.send_raw(Message::Close(None)).await.is_err() {
+            return; // the server has already gone away
         }
         let deadline = self.deadline();
         while self.closed.is_none() {
@@ -291,17 +277,11 @@ impl WsClient {
     /// Reads one message; panics if the connection has closed.
     async fn pump(&mut self, deadline: Instant, what: &str) {
         if let Some(closed) = &self.closed {
-            panic!(
-                "[{}] the connection closed ({closed:?}) while waiting for {what}",
-                self.label
-            );
+            panic!("[{}] the connection closed ({closed:?}) while waiting for {what}", self.label);
         }
         self.read_one(deadline, what).await;
         if let Some(closed) = &self.closed {
-            panic!(
-                "[{}] the connection closed ({closed:?}) while waiting for {what}",
-                self.label
-            );
+            panic!("[{}] the connection closed ({closed:?}) while waiting for {what}", self.label);
         }
     }
 
@@ -320,15 +300,11 @@ impl WsClient {
         match next {
             Some(Ok(Message::Binary(bytes))) => self.file_frame(&bytes),
             Some(Ok(Message::Close(frame))) => {
+                // Let tungstenite's automatic close reply reach the server.
+                let _ = tokio::time::timeout_at(deadline, self.stream.flush()).await;
                 self.closed = Some(match frame {
-                    Some(f) => Closed {
-                        code: Some(u16::from(f.code)),
-                        reason: f.reason.to_string(),
-                    },
-                    None => Closed {
-                        code: None,
-                        reason: "close frame without a code".to_owned(),
-                    },
+                    Some(f) => Closed { code: Some(u16::from(f.code)), reason: f.reason.to_string() },
+                    None => Closed { code: None, reason: "close frame without a code".to_owned() },
                 });
             }
             Some(Ok(Message::Text(t))) => {
@@ -336,43 +312,25 @@ impl WsClient {
             }
             Some(Ok(_)) => {} // ping, pong, raw frame: tungstenite answers pings itself
             Some(Err(e)) => {
-                self.closed = Some(Closed {
-                    code: None,
-                    reason: format!("transport error: {e}"),
-                });
+                self.closed = Some(Closed { code: None, reason: format!("transport error: {e}") });
             }
             None => {
-                self.closed = Some(Closed {
-                    code: None,
-                    reason: "stream ended".to_owned(),
-                });
+                self.closed = Some(Closed { code: None, reason: "stream ended".to_owned() });
             }
         }
     }
 
     fn file_frame(&mut self, bytes: &[u8]) {
         let frame = hush_wire::decode_server_frame(bytes).unwrap_or_else(|e| {
-            panic!(
-                "[{}] the server sent an undecodable frame ({} bytes): {e}",
-                self.label,
-                bytes.len()
-            )
+            panic!("[{}] the server sent an undecodable frame ({} bytes): {e}", self.label, bytes.len())
         });
         match frame {
             server_frame::Frame::Challenge(c) => {
-                assert!(
-                    self.challenge.is_none(),
-                    "[{}] the server sent a second Challenge",
-                    self.label
-                );
+                assert!(self.challenge.is_none(), "[{}] the server sent a second Challenge", self.label);
                 self.challenge = Some(c);
             }
             server_frame::Frame::AuthOk(ok) => {
-                assert!(
-                    self.auth_ok.is_none(),
-                    "[{}] the server sent a second AuthOk",
-                    self.label
-                );
+                assert!(self.auth_ok.is_none(), "[{}] the server sent a second AuthOk", self.label);
                 self.auth_ok = Some(ok);
             }
             server_frame::Frame::Envelope(env) => self.events.push_back(Event::Envelope(env)),
@@ -401,29 +359,15 @@ pub fn message(device: &TestDevice, content: impl Into<bytes::Bytes>) -> DeviceM
 
 /// The messages for one account.
 pub fn recipient(account_id: Uuid, messages: Vec<DeviceMessage>) -> RecipientMessages {
-    RecipientMessages {
-        account_id: account_id.as_bytes().to_vec().into(),
-        messages,
-    }
+    RecipientMessages { account_id: account_id.as_bytes().to_vec().into(), messages }
 }
 
 /// The same content for every device of `account`.
 pub fn to_all_devices(account: &TestAccount, content: &[u8]) -> RecipientMessages {
-    recipient(
-        account.account_id,
-        account
-            .devices
-            .iter()
-            .map(|d| message(d, content.to_vec()))
-            .collect(),
-    )
+    recipient(account.account_id, account.devices.iter().map(|d| message(d, content.to_vec())).collect())
 }
 
 /// A stored (not online-only) send; its request id is filled in by [`WsClient::send`].
 pub fn send_request(recipients: Vec<RecipientMessages>) -> SendRequest {
-    SendRequest {
-        request_id: 0,
-        recipients,
-        online_only: false,
-    }
+    SendRequest { request_id: 0, recipients, online_only: false }
 }

@@ -19,8 +19,6 @@ pub const MALFORMED: u16 = 4004;
 pub const DEVICE_REMOVED: u16 = 4005;
 /// The peer stopped answering pings.
 pub const PING_TIMEOUT: u16 = 4006;
-/// The client sent acks faster than it received envelopes or flooded the server.
-pub const POLICY: u16 = 4008;
 
 /// Reason for [`GOING_AWAY`].
 pub const REASON_SHUTDOWN: &str = "server_shutdown";

@@ -8,7 +8,7 @@ CREATE TABLE accounts (
 );
 
 CREATE TABLE devices (
-    pk               INTEGER PRIMARY KEY,    -- mailbox id
+    pk               INTEGER PRIMARY KEY AUTOINCREMENT, -- mailbox id, never reused
     account_id       BLOB NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     device_id        INTEGER NOT NULL,
     registration_id  INTEGER NOT NULL,

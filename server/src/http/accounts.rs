@@ -52,7 +52,9 @@ pub async fn by_username(
 ) -> Result<Json<AccountInfo>, HttpError> {
     let name = username.to_ascii_lowercase();
     let account = state.store.account_by_username(&name).await?;
-    account.map(|a| Json(info(a))).ok_or_else(|| HttpError::not_found("unknown_account", "no account has that username"))
+    account
+        .map(|a| Json(info(a)))
+        .ok_or_else(|| HttpError::not_found("unknown_account", "no account has that username"))
 }
 
 /// Gets an account by id.
@@ -132,7 +134,11 @@ pub async fn remove_device(
         return Err(HttpError::new(StatusCode::FORBIDDEN, "forbidden", "the primary device cannot be removed"));
     }
     if caller.device_id != 1 && caller.device_id != device_id {
-        return Err(HttpError::new(StatusCode::FORBIDDEN, "forbidden", "only the primary device may remove another device"));
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the primary device may remove another device",
+        ));
     }
     let target = DeviceKey { account: caller.account, device_id };
     if !state.store.remove_device(target).await? {

@@ -51,9 +51,11 @@ impl IntoResponse for HttpError {
 impl From<StoreError> for HttpError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::UsernameTaken => {
-                Self::new(StatusCode::CONFLICT, "username_taken", "that username belongs to another account; pick another")
-            }
+            StoreError::UsernameTaken => Self::new(
+                StatusCode::CONFLICT,
+                "username_taken",
+                "that username belongs to another account; pick another",
+            ),
             StoreError::UnknownAccount => Self::not_found("unknown_account", "no such account"),
             StoreError::UnknownDevice => Self::not_found("unknown_device", "no such device"),
             StoreError::TooManyDevices(max) => Self::new(

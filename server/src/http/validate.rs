@@ -31,9 +31,10 @@ pub fn identity(bytes: &[u8]) -> Result<IdentityKey, HttpError> {
 
 fn key_error(what: &str, e: KeyError) -> HttpError {
     match e {
-        KeyError::BadSignature => {
-            HttpError::bad_request("bad_signature", format!("the signature of {what} does not verify with the identity key"))
-        }
+        KeyError::BadSignature => HttpError::bad_request(
+            "bad_signature",
+            format!("the signature of {what} does not verify with the identity key"),
+        ),
         other => HttpError::bad_request("invalid_key", format!("{what} is not a valid key: {other}")),
     }
 }
@@ -91,11 +92,13 @@ pub fn new_device(identity: &IdentityKey, d: &NewDevice, now_ms: u64) -> Result<
             format!("registration_id must be 1..={MAX_REGISTRATION_ID}"),
         ));
     }
-    let auth_key = hush_keys::auth::DeviceAuthKey::from_bytes(&d.auth_key.0)
-        .map_err(|e| key_error("auth_key", e))?
-        .to_bytes();
+    let auth_key =
+        hush_keys::auth::DeviceAuthKey::from_bytes(&d.auth_key.0).map_err(|e| key_error("auth_key", e))?.to_bytes();
     if d.name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_CHARS) {
-        return Err(HttpError::bad_request("invalid_request", format!("a device name is at most {MAX_NAME_CHARS} characters")));
+        return Err(HttpError::bad_request(
+            "invalid_request",
+            format!("a device name is at most {MAX_NAME_CHARS} characters"),
+        ));
     }
     check_counts(d.one_time_prekeys.len(), d.one_time_kyber_prekeys.len())?;
     Ok(NewDeviceRecord {

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
+pub mod postgres;
 pub mod sqlite;
 
 /// A device, named by its account and its device id.
@@ -277,9 +278,14 @@ pub trait Store: Send + Sync + 'static {
     /// Bundles for one device or all devices of an account, consuming one one-time key of each kind per device.
     async fn take_bundles(&self, account: Uuid, device_id: Option<u32>) -> Result<Vec<Bundle>, StoreError>;
     /// Checks device sets without storing anything (for online-only sends); the devices to deliver to.
-    async fn check_devices(&self, sender: DeviceKey, recipients: &[RecipientBatch])
-    -> Result<Result<Vec<DeviceKey>, SendRejection>, StoreError>;
+    async fn check_devices(
+        &self,
+        sender: DeviceKey,
+        recipients: &[RecipientBatch],
+    ) -> Result<Result<Vec<DeviceKey>, SendRejection>, StoreError>;
     /// Commits many sends in one transaction: each is checked and either fully written or refused.
+    /// A send is refused for unknown accounts first, then device-set mismatches (including the
+    /// sender's own other devices when its account is not listed), then full mailboxes.
     async fn commit_sends(&self, items: &[SendItem], max_mailbox: u64) -> Result<Vec<SendOutcome>, StoreError>;
     /// Envelopes of a mailbox with `seq > after_seq`, oldest first, at most `limit`.
     async fn fetch(&self, mailbox: MailboxId, after_seq: u64, limit: u32) -> Result<Vec<StoredEnvelope>, StoreError>;
@@ -325,6 +331,13 @@ pub fn compare_device_sets(
     (!empty).then_some(mismatch)
 }
 
+/// For a stored send that does not list the sender's own account: the sender's
+/// other devices, which must get a copy (a sent transcript), as a mismatch.
+pub fn own_devices_missing(sender: DeviceKey, own: &[(u32, u32)]) -> Option<Mismatch> {
+    let missing: Vec<u32> = own.iter().map(|&(id, _)| id).filter(|&id| id != sender.device_id).collect();
+    (!missing.is_empty()).then(|| Mismatch { account: sender.account, missing, ..Mismatch::default() })
+}
+
 /// Rounds a time down to the start of its UTC day (last-seen is kept at day precision).
 pub fn day_floor(ms: u64) -> u64 {
     ms - ms % 86_400_000
@@ -345,6 +358,14 @@ mod tests {
         let got = compare_device_sets(acct, &existing, &[msg(1, 100), msg(3, 999), msg(4, 1)], None);
         assert_eq!(got, Some(Mismatch { account: acct, missing: vec![2], extra: vec![4], stale: vec![3] }));
         assert_eq!(compare_device_sets(acct, &existing, &[msg(1, 100), msg(2, 200), msg(3, 300)], None), None);
+    }
+
+    #[test]
+    fn own_other_devices_are_required_when_own_account_is_not_listed() {
+        let sender = DeviceKey { account: Uuid::nil(), device_id: 1 };
+        assert_eq!(own_devices_missing(sender, &[(1, 100)]), None);
+        let got = own_devices_missing(sender, &[(1, 100), (2, 200), (3, 300)]);
+        assert_eq!(got.map(|m| m.missing), Some(vec![2, 3]));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{
     Account, Bundle, Committed, Device, DeviceKey, MailboxId, Mismatch, NewAccount, NewDeviceRecord, OneTimeKey,
     PreKeyCounts, PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey, Store,
-    StoreError, StoredEnvelope, compare_device_sets, day_floor,
+    StoreError, StoredEnvelope, compare_device_sets, day_floor, own_devices_missing,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -100,16 +100,22 @@ impl SqliteStore {
         Self::insert_prekeys(conn, pk, &upload).await
     }
 
-    async fn insert_prekeys(conn: &mut SqliteConnection, pk: i64, upload: &PreKeyUploadRecord) -> Result<(), StoreError> {
+    async fn insert_prekeys(
+        conn: &mut SqliteConnection,
+        pk: i64,
+        upload: &PreKeyUploadRecord,
+    ) -> Result<(), StoreError> {
         if let Some(k) = &upload.signed_prekey {
-            sqlx::query("UPDATE devices SET signed_prekey_id = ?, signed_prekey = ?, signed_prekey_sig = ? WHERE pk = ?")
-                .bind(k.id)
-                .bind(&k.public_key)
-                .bind(&k.signature)
-                .bind(pk)
-                .execute(&mut *conn)
-                .await
-                .map_err(backend)?;
+            sqlx::query(
+                "UPDATE devices SET signed_prekey_id = ?, signed_prekey = ?, signed_prekey_sig = ? WHERE pk = ?",
+            )
+            .bind(k.id)
+            .bind(&k.public_key)
+            .bind(&k.signature)
+            .bind(pk)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
         }
         if let Some(k) = &upload.kyber_last_resort {
             sqlx::query("UPDATE devices SET kyber_lr_id = ?, kyber_lr = ?, kyber_lr_sig = ? WHERE pk = ?")
@@ -189,8 +195,9 @@ impl SqliteStore {
         conn: &mut SqliteConnection,
         sender: DeviceKey,
         recipients: &[RecipientBatch],
-        max_mailbox: Option<u64>,
+        mode: CheckMode,
     ) -> Result<Result<Vec<(DeviceKey, DeviceRow)>, SendRejection>, StoreError> {
+        let max_mailbox = mode.max_mailbox;
         let mut mismatches: Vec<Mismatch> = Vec::new();
         let mut unknown = Vec::new();
         let mut full = Vec::new();
@@ -216,6 +223,14 @@ impl SqliteStore {
                 targets.push((key, row.clone()));
             }
         }
+        if mode.require_own_devices && !recipients.iter().any(|r| r.account == sender.account) {
+            let own: Vec<(u32, u32)> = Self::device_rows(conn, sender.account)
+                .await?
+                .iter()
+                .map(|r| (r.device_id, r.registration_id))
+                .collect();
+            mismatches.extend(own_devices_missing(sender, &own));
+        }
         Ok(if !unknown.is_empty() {
             Err(SendRejection::UnknownAccounts(unknown))
         } else if !mismatches.is_empty() {
@@ -232,14 +247,16 @@ impl SqliteStore {
         item: &SendItem,
         max_mailbox: u64,
     ) -> Result<SendOutcome, StoreError> {
-        let targets = match Self::check_item(conn, item.sender, &item.recipients, Some(max_mailbox)).await? {
-            Ok(targets) => targets,
-            Err(rejection) => return Ok(Err(rejection)),
-        };
+        let targets =
+            match Self::check_item(conn, item.sender, &item.recipients, CheckMode::stored(max_mailbox)).await? {
+                Ok(targets) => targets,
+                Err(rejection) => return Ok(Err(rejection)),
+            };
         let mut committed = Vec::with_capacity(targets.len());
         for recipient in &item.recipients {
             for message in &recipient.messages {
-                let target = targets.iter().find(|(k, _)| k.account == recipient.account && k.device_id == message.device_id);
+                let target =
+                    targets.iter().find(|(k, _)| k.account == recipient.account && k.device_id == message.device_id);
                 let Some((key, row)) = target else { continue };
                 let seq = Self::append(conn, row.pk, item, message).await?;
                 committed.push(Committed {
@@ -334,6 +351,24 @@ impl SqliteStore {
     }
 }
 
+/// How strictly a send is checked.
+#[derive(Debug, Clone, Copy)]
+struct CheckMode {
+    /// Refuse when a target mailbox holds this many envelopes.
+    max_mailbox: Option<u64>,
+    /// The sender's other devices must be listed (stored sends keep every own device in step).
+    require_own_devices: bool,
+}
+
+impl CheckMode {
+    /// Online-only sends (typing, presence) need not reach the sender's other devices.
+    const ONLINE_ONLY: CheckMode = CheckMode { max_mailbox: None, require_own_devices: false };
+
+    fn stored(max_mailbox: u64) -> Self {
+        CheckMode { max_mailbox: Some(max_mailbox), require_own_devices: true }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct DeviceRow {
     pk: i64,
@@ -346,9 +381,8 @@ fn device_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Device, StoreError> 
     let account: Vec<u8> = row.get("account_id");
     let account = Uuid::from_slice(&account).map_err(backend)?;
     let auth: Vec<u8> = row.get("auth_key");
-    let auth_key: [u8; 32] = auth
-        .try_into()
-        .map_err(|_| StoreError::Backend("stored auth key is not 32 bytes".into()))?;
+    let auth_key: [u8; 32] =
+        auth.try_into().map_err(|_| StoreError::Backend("stored auth key is not 32 bytes".into()))?;
     Ok(Device {
         key: DeviceKey { account, device_id: to_u32(row.get("device_id")) },
         mailbox: MailboxId(row.get("pk")),
@@ -456,11 +490,12 @@ impl Store for SqliteStore {
     }
 
     async fn devices(&self, account: Uuid) -> Result<Vec<Device>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE account_id = ? ORDER BY device_id"))
-            .bind(account.as_bytes().as_slice())
-            .fetch_all(&self.read)
-            .await
-            .map_err(backend)?;
+        let rows =
+            sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE account_id = ? ORDER BY device_id"))
+                .bind(account.as_bytes().as_slice())
+                .fetch_all(&self.read)
+                .await
+                .map_err(backend)?;
         rows.iter().map(device_from_row).collect()
     }
 
@@ -560,7 +595,7 @@ impl Store for SqliteStore {
         recipients: &[RecipientBatch],
     ) -> Result<Result<Vec<DeviceKey>, SendRejection>, StoreError> {
         let mut conn = self.read.acquire().await.map_err(backend)?;
-        let checked = Self::check_item(&mut conn, sender, recipients, None).await?;
+        let checked = Self::check_item(&mut conn, sender, recipients, CheckMode::ONLINE_ONLY).await?;
         Ok(checked.map(|targets| targets.into_iter().map(|(k, _)| k).collect()))
     }
 

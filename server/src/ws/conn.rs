@@ -105,12 +105,18 @@ where
         let key = device.key;
         let registration = state.hub.register(key);
         let conn_id = registration.conn_id;
+        if let Some(cluster) = &state.cluster {
+            cluster.connected(key);
+        }
         if let Err(e) = state.store.touch_device(key, now_ms()).await {
             tracing::warn!(error = %e, "recording last-seen failed");
         }
         let session = Session::new(&state, device, registration);
         session.run(&mut socket).await;
         state.hub.unregister(key, conn_id);
+        if let Some(cluster) = &state.cluster {
+            cluster.disconnected(key);
+        }
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
     }
     state.open_connections.fetch_sub(1, Ordering::Relaxed);
@@ -287,6 +293,9 @@ impl<'a> Session<'a> {
                         return Err(End::Close(close::PING_TIMEOUT, close::REASON_PING_TIMEOUT));
                     }
                     self.feed(socket, Message::Ping(Default::default())).await?;
+                    // A wake-up can be lost (another node, a full queue); the mailbox is the
+                    // truth, so re-read it now and then.
+                    self.need_fetch = true;
                 }
             }
         }

@@ -20,8 +20,12 @@ const TRANSPORT_MAX_MESSAGE: usize = 1024 * 1024;
 /// Upgrades to a WebSocket unless the connection limit is reached.
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     if state.open_connections.load(Ordering::Relaxed) >= state.config.limits.max_connections {
-        return HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "the server is full; retry later")
-            .into_response();
+        return HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "the server is full; retry later",
+        )
+        .into_response();
     }
     let tasks = state.tasks.clone();
     ws.max_message_size(TRANSPORT_MAX_MESSAGE)

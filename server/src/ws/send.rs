@@ -72,7 +72,10 @@ pub fn rejection(r: SendRejection) -> SendError {
                     stale: m.stale,
                 })
                 .collect(),
-            ..error(SendErrorCode::DeviceMismatch, "the device list is out of date: fetch missing and stale devices, drop extra ones, retry")
+            ..error(
+                SendErrorCode::DeviceMismatch,
+                "the device list is out of date: fetch missing and stale devices, drop extra ones, retry",
+            )
         },
         SendRejection::UnknownAccounts(list) => SendError {
             unknown_accounts: list.into_iter().map(|a| a.as_bytes().to_vec().into()).collect(),
@@ -90,7 +93,10 @@ pub fn rejection(r: SendRejection) -> SendError {
 
 /// The answer when the rate limit is hit.
 pub fn rate_limited(retry_after_ms: u64) -> SendError {
-    SendError { retry_after_ms: retry_after_ms.max(1), ..error(SendErrorCode::RateLimited, "too many sends; retry later") }
+    SendError {
+        retry_after_ms: retry_after_ms.max(1),
+        ..error(SendErrorCode::RateLimited, "too many sends; retry later")
+    }
 }
 
 /// The answer when the database failed.

@@ -1,0 +1,221 @@
+//! A lean protocol client for load: registration, authenticated WebSockets,
+//! frame helpers. Envelope contents are random bytes with a small header the
+//! bench reads back (who sent it, its number, when it was sent).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use hush_keys::auth::DeviceSigningKey;
+use hush_wire::api::{B64, NewDevice, RegisterRequest, RegisterResponse, SignedPreKey};
+use hush_wire::frames::{
+    Ack, Auth, ClientFrame, DeviceMessage, EnvelopeKind, RecipientMessages, SendRequest, client_frame,
+    decode_server_frame, server_frame,
+};
+use libsignal_protocol::{GenericSignedPreKey, IdentityKeyPair, KeyPair, KyberPreKeyRecord, kem};
+use rand::{Rng, RngCore};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+use crate::target::Target;
+
+/// An authenticated WebSocket.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Public key material shared by every bench account (the server checks
+/// signatures, not uniqueness, so one identity serves thousands of accounts).
+pub struct SharedKeys {
+    identity: Vec<u8>,
+    signed_prekey: SignedPreKey,
+    kyber: SignedPreKey,
+}
+
+impl SharedKeys {
+    /// Generates one identity with a signed EC prekey and a Kyber last-resort key.
+    pub fn generate() -> anyhow::Result<Self> {
+        let mut rng = rand::rng();
+        let identity = IdentityKeyPair::generate(&mut rng);
+        let spk = KeyPair::generate(&mut rng);
+        let spk_pub = spk.public_key.serialize();
+        let sig = identity.private_key().calculate_signature(&spk_pub, &mut rng)?;
+        let kyber = KyberPreKeyRecord::generate(kem::KeyType::Kyber1024, 1.into(), identity.private_key())?;
+        Ok(SharedKeys {
+            identity: identity.identity_key().serialize().to_vec(),
+            signed_prekey: SignedPreKey { id: 1, public_key: B64(spk_pub.to_vec()), signature: B64(sig.to_vec()) },
+            kyber: SignedPreKey {
+                id: 1,
+                public_key: B64(kyber.public_key()?.serialize().to_vec()),
+                signature: B64(kyber.signature()?),
+            },
+        })
+    }
+}
+
+/// A registered device the bench can connect as.
+pub struct BenchDevice {
+    /// Its account.
+    pub account: Uuid,
+    /// Its registration id.
+    pub registration_id: u32,
+    signing: DeviceSigningKey,
+}
+
+static NEXT_USER: AtomicU32 = AtomicU32::new(0);
+
+/// Registers `n` accounts (one device each), `concurrency` at a time, spread over the target's nodes.
+pub async fn register(
+    target: &Target,
+    keys: &SharedKeys,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<BenchDevice>> {
+    let http = reqwest::Client::new();
+    let run: u32 = rand::rng().random();
+    let tasks = futures_util::stream::iter(0..n).map(|i| {
+        let http = http.clone();
+        let url = format!("{}/v1/accounts", target.http_url(i));
+        async move {
+            let signing = DeviceSigningKey::generate(&mut rand::rng());
+            let registration_id = rand::rng().random_range(1..=0x3FFF);
+            let user = NEXT_USER.fetch_add(1, Ordering::Relaxed);
+            let req = RegisterRequest {
+                username: format!("b{run:08x}_{user}"),
+                identity_key: B64(keys.identity.clone()),
+                device: NewDevice {
+                    registration_id,
+                    auth_key: B64(signing.public().to_bytes().to_vec()),
+                    name: None,
+                    signed_prekey: keys.signed_prekey.clone(),
+                    kyber_last_resort: keys.kyber.clone(),
+                    one_time_prekeys: vec![],
+                    one_time_kyber_prekeys: vec![],
+                },
+            };
+            let resp = http.post(&url).json(&req).send().await?;
+            if !resp.status().is_success() {
+                bail!("registration failed: {} {}", resp.status(), resp.text().await.unwrap_or_default());
+            }
+            let body: RegisterResponse = resp.json().await?;
+            Ok(BenchDevice { account: body.account_id, registration_id, signing })
+        }
+    });
+    let results: Vec<anyhow::Result<BenchDevice>> = tasks.buffer_unordered(concurrency).collect().await;
+    results.into_iter().collect()
+}
+
+fn binary(frame: client_frame::Frame) -> Message {
+    Message::Binary(ClientFrame::from(frame).to_bytes().into())
+}
+
+/// Connects and authenticates as `device` on `url`.
+pub async fn connect(url: &str, device: &BenchDevice) -> anyhow::Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.context("WebSocket connect")?;
+    let nonce = match next_frame(&mut ws).await? {
+        server_frame::Frame::Challenge(c) => c.nonce,
+        other => bail!("expected a challenge, got {other:?}"),
+    };
+    let signature = device.signing.sign_ws_challenge(&nonce, device.account, 1);
+    let auth = Auth {
+        account_id: device.account.as_bytes().to_vec().into(),
+        device_id: 1,
+        signature: signature.to_vec().into(),
+    };
+    ws.send(binary(client_frame::Frame::Auth(auth))).await?;
+    match next_frame(&mut ws).await? {
+        server_frame::Frame::AuthOk(_) => Ok(ws),
+        other => bail!("expected AuthOk, got {other:?}"),
+    }
+}
+
+/// The next server frame (pings are answered by tungstenite on the next read/write).
+pub async fn next_frame(ws: &mut Ws) -> anyhow::Result<server_frame::Frame> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => return Ok(decode_server_frame(&b)?),
+            Some(Ok(Message::Close(c))) => bail!("server closed the connection: {c:?}"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("connection ended"),
+        }
+    }
+}
+
+/// Decodes a message into a server frame, if it is one.
+pub fn decode(msg: &Message) -> Option<server_frame::Frame> {
+    match msg {
+        Message::Binary(b) => decode_server_frame(b).ok(),
+        _ => None,
+    }
+}
+
+/// An ack frame.
+pub fn ack(seqs: Vec<u64>) -> Message {
+    binary(client_frame::Frame::Ack(Ack { seqs }))
+}
+
+/// Builds envelope contents of a fixed size carrying (sender, number, send time).
+pub struct Payloads {
+    filler: Bytes,
+    epoch: Instant,
+}
+
+/// What a payload header says.
+pub struct Header {
+    /// Message number from that sender.
+    pub number: u32,
+    /// Nanoseconds since the bench epoch when it was sent.
+    pub sent_ns: u64,
+}
+
+const HEADER: usize = 16;
+
+impl Payloads {
+    /// Payloads of `size` bytes (at least the 16-byte header).
+    pub fn new(size: usize, epoch: Instant) -> Self {
+        let mut filler = vec![0u8; size.max(HEADER)];
+        rand::rng().fill_bytes(&mut filler);
+        Payloads { filler: filler.into(), epoch }
+    }
+
+    /// Nanoseconds since the epoch.
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// A send request for one message to one device.
+    pub fn send(&self, request_id: u64, to: &BenchDevice, sender: u32, number: u32) -> Message {
+        let mut content = BytesMut::from(&self.filler[..]);
+        content[..4].copy_from_slice(&sender.to_be_bytes());
+        content[4..8].copy_from_slice(&number.to_be_bytes());
+        content[8..16].copy_from_slice(&self.now_ns().to_be_bytes());
+        let req = SendRequest {
+            request_id,
+            recipients: vec![RecipientMessages {
+                account_id: to.account.as_bytes().to_vec().into(),
+                messages: vec![DeviceMessage {
+                    device_id: 1,
+                    registration_id: to.registration_id,
+                    kind: EnvelopeKind::SealedSender as i32,
+                    content: content.freeze(),
+                }],
+            }],
+            online_only: false,
+        };
+        binary(client_frame::Frame::Send(req))
+    }
+
+    /// Reads a payload header.
+    pub fn header(content: &[u8]) -> Option<Header> {
+        if content.len() < HEADER {
+            return None;
+        }
+        Some(Header {
+            number: u32::from_be_bytes(content[4..8].try_into().ok()?),
+            sent_ns: u64::from_be_bytes(content[8..16].try_into().ok()?),
+        })
+    }
+}

@@ -1,0 +1,141 @@
+//! `hush-bench`: measures hushd the way operators judge a relay. Every
+//! sub-command prints its figures as its last line, `key=value` pairs
+//! separated by spaces, so runs can be compared by scripts. A lost or
+//! duplicated envelope makes the exit status non-zero.
+
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
+
+mod client;
+mod scenarios;
+mod target;
+
+use target::Target;
+
+#[derive(Parser)]
+#[command(name = "hush-bench", version, about = "Load-test hushd: idle memory, throughput, latency, drain")]
+struct Cli {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct TargetArgs {
+    /// Start a fresh release hushd (SQLite in a temp dir) next to this binary.
+    #[arg(long, conflicts_with = "server")]
+    spawn: bool,
+    /// URL of a running hushd (repeat for several nodes; connections are spread over them).
+    #[arg(long)]
+    server: Vec<String>,
+    /// Pid of that hushd, to read its CPU and memory (repeat to match --server).
+    #[arg(long)]
+    server_pid: Vec<u32>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Hold N authenticated idle connections; report server memory per connection.
+    Idle {
+        /// Connections to open.
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+    },
+    /// One-to-one messages between online pairs; throughput, latency, server CPU per message.
+    Pairs {
+        /// Sender/receiver pairs.
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Messages per sender.
+        #[arg(long, default_value_t = 2000)]
+        messages: u32,
+        /// Envelope size in bytes.
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+        /// Total messages per second (default: as fast as the server answers).
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Queue N envelopes for an offline device, then time its drain.
+    Drain {
+        /// Envelopes to queue.
+        #[arg(long, default_value_t = 10_000)]
+        messages: u32,
+        /// Envelope size in bytes.
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+    },
+    /// Group fan-out (needs groups in hushd).
+    Fanout {
+        /// Online member devices.
+        #[arg(long, default_value_t = 500)]
+        members: usize,
+        /// Messages.
+        #[arg(long, default_value_t = 100)]
+        messages: u32,
+        /// Envelope size in bytes.
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+    },
+    /// Every measurement at a size that finishes in about two minutes on 2 cores.
+    All,
+}
+
+fn target(args: &TargetArgs) -> anyhow::Result<Target> {
+    if args.spawn {
+        return Target::spawn(&[]);
+    }
+    if args.server.is_empty() {
+        bail!("give --spawn, or --server URL --server-pid PID");
+    }
+    if args.server.len() != args.server_pid.len() {
+        bail!("give one --server-pid per --server");
+    }
+    Ok(Target::attach(args.server.clone(), args.server_pid.clone()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Ok(limit) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("file-descriptor limit: {limit}");
+    }
+    let mut ok = true;
+    match cli.command {
+        Command::Idle { conns } => println!("{}", scenarios::idle(&target(&cli.target)?, conns).await?),
+        Command::Pairs { pairs, messages, size, rate } => {
+            let o = scenarios::PairsOptions { pairs, messages, size, rate };
+            let (line, clean) = scenarios::pairs(&target(&cli.target)?, &o).await?;
+            println!("{line}");
+            ok &= clean;
+        }
+        Command::Drain { messages, size } => {
+            let (line, clean) = scenarios::drain(&target(&cli.target)?, messages, size).await?;
+            println!("{line}");
+            ok &= clean;
+        }
+        Command::Fanout { .. } => println!("{}", scenarios::fanout()),
+        Command::All => {
+            // A fresh server per measurement, so one does not skew the next.
+            let fresh = || target(&cli.target);
+            println!("{}", scenarios::idle(&fresh()?, 10_000).await?);
+            let o = scenarios::PairsOptions { pairs: 50, messages: 2000, size: 200, rate: None };
+            let (line, clean) = scenarios::pairs(&fresh()?, &o).await?;
+            println!("{line}");
+            ok &= clean;
+            let o = scenarios::PairsOptions { pairs: 50, messages: 1000, size: 200, rate: Some(5000.0) };
+            let (line, clean) = scenarios::pairs(&fresh()?, &o).await?;
+            println!("paced {line}");
+            ok &= clean;
+            let (line, clean) = scenarios::drain(&fresh()?, 10_000, 200).await?;
+            println!("{line}");
+            ok &= clean;
+            println!("{}", scenarios::fanout());
+        }
+    }
+    if !ok {
+        bail!("envelopes were lost, duplicated or refused: see the figures above");
+    }
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! Several `hushd` nodes sharing one Postgres: the Redis routing table and wake-ups.
+//!
+//! - Routing table: `hush:route:<account>.<device>` -> node id, written when a
+//!   device connects, refreshed by heartbeats, with a TTL so a dead node's
+//!   entries vanish on their own.
+//! - Wake-ups: after a commit, envelopes for devices not connected to this node
+//!   are announced on the Redis channel of the node that holds them
+//!   (`hush:node:<id>`); that node's connections re-read their mailboxes.
+//! - "Connected elsewhere": when a device connects here while the table says
+//!   another node has it, that node is told to close its connection.
+//!
+//! Redis is never on the path that makes a send durable. If it is down, sends
+//! are still committed and answered; a lost wake-up only delays delivery,
+//! because connections re-read their mailbox on every ping interval and on
+//! reconnect, and every local connection is woken when the subscription comes back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Client, Script};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::hub::Hub;
+use crate::store::DeviceKey;
+
+/// Seconds a routing entry lives without a heartbeat.
+const ROUTE_TTL_SECS: u64 = 30;
+/// Heartbeat period (a third of the TTL, so one missed beat is harmless).
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How long one Redis command may take before it counts as failed.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+const WAKE: u8 = b'W';
+const KICK: u8 = b'K';
+
+/// Why the cluster layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The Redis URL is not valid.
+    #[error("invalid Redis URL: {0}")]
+    Url(#[source] redis::RedisError),
+}
+
+enum Event {
+    Connected(DeviceKey),
+    Disconnected(DeviceKey),
+    Committed(Vec<DeviceKey>),
+}
+
+/// This node's handle on the cluster. Cheap to share; never blocks the caller.
+pub struct Cluster {
+    node_id: String,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+fn route_key(d: DeviceKey) -> String {
+    format!("hush:route:{}.{}", d.account, d.device_id)
+}
+
+fn node_channel(node: &str) -> String {
+    format!("hush:node:{node}")
+}
+
+/// A wake or kick message: one type byte, then 20 bytes per device (account, device id BE).
+fn encode(kind: u8, devices: &[DeviceKey]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + devices.len() * 20);
+    out.push(kind);
+    for d in devices {
+        out.extend_from_slice(d.account.as_bytes());
+        out.extend_from_slice(&d.device_id.to_be_bytes());
+    }
+    out
+}
+
+fn decode(bytes: &[u8]) -> Option<(u8, Vec<DeviceKey>)> {
+    let (&kind, rest) = bytes.split_first()?;
+    if rest.len() % 20 != 0 {
+        return None;
+    }
+    let devices = rest
+        .chunks_exact(20)
+        .filter_map(|c| {
+            let account = Uuid::from_slice(&c[..16]).ok()?;
+            let device_id = u32::from_be_bytes(c[16..20].try_into().ok()?);
+            Some(DeviceKey { account, device_id })
+        })
+        .collect();
+    Some((kind, devices))
+}
+
+impl Cluster {
+    /// Joins the cluster through Redis at `url` as `node_id`. Does not wait for
+    /// Redis: the connection is made (and remade) in the background.
+    pub fn start(
+        url: &str,
+        node_id: String,
+        hub: Arc<Hub>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, ClusterError> {
+        let client = Client::open(url).map_err(ClusterError::Url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_max_delay(Duration::from_secs(2));
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(ClusterError::Url)?;
+        let (events, rx) = mpsc::unbounded_channel();
+        let worker = Worker { node_id: node_id.clone(), redis: manager, hub: hub.clone() };
+        tokio::spawn(worker.run(rx, shutdown.clone()));
+        tokio::spawn(subscribe(client, node_id.clone(), hub, shutdown));
+        Ok(Arc::new(Cluster { node_id, events }))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// A device connected to this node.
+    pub fn connected(&self, device: DeviceKey) {
+        let _ = self.events.send(Event::Connected(device));
+    }
+
+    /// A device's connection to this node ended.
+    pub fn disconnected(&self, device: DeviceKey) {
+        let _ = self.events.send(Event::Disconnected(device));
+    }
+
+    /// Envelopes were committed for these devices, which are not connected to this node.
+    pub fn committed_elsewhere(&self, devices: Vec<DeviceKey>) {
+        if !devices.is_empty() {
+            let _ = self.events.send(Event::Committed(devices));
+        }
+    }
+}
+
+struct Worker {
+    node_id: String,
+    redis: ConnectionManager,
+    hub: Arc<Hub>,
+}
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>, shutdown: CancellationToken) {
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = heartbeat.tick() => self.heartbeat().await,
+                n = rx.recv_many(&mut batch, 1024) => {
+                    if n == 0 {
+                        break;
+                    }
+                    self.handle(&mut batch).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, batch: &mut Vec<Event>) {
+        let mut wake = Vec::new();
+        for event in batch.drain(..) {
+            let result = match event {
+                Event::Connected(d) => self.claim(d).await,
+                Event::Disconnected(d) => self.release(d).await,
+                Event::Committed(devices) => {
+                    wake.extend(devices);
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "updating the Redis routing table failed; delivery falls back to mailbox re-reads");
+            }
+        }
+        if !wake.is_empty() {
+            if let Err(e) = self.wake(wake).await {
+                tracing::warn!(error = %e, "publishing wake-ups failed; recipients will re-read their mailbox later");
+            }
+        }
+    }
+
+    /// Records that this node holds `device`; tells a previous holder to close its connection.
+    async fn claim(&mut self, device: DeviceKey) -> redis::RedisResult<()> {
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(route_key(device))
+            .arg(&self.node_id)
+            .arg("EX")
+            .arg(ROUTE_TTL_SECS)
+            .arg("GET")
+            .query_async(&mut self.redis)
+            .await?;
+        if let Some(node) = previous.filter(|n| *n != self.node_id) {
+            let _: i64 = self.redis.publish(node_channel(&node), encode(KICK, &[device])).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the routing entry if it still names this node.
+    async fn release(&mut self, device: DeviceKey) -> redis::RedisResult<()> {
+        if self.hub.is_connected(device) {
+            return Ok(()); // a newer connection of the same device is here
+        }
+        let script =
+            Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0");
+        let _: i64 = script.key(route_key(device)).arg(&self.node_id).invoke_async(&mut self.redis).await?;
+        Ok(())
+    }
+
+    async fn wake(&mut self, devices: Vec<DeviceKey>) -> redis::RedisResult<()> {
+        let keys: Vec<String> = devices.iter().map(|d| route_key(*d)).collect();
+        let nodes: Vec<Option<String>> = self.redis.mget(&keys).await?;
+        let mut per_node: HashMap<String, Vec<DeviceKey>> = HashMap::new();
+        for (device, node) in devices.into_iter().zip(nodes) {
+            if let Some(node) = node {
+                per_node.entry(node).or_default().push(device);
+            }
+        }
+        for (node, devices) in per_node {
+            if node == self.node_id {
+                for d in devices {
+                    self.hub.wake(d);
+                }
+                continue;
+            }
+            let _: i64 = self.redis.publish(node_channel(&node), encode(WAKE, &devices)).await?;
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self) {
+        let devices = self.hub.devices();
+        if devices.is_empty() {
+            return;
+        }
+        for chunk in devices.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for d in chunk {
+                pipe.cmd("SET").arg(route_key(*d)).arg(&self.node_id).arg("EX").arg(ROUTE_TTL_SECS).ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(&mut self.redis).await {
+                tracing::warn!(error = %e, "routing heartbeat failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Listens on this node's channel, reconnecting with backoff. After every
+/// (re)subscription all local connections re-read their mailboxes, since
+/// wake-ups sent while unsubscribed are lost.
+async fn subscribe(client: Client, node_id: String, hub: Arc<Hub>, shutdown: CancellationToken) {
+    let channel = node_channel(&node_id);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            redis::RedisResult::Ok(pubsub)
+        };
+        let pubsub = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = tokio::time::timeout(REDIS_TIMEOUT, attempt) => r,
+        };
+        match pubsub {
+            Ok(Ok(pubsub)) => {
+                delay = Duration::from_millis(100);
+                tracing::info!(node = %node_id, "subscribed to cluster wake-ups");
+                hub.wake_all();
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    let msg = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        m = messages.next() => m,
+                    };
+                    let Some(msg) = msg else { break };
+                    match decode(msg.get_payload_bytes()) {
+                        Some((WAKE, devices)) => devices.into_iter().for_each(|d| {
+                            hub.wake(d);
+                        }),
+                        Some((KICK, devices)) => devices.into_iter().for_each(|d| hub.replaced_elsewhere(d)),
+                        _ => tracing::warn!("ignoring a malformed cluster message"),
+                    }
+                }
+                tracing::warn!("lost the Redis subscription; reconnecting");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot subscribe to Redis; retrying"),
+            Err(_) => tracing::warn!("subscribing to Redis timed out; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_messages_round_trip_and_garbage_is_refused() {
+        let devices = vec![
+            DeviceKey { account: Uuid::from_u128(1), device_id: 1 },
+            DeviceKey { account: Uuid::from_u128(2), device_id: 127 },
+        ];
+        assert_eq!(decode(&encode(WAKE, &devices)), Some((WAKE, devices)));
+        assert_eq!(decode(&[]), None);
+        assert_eq!(decode(&[WAKE, 1, 2, 3]), None);
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of hushd, one binary for the crate (STYLE.md item 9): one module per area.
+
+#![allow(clippy::unwrap_used)]
+
+mod store;

@@ -1,0 +1,92 @@
+//! Mailbox upkeep: expiry and removing devices.
+
+use hush_server::store::{Mismatch, PreKeyUploadRecord, SendRejection, Store, StoreError};
+
+use super::{NO_SEQS, ROOMY, T0, accepted, commit, create, dk, mailbox, one_time, record, send, seqs_in, to};
+
+pub async fn expire_removes_exactly_the_due_envelopes(store: &dyn Store) {
+    let alice = create(store, "alice").await;
+    let bob = create(store, "bob").await;
+    store.add_device(alice, &record(102), 6).await.unwrap();
+    for expires in [10, 20, 30] {
+        let mut item = send(dk(bob, 1), vec![to(alice, &[(1, 100), (2, 102)], &format!("until {expires}"))]);
+        item.expires_at = T0 + expires;
+        accepted(commit(store, item, ROOMY).await);
+    }
+    let (one, two) = (mailbox(store, dk(alice, 1)).await, mailbox(store, dk(alice, 2)).await);
+    store.ack(&[(two, vec![1])]).await.unwrap();
+    assert_eq!(store.envelope_count().await.unwrap(), 5);
+
+    assert_eq!(store.expire(T0 + 9).await.unwrap(), 0);
+    assert_eq!(store.expire(T0 + 20).await.unwrap(), 3, "expiry at or before now");
+    assert_eq!(seqs_in(store, one).await, [3]);
+    assert_eq!(seqs_in(store, two).await, [3]);
+    assert_eq!(store.envelope_count().await.unwrap(), 2);
+    assert_eq!(store.expire(T0 + 20).await.unwrap(), 0, "nothing twice");
+
+    assert_eq!(store.expire(T0 + 1_000).await.unwrap(), 2);
+    assert_eq!(store.envelope_count().await.unwrap(), 0);
+    let item = send(dk(bob, 1), vec![to(alice, &[(1, 100), (2, 102)], "later")]);
+    let seqs: Vec<_> = accepted(commit(store, item, ROOMY).await).iter().map(|c| c.envelope.seq).collect();
+    assert_eq!(seqs, [4, 4], "seqs go on after expiry");
+}
+
+pub async fn expiry_makes_room_in_a_full_mailbox(store: &dyn Store) {
+    let alice = create(store, "alice").await;
+    let bob = create(store, "bob").await;
+    let item = |expires| {
+        let mut item = send(dk(bob, 1), vec![to(alice, &[(1, 100)], "x")]);
+        item.expires_at = expires;
+        item
+    };
+    accepted(commit(store, item(T0 + 10), 2).await);
+    accepted(commit(store, item(T0 + 10), 2).await);
+    assert_eq!(commit(store, item(T0 + 10), 2).await.unwrap_err(), SendRejection::MailboxFull(vec![dk(alice, 1)]));
+
+    assert_eq!(store.expire(T0 + 10).await.unwrap(), 2);
+    assert_eq!(store.envelope_count().await.unwrap(), 0);
+    let committed = accepted(commit(store, item(T0 + 50), 2).await);
+    assert_eq!(committed[0].envelope.seq, 3);
+    accepted(commit(store, item(T0 + 50), 2).await);
+    assert_eq!(commit(store, item(T0 + 50), 2).await.unwrap_err(), SendRejection::MailboxFull(vec![dk(alice, 1)]));
+}
+
+pub async fn removing_a_device_deletes_its_mailbox_and_prekeys(store: &dyn Store) {
+    let alice = create(store, "alice").await;
+    let bob = create(store, "bob").await;
+    let mut second = record(102);
+    second.one_time_prekeys = vec![one_time(1), one_time(2)];
+    store.add_device(alice, &second, 6).await.unwrap();
+    let upload = PreKeyUploadRecord { one_time_prekeys: vec![one_time(3)], ..Default::default() };
+    store.upload_prekeys(dk(alice, 2), &upload).await.unwrap();
+    for n in 0..2 {
+        accepted(
+            commit(store, send(dk(bob, 1), vec![to(alice, &[(1, 100), (2, 102)], &format!("m{n}"))]), ROOMY).await,
+        );
+    }
+    let (one, two) = (mailbox(store, dk(alice, 1)).await, mailbox(store, dk(alice, 2)).await);
+    assert_eq!(store.envelope_count().await.unwrap(), 4);
+
+    assert!(store.remove_device(dk(alice, 2)).await.unwrap());
+    assert!(!store.remove_device(dk(alice, 2)).await.unwrap(), "already gone");
+    assert!(!store.remove_device(dk(alice, 7)).await.unwrap());
+
+    assert_eq!(store.device(dk(alice, 2)).await.unwrap(), None);
+    assert_eq!(seqs_in(store, two).await, NO_SEQS, "its mailbox is gone");
+    assert_eq!(seqs_in(store, one).await, [1, 2], "other mailboxes stay");
+    assert_eq!(store.envelope_count().await.unwrap(), 2);
+    let got = store.prekey_counts(dk(alice, 2)).await;
+    assert!(matches!(got, Err(StoreError::UnknownDevice)), "got {got:?}");
+    let got = store.take_bundles(alice, Some(2)).await;
+    assert!(matches!(got, Err(StoreError::UnknownDevice)), "got {got:?}");
+    let bundles = store.take_bundles(alice, None).await.unwrap();
+    assert_eq!(bundles.iter().map(|b| b.device_id).collect::<Vec<_>>(), [1]);
+
+    let outcome = commit(store, send(dk(bob, 1), vec![to(alice, &[(1, 100), (2, 102)], "late")]), ROOMY).await;
+    let expected = Mismatch { account: alice, missing: vec![], extra: vec![2], stale: vec![] };
+    assert_eq!(outcome.unwrap_err(), SendRejection::DeviceMismatch(vec![expected]));
+
+    assert_eq!(store.add_device(alice, &record(202), 6).await.unwrap(), 2);
+    let fresh = store.prekey_counts(dk(alice, 2)).await.unwrap();
+    assert_eq!((fresh.ec, fresh.kyber), (0, 0), "the next device 2 inherits no prekeys");
+}

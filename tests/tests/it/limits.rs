@@ -1,0 +1,55 @@
+//! Configured limits: mailbox size and send rate.
+
+use hush_e2e::{TestAccount, TestServer, WsClient, message, recipient, send_request};
+use hush_wire::frames::{SendErrorCode, SendRequest};
+
+fn to_primary(bob: &TestAccount, content: &str) -> SendRequest {
+    send_request(vec![recipient(bob.account_id, vec![message(bob.primary(), content.to_owned())])])
+}
+
+#[tokio::test]
+async fn full_mailbox_refuses_with_mailbox_full_naming_the_device() {
+    let server = TestServer::builder().arg("--max-mailbox").arg("3").start().await;
+    let alice = TestAccount::register(&server, "alice").await;
+    let bob = TestAccount::register(&server, "bob").await;
+    let mut alice_ws = WsClient::connect_drained(&server, alice.primary()).await;
+    for i in 0..3 {
+        alice_ws.send_ok(to_primary(&bob, &format!("m{i}"))).await;
+    }
+    let err = alice_ws.send_err(to_primary(&bob, "m3"), SendErrorCode::MailboxFull).await;
+    assert_eq!(err.full.len(), 1, "{err:?}");
+    assert_eq!(err.full[0].account_id.as_ref(), bob.account_id.as_bytes());
+    assert_eq!(err.full[0].device_id, 1);
+
+    // Bob holds exactly the three accepted envelopes.
+    let mut bob_ws = WsClient::connect(&server, bob.primary()).await;
+    let mut seqs = Vec::new();
+    for i in 0..3 {
+        let env = bob_ws.next_envelope().await;
+        assert_eq!(env.content.as_ref(), format!("m{i}").as_bytes());
+        seqs.push(env.seq);
+    }
+    bob_ws.expect_queue_empty().await;
+
+    // Once Bob acks, there is room again.
+    bob_ws.ack(&seqs).await;
+    bob_ws.close().await;
+    alice_ws.send_ok(to_primary(&bob, "m4")).await;
+}
+
+#[tokio::test]
+async fn sending_faster_than_the_rate_limit_is_refused_with_retry_after() {
+    let server = TestServer::builder().arg("--rate-burst").arg("2").arg("--rate-per-second").arg("0.01").start().await;
+    let alice = TestAccount::register(&server, "alice").await;
+    let bob = TestAccount::register(&server, "bob").await;
+    let mut alice_ws = WsClient::connect_drained(&server, alice.primary()).await;
+    alice_ws.send_ok(to_primary(&bob, "one")).await;
+    alice_ws.send_ok(to_primary(&bob, "two")).await;
+    let err = alice_ws.send_err(to_primary(&bob, "three"), SendErrorCode::RateLimited).await;
+    assert!(err.retry_after_ms > 0, "{err:?}");
+
+    let mut bob_ws = WsClient::connect(&server, bob.primary()).await;
+    assert_eq!(bob_ws.next_envelope().await.content.as_ref(), b"one");
+    assert_eq!(bob_ws.next_envelope().await.content.as_ref(), b"two");
+    bob_ws.expect_queue_empty().await;
+}

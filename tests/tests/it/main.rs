@@ -1,0 +1,11 @@
+//! End-to-end tests: each test starts its own `hushd` process and talks to it
+//! over real sockets, as a client would.
+
+mod accounts;
+mod auth;
+mod delivery;
+mod device_set;
+mod frames;
+mod limits;
+mod ops;
+mod storage;
