@@ -9,6 +9,7 @@
 //! deadline ([`WAIT`] by default) and panics with a message that says what it
 //! was waiting for, never a fixed sleep.
 
+pub mod cluster;
 pub mod device;
 pub mod keys;
 pub mod rest;

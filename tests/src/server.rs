@@ -23,6 +23,7 @@ const STOP_DEADLINE: Duration = Duration::from_secs(15);
 #[derive(Debug, Default)]
 pub struct TestServerBuilder {
     args: Vec<OsString>,
+    keys_from: Option<PathBuf>,
 }
 
 impl TestServerBuilder {
@@ -32,12 +33,23 @@ impl TestServerBuilder {
         self
     }
 
+    /// Starts with a copy of `other`'s server keys (trust root and certificate
+    /// key), as every node of one cluster must.
+    pub fn keys_from(mut self, other: &TestServer) -> Self {
+        self.keys_from = Some(other.data_dir().join("server-keys.bin"));
+        self
+    }
+
     /// Starts `hushd` with the collected flags and waits until it listens.
     pub async fn start(self) -> TestServer {
         let data_dir = tempfile::Builder::new()
             .prefix("hushd-data-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a data dir: {e}"));
+        if let Some(keys) = &self.keys_from {
+            std::fs::copy(keys, data_dir.path().join("server-keys.bin"))
+                .unwrap_or_else(|e| panic!("cannot copy server keys from {}: {e}", keys.display()));
+        }
         let log_path = data_dir.path().join("hushd-test.log");
         let mut server = TestServer {
             data_dir,

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod auth;
+mod cluster;
 mod delivery;
 mod device_set;
 mod frames;
