@@ -23,11 +23,11 @@ async fn main() -> anyhow::Result<()> {
 
     let config = Config::from_args(args).context("invalid configuration")?;
     let running = hush_server::serve::start(config).await.context("hushd could not start")?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "hushd listening on {}", running.addr)?;
-    writeln!(out, "trust root: {}", base64::engine::general_purpose::STANDARD.encode(&running.trust_root))?;
-    out.flush()?;
-    drop(out);
+    let trust_root = base64::engine::general_purpose::STANDARD.encode(&running.trust_root);
+    // A closed stdout (the starting script went away) must not stop the server.
+    if let Err(e) = announce(running.addr, &trust_root) {
+        tracing::warn!(error = %e, "cannot print the start-up lines to stdout");
+    }
 
     let token = running.shutdown_token();
     tokio::spawn(async move {
@@ -37,6 +37,13 @@ async fn main() -> anyhow::Result<()> {
     });
     running.wait().await;
     Ok(())
+}
+
+fn announce(addr: std::net::SocketAddr, trust_root: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "hushd listening on {addr}")?;
+    writeln!(out, "trust root: {trust_root}")?;
+    out.flush()
 }
 
 async fn wait_for_signal() {

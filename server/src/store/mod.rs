@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
+mod plan;
 pub mod postgres;
 pub mod sqlite;
 

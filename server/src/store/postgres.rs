@@ -12,7 +12,7 @@
 //!
 //! Batches are written with `UNNEST` over arrays: one statement per table, not per row.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -22,10 +22,11 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
+use super::plan::{CheckMode, DeviceRow, DeviceSets, Plan, batch_accounts, plan};
 use super::{
-    Account, Bundle, Committed, Device, DeviceKey, MailboxId, Mismatch, NewAccount, NewDeviceRecord, OneTimeKey,
-    OutgoingMessage, PreKeyCounts, PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey,
-    Store, StoreError, StoredEnvelope, compare_device_sets, day_floor, own_devices_missing,
+    Account, Bundle, Device, DeviceKey, MailboxId, NewAccount, NewDeviceRecord, OneTimeKey, PreKeyCounts,
+    PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey, Store, StoreError,
+    StoredEnvelope, day_floor,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -292,184 +293,89 @@ impl PostgresStore {
     }
 }
 
-/// A target device as the send path sees it.
-#[derive(Debug, Clone)]
-struct DeviceRow {
-    pk: i64,
-    device_id: u32,
-    registration_id: u32,
-    mailbox_count: u64,
-    last_seq: u64,
-}
-
-/// The devices of every account a batch of sends names, read once up front.
-struct DeviceSets {
-    /// Rows in `pk` order.
-    rows: Vec<DeviceRow>,
-    /// Per account, indexes into `rows` in device-id order.
-    by_account: HashMap<Uuid, Vec<usize>>,
-    /// Accounts that exist (with or without devices).
-    accounts: HashSet<Uuid>,
-}
-
-impl DeviceSets {
-    /// Reads the devices of `accounts`; with `lock`, locks them (in `pk` order) until the transaction ends.
-    async fn load(conn: &mut PgConnection, accounts: &[Uuid], lock: bool) -> Result<Self, StoreError> {
-        let ids: Vec<String> = accounts.iter().map(Uuid::to_string).collect();
-        let sql = format!(
-            "SELECT pk, account_id::text AS account_id, device_id, registration_id, mailbox_count, last_seq \
-             FROM devices WHERE account_id = ANY($1::uuid[]) ORDER BY pk{}",
-            if lock { " FOR UPDATE" } else { "" }
-        );
-        let fetched = sqlx::query(&sql).bind(&ids).fetch_all(&mut *conn).await.map_err(backend)?;
-        let mut sets = DeviceSets {
-            rows: Vec::with_capacity(fetched.len()),
-            by_account: HashMap::new(),
-            accounts: HashSet::new(),
-        };
-        for row in &fetched {
-            let account = get_uuid(row, "account_id")?;
-            sets.by_account.entry(account).or_default().push(sets.rows.len());
-            sets.accounts.insert(account);
-            sets.rows.push(DeviceRow {
+/// Reads the devices of `accounts`; with `lock`, locks them (in `pk` order) until the transaction ends.
+async fn load_sets(conn: &mut PgConnection, accounts: &[Uuid], lock: bool) -> Result<DeviceSets, StoreError> {
+    let ids: Vec<String> = accounts.iter().map(Uuid::to_string).collect();
+    let sql = format!(
+        "SELECT pk, account_id::text AS account_id, device_id, registration_id, mailbox_count, last_seq \
+         FROM devices WHERE account_id = ANY($1::uuid[]) ORDER BY pk{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let fetched = sqlx::query(&sql).bind(&ids).fetch_all(&mut *conn).await.map_err(backend)?;
+    let mut sets = DeviceSets::default();
+    let mut with_devices = HashSet::new();
+    for row in &fetched {
+        let account = get_uuid(row, "account_id")?;
+        with_devices.insert(account);
+        sets.add_device(
+            account,
+            DeviceRow {
                 pk: get(row, "pk")?,
                 device_id: get_device_id(row)?,
                 registration_id: get_u32(row, "registration_id")?,
                 mailbox_count: to_u64(get(row, "mailbox_count")?),
                 last_seq: to_u64(get(row, "last_seq")?),
-            });
-        }
-        for indexes in sets.by_account.values_mut() {
-            indexes.sort_by_key(|&i| sets.rows[i].device_id);
-        }
-        // An account may exist without devices; only those need a second look.
-        let deviceless: Vec<String> =
-            accounts.iter().filter(|a| !sets.accounts.contains(a)).map(Uuid::to_string).collect();
-        if !deviceless.is_empty() {
-            let found = sqlx::query("SELECT id::text AS id FROM accounts WHERE id = ANY($1::uuid[])")
-                .bind(&deviceless)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(backend)?;
-            for row in &found {
-                sets.accounts.insert(get_uuid(row, "id")?);
-            }
-        }
-        Ok(sets)
+            },
+        );
     }
-
-    /// Checks one send like the SQLite store does: unknown accounts first, then device
-    /// sets, then full mailboxes. Returns (device, row index, message) per envelope to write.
-    fn check<'a>(
-        &self,
-        sender: DeviceKey,
-        recipients: &'a [RecipientBatch],
-        max_mailbox: Option<u64>,
-    ) -> Result<Vec<(DeviceKey, usize, &'a OutgoingMessage)>, SendRejection> {
-        // Stored sends (those with a mailbox limit) must reach the sender's other devices too.
-        let require_own_devices = max_mailbox.is_some();
-        let mut mismatches: Vec<Mismatch> = Vec::new();
-        let mut unknown = Vec::new();
-        let mut full = Vec::new();
-        let mut targets = Vec::new();
-        for recipient in recipients {
-            if !self.accounts.contains(&recipient.account) {
-                unknown.push(recipient.account);
-                continue;
-            }
-            let indexes = self.by_account.get(&recipient.account).map(Vec::as_slice).unwrap_or_default();
-            let existing: Vec<(u32, u32)> =
-                indexes.iter().map(|&i| (self.rows[i].device_id, self.rows[i].registration_id)).collect();
-            let exclude = (recipient.account == sender.account).then_some(sender.device_id);
-            if let Some(m) = compare_device_sets(recipient.account, &existing, &recipient.messages, exclude) {
-                mismatches.push(m);
-                continue;
-            }
-            for message in &recipient.messages {
-                let Some(&i) = indexes.iter().find(|&&i| self.rows[i].device_id == message.device_id) else {
-                    continue;
-                };
-                let key = DeviceKey { account: recipient.account, device_id: message.device_id };
-                if max_mailbox.is_some_and(|max| self.rows[i].mailbox_count >= max) {
-                    full.push(key);
-                }
-                targets.push((key, i, message));
-            }
-        }
-        if require_own_devices && !recipients.iter().any(|r| r.account == sender.account) {
-            let indexes = self.by_account.get(&sender.account).map(Vec::as_slice).unwrap_or_default();
-            let own: Vec<(u32, u32)> =
-                indexes.iter().map(|&i| (self.rows[i].device_id, self.rows[i].registration_id)).collect();
-            mismatches.extend(own_devices_missing(sender, &own));
-        }
-        if !unknown.is_empty() {
-            Err(SendRejection::UnknownAccounts(unknown))
-        } else if !mismatches.is_empty() {
-            Err(SendRejection::DeviceMismatch(mismatches))
-        } else if !full.is_empty() {
-            Err(SendRejection::MailboxFull(full))
-        } else {
-            Ok(targets)
+    // An account may exist without devices; only those need a second look.
+    let deviceless: Vec<String> = accounts.iter().filter(|a| !with_devices.contains(a)).map(Uuid::to_string).collect();
+    if !deviceless.is_empty() {
+        let found = sqlx::query("SELECT id::text AS id FROM accounts WHERE id = ANY($1::uuid[])")
+            .bind(&deviceless)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+        for row in &found {
+            sets.add_account(get_uuid(row, "id")?);
         }
     }
+    Ok(sets)
 }
 
-/// Envelopes of one batch, as columns for one `UNNEST` insert.
-#[derive(Default)]
-struct Appends<'a> {
-    pks: Vec<i64>,
-    seqs: Vec<i64>,
-    server_ts: Vec<i64>,
-    expires_at: Vec<i64>,
-    kinds: Vec<i32>,
-    contents: Vec<&'a [u8]>,
-}
-
-impl Appends<'_> {
-    /// Bumps the locked mailboxes' `last_seq`/`mailbox_count` and inserts the envelopes.
-    /// `expected` is each mailbox's `last_seq` once the batch is in.
-    async fn write(&self, conn: &mut PgConnection, expected: &BTreeMap<i64, (i64, u64)>) -> Result<(), StoreError> {
-        if self.pks.is_empty() {
-            return Ok(());
-        }
-        let pks: Vec<i64> = expected.keys().copied().collect();
-        let added: Vec<i64> = expected.values().map(|&(n, _)| n).collect();
-        let bumped = sqlx::query(
-            "UPDATE devices d SET last_seq = d.last_seq + u.n, mailbox_count = d.mailbox_count + u.n \
-             FROM UNNEST($1::bigint[], $2::bigint[]) AS u(pk, n) WHERE d.pk = u.pk RETURNING d.pk, d.last_seq",
-        )
-        .bind(&pks)
-        .bind(&added)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(backend)?;
-        // The rows were locked when `last_seq` was read, so it cannot have moved; if it
-        // did, refusing the batch beats handing out a seq twice.
-        let consistent = bumped.len() == expected.len()
-            && bumped.iter().all(|r| {
-                let (Ok(pk), Ok(seq)) = (r.try_get::<i64, _>("pk"), r.try_get::<i64, _>("last_seq")) else {
-                    return false;
-                };
-                expected.get(&pk).is_some_and(|&(_, want)| to_u64(seq) == want)
-            });
-        if !consistent {
-            return Err(StoreError::Backend("a mailbox sequence moved under its lock; batch refused".into()));
-        }
-        sqlx::query(
-            "INSERT INTO envelopes (device_pk, seq, server_ts, expires_at, kind, content) \
-             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::bytea[])",
-        )
-        .bind(&self.pks)
-        .bind(&self.seqs)
-        .bind(&self.server_ts)
-        .bind(&self.expires_at)
-        .bind(&self.kinds)
-        .bind(&self.contents)
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
-        Ok(())
+/// Bumps the locked mailboxes' `last_seq`/`mailbox_count` and inserts the envelopes of `plan`.
+async fn write_plan(conn: &mut PgConnection, plan: &Plan) -> Result<(), StoreError> {
+    if plan.appends.is_empty() {
+        return Ok(());
     }
+    let pks: Vec<i64> = plan.bumped.keys().copied().collect();
+    let added: Vec<i64> = plan.bumped.values().map(|&(n, _)| to_i64(n)).collect();
+    let bumped = sqlx::query(
+        "UPDATE devices d SET last_seq = d.last_seq + u.n, mailbox_count = d.mailbox_count + u.n \
+         FROM UNNEST($1::bigint[], $2::bigint[]) AS u(pk, n) WHERE d.pk = u.pk RETURNING d.pk, d.last_seq",
+    )
+    .bind(&pks)
+    .bind(&added)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    // The rows were locked when `last_seq` was read, so it cannot have moved; if it
+    // did, refusing the batch beats handing out a seq twice.
+    let consistent = bumped.len() == plan.bumped.len()
+        && bumped.iter().all(|r| {
+            let (Ok(pk), Ok(seq)) = (r.try_get::<i64, _>("pk"), r.try_get::<i64, _>("last_seq")) else {
+                return false;
+            };
+            plan.bumped.get(&pk).is_some_and(|&(_, want)| to_u64(seq) == want)
+        });
+    if !consistent {
+        return Err(StoreError::Backend("a mailbox sequence moved under its lock; batch refused".into()));
+    }
+    let a = &plan.appends;
+    sqlx::query(
+        "INSERT INTO envelopes (device_pk, seq, server_ts, expires_at, kind, content) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::bytea[])",
+    )
+    .bind(a.iter().map(|e| e.pk).collect::<Vec<_>>())
+    .bind(a.iter().map(|e| to_i64(e.seq)).collect::<Vec<_>>())
+    .bind(a.iter().map(|e| to_i64(e.server_ts)).collect::<Vec<_>>())
+    .bind(a.iter().map(|e| to_i64(e.expires_at)).collect::<Vec<_>>())
+    .bind(a.iter().map(|e| e.kind).collect::<Vec<_>>())
+    .bind(a.iter().map(|e| e.content.as_ref()).collect::<Vec<&[u8]>>())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
 }
 
 /// Wraps `delete` (a `DELETE FROM envelopes ... RETURNING device_pk`) so that the same
@@ -660,65 +566,23 @@ impl Store for PostgresStore {
     ) -> Result<Result<Vec<DeviceKey>, SendRejection>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
         let accounts: Vec<Uuid> = recipients.iter().map(|r| r.account).collect();
-        let sets = DeviceSets::load(&mut conn, &accounts, false).await?;
-        Ok(sets.check(sender, recipients, None).map(|targets| targets.into_iter().map(|(k, _, _)| k).collect()))
+        let sets = load_sets(&mut conn, &accounts, false).await?;
+        let checked = sets.check(sender, recipients, CheckMode::ONLINE_ONLY);
+        Ok(checked.map(|targets| targets.into_iter().map(|(k, _, _)| k).collect()))
     }
 
     async fn commit_sends(&self, items: &[SendItem], max_mailbox: u64) -> Result<Vec<SendOutcome>, StoreError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        // Senders' accounts too: their other devices must be listed.
-        let mut accounts: Vec<Uuid> = items
-            .iter()
-            .flat_map(|i| i.recipients.iter().map(|r| r.account).chain(std::iter::once(i.sender.account)))
-            .collect();
-        accounts.sort_unstable();
-        accounts.dedup();
+        let accounts = batch_accounts(items);
         let mut tx = self.pool.begin().await.map_err(backend)?;
         // Every device row the batch may touch is locked here, in pk order, before any write.
-        let mut sets = DeviceSets::load(&mut tx, &accounts, true).await?;
-        let mut appends = Appends::default();
-        // Per mailbox pk: (envelopes added, last_seq after the batch).
-        let mut bumped: BTreeMap<i64, (i64, u64)> = BTreeMap::new();
-        let mut outcomes = Vec::with_capacity(items.len());
-        for item in items {
-            let targets = match sets.check(item.sender, &item.recipients, Some(max_mailbox)) {
-                Ok(targets) => targets,
-                Err(rejection) => {
-                    outcomes.push(Err(rejection));
-                    continue;
-                }
-            };
-            let mut committed = Vec::with_capacity(targets.len());
-            for (device, i, message) in targets {
-                let row = &mut sets.rows[i];
-                row.last_seq += 1;
-                row.mailbox_count += 1;
-                let entry = bumped.entry(row.pk).or_insert((0, row.last_seq));
-                entry.0 += 1;
-                entry.1 = row.last_seq;
-                appends.pks.push(row.pk);
-                appends.seqs.push(to_i64(row.last_seq));
-                appends.server_ts.push(to_i64(item.server_ts));
-                appends.expires_at.push(to_i64(item.expires_at));
-                appends.kinds.push(message.kind);
-                appends.contents.push(message.content.as_ref());
-                committed.push(Committed {
-                    device,
-                    envelope: StoredEnvelope {
-                        seq: row.last_seq,
-                        server_ts: item.server_ts,
-                        kind: message.kind,
-                        content: message.content.clone(),
-                    },
-                });
-            }
-            outcomes.push(Ok(committed));
-        }
-        appends.write(&mut tx, &bumped).await?;
+        let mut sets = load_sets(&mut tx, &accounts, true).await?;
+        let plan = plan(&mut sets, items, max_mailbox);
+        write_plan(&mut tx, &plan).await?;
         tx.commit().await.map_err(backend)?;
-        Ok(outcomes)
+        Ok(plan.outcomes)
     }
 
     async fn fetch(&self, mailbox: MailboxId, after_seq: u64, limit: u32) -> Result<Vec<StoredEnvelope>, StoreError> {

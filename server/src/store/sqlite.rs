@@ -13,10 +13,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
+use super::plan::{CheckMode, DeviceRow, DeviceSets, Plan, batch_accounts, plan};
 use super::{
-    Account, Bundle, Committed, Device, DeviceKey, MailboxId, Mismatch, NewAccount, NewDeviceRecord, OneTimeKey,
-    PreKeyCounts, PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey, Store,
-    StoreError, StoredEnvelope, compare_device_sets, day_floor, own_devices_missing,
+    Account, Bundle, Device, DeviceKey, MailboxId, NewAccount, NewDeviceRecord, OneTimeKey, PreKeyCounts,
+    PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey, Store, StoreError,
+    StoredEnvelope, day_floor,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -35,6 +36,30 @@ fn to_u64(v: i64) -> u64 {
 
 fn to_u32(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(0)
+}
+
+/// Envelopes per multi-row INSERT (6 parameters each).
+const INSERT_CHUNK: usize = 64;
+
+/// `INSERT INTO envelopes ... VALUES (?,?,?,?,?,?), ...` for `rows` rows; the strings are
+/// built once, so sqlx's statement cache sees the same SQL every time.
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=INSERT_CHUNK)
+            .map(|n| {
+                let values = vec!["(?, ?, ?, ?, ?, ?)"; n.max(1)].join(", ");
+                format!("INSERT INTO envelopes (device_pk, seq, server_ts, expires_at, kind, content) VALUES {values}")
+            })
+            .collect()
+    });
+    &all[rows.min(INSERT_CHUNK)]
+}
+
+/// A JSON array of account ids as hex strings, for `json_each` + `unhex`.
+fn hex_id_array(ids: &[Uuid]) -> String {
+    let quoted: Vec<String> = ids.iter().map(|id| format!("\"{}\"", id.simple())).collect();
+    format!("[{}]", quoted.join(","))
 }
 
 /// SQLite-backed store.
@@ -161,24 +186,77 @@ impl SqliteStore {
             .map_err(backend)
     }
 
-    /// (pk, device_id, registration_id, last_seq, mailbox_count) of an account's devices.
-    async fn device_rows(conn: &mut SqliteConnection, account: Uuid) -> Result<Vec<DeviceRow>, StoreError> {
+    /// The device ids of an account.
+    async fn device_ids(conn: &mut SqliteConnection, account: Uuid) -> Result<Vec<u32>, StoreError> {
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT device_id FROM devices WHERE account_id = ? ORDER BY device_id")
+            .bind(account.as_bytes().as_slice())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+        Ok(ids.into_iter().map(to_u32).collect())
+    }
+
+    /// Reads the devices of `accounts` (and which accounts exist) in one query.
+    async fn load_sets(conn: &mut SqliteConnection, accounts: &[Uuid]) -> Result<DeviceSets, StoreError> {
         let rows = sqlx::query(
-            "SELECT pk, device_id, registration_id, mailbox_count FROM devices WHERE account_id = ? ORDER BY device_id",
+            "SELECT a.id, d.pk, d.device_id, d.registration_id, d.mailbox_count, d.last_seq \
+             FROM accounts a LEFT JOIN devices d ON d.account_id = a.id \
+             WHERE a.id IN (SELECT unhex(value) FROM json_each(?1))",
         )
-        .bind(account.as_bytes().as_slice())
+        .bind(hex_id_array(accounts))
         .fetch_all(&mut *conn)
         .await
         .map_err(backend)?;
-        Ok(rows
-            .iter()
-            .map(|r| DeviceRow {
-                pk: r.get(0),
-                device_id: to_u32(r.get(1)),
-                registration_id: to_u32(r.get(2)),
-                mailbox_count: to_u64(r.get(3)),
-            })
-            .collect())
+        let mut sets = DeviceSets::default();
+        for row in &rows {
+            let id: Vec<u8> = row.get(0);
+            let account = Uuid::from_slice(&id).map_err(backend)?;
+            match row.get::<Option<i64>, _>(1) {
+                None => sets.add_account(account),
+                Some(pk) => sets.add_device(
+                    account,
+                    DeviceRow {
+                        pk,
+                        device_id: to_u32(row.get(2)),
+                        registration_id: to_u32(row.get(3)),
+                        mailbox_count: to_u64(row.get(4)),
+                        last_seq: to_u64(row.get(5)),
+                    },
+                ),
+            }
+        }
+        Ok(sets)
+    }
+
+    /// Writes a planned batch: one statement for the mailbox counters, one per chunk of envelopes.
+    async fn write_plan(conn: &mut SqliteConnection, plan: &Plan) -> Result<(), StoreError> {
+        if plan.appends.is_empty() {
+            return Ok(());
+        }
+        let bumped: Vec<String> =
+            plan.bumped.iter().map(|(pk, (added, last))| format!("[{pk},{last},{added}]")).collect();
+        sqlx::query(
+            "UPDATE devices SET last_seq = j.value ->> 1, mailbox_count = mailbox_count + (j.value ->> 2) \
+             FROM json_each(?1) AS j WHERE devices.pk = j.value ->> 0",
+        )
+        .bind(format!("[{}]", bumped.join(",")))
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+        for chunk in plan.appends.chunks(INSERT_CHUNK) {
+            let mut query = sqlx::query(insert_sql(chunk.len()));
+            for e in chunk {
+                query = query
+                    .bind(e.pk)
+                    .bind(to_i64(e.seq))
+                    .bind(to_i64(e.server_ts))
+                    .bind(to_i64(e.expires_at))
+                    .bind(e.kind)
+                    .bind(e.content.as_ref());
+            }
+            query.execute(&mut *conn).await.map_err(backend)?;
+        }
+        Ok(())
     }
 
     async fn account_exists(conn: &mut SqliteConnection, account: Uuid) -> Result<bool, StoreError> {
@@ -190,117 +268,25 @@ impl SqliteStore {
         Ok(n > 0)
     }
 
-    /// Checks one send against the current device sets. Returns the rows of every target device.
-    async fn check_item(
-        conn: &mut SqliteConnection,
-        sender: DeviceKey,
-        recipients: &[RecipientBatch],
-        mode: CheckMode,
-    ) -> Result<Result<Vec<(DeviceKey, DeviceRow)>, SendRejection>, StoreError> {
-        let max_mailbox = mode.max_mailbox;
-        let mut mismatches: Vec<Mismatch> = Vec::new();
-        let mut unknown = Vec::new();
-        let mut full = Vec::new();
-        let mut targets = Vec::new();
-        for recipient in recipients {
-            let rows = Self::device_rows(conn, recipient.account).await?;
-            if rows.is_empty() && !Self::account_exists(conn, recipient.account).await? {
-                unknown.push(recipient.account);
-                continue;
-            }
-            let existing: Vec<(u32, u32)> = rows.iter().map(|r| (r.device_id, r.registration_id)).collect();
-            let exclude = (recipient.account == sender.account).then_some(sender.device_id);
-            if let Some(m) = compare_device_sets(recipient.account, &existing, &recipient.messages, exclude) {
-                mismatches.push(m);
-                continue;
-            }
-            for message in &recipient.messages {
-                let Some(row) = rows.iter().find(|r| r.device_id == message.device_id) else { continue };
-                let key = DeviceKey { account: recipient.account, device_id: row.device_id };
-                if max_mailbox.is_some_and(|max| row.mailbox_count >= max) {
-                    full.push(key);
-                }
-                targets.push((key, row.clone()));
-            }
+    /// Lowers the mailbox counters for deleted envelopes (one mailbox pk per deleted envelope).
+    async fn lower_counts(conn: &mut SqliteConnection, gone: &[i64]) -> Result<(), StoreError> {
+        if gone.is_empty() {
+            return Ok(());
         }
-        if mode.require_own_devices && !recipients.iter().any(|r| r.account == sender.account) {
-            let own: Vec<(u32, u32)> = Self::device_rows(conn, sender.account)
-                .await?
-                .iter()
-                .map(|r| (r.device_id, r.registration_id))
-                .collect();
-            mismatches.extend(own_devices_missing(sender, &own));
+        let mut per_mailbox: HashMap<i64, i64> = HashMap::new();
+        for pk in gone {
+            *per_mailbox.entry(*pk).or_default() += 1;
         }
-        Ok(if !unknown.is_empty() {
-            Err(SendRejection::UnknownAccounts(unknown))
-        } else if !mismatches.is_empty() {
-            Err(SendRejection::DeviceMismatch(mismatches))
-        } else if !full.is_empty() {
-            Err(SendRejection::MailboxFull(full))
-        } else {
-            Ok(targets)
-        })
-    }
-
-    async fn commit_item(
-        conn: &mut SqliteConnection,
-        item: &SendItem,
-        max_mailbox: u64,
-    ) -> Result<SendOutcome, StoreError> {
-        let targets =
-            match Self::check_item(conn, item.sender, &item.recipients, CheckMode::stored(max_mailbox)).await? {
-                Ok(targets) => targets,
-                Err(rejection) => return Ok(Err(rejection)),
-            };
-        let mut committed = Vec::with_capacity(targets.len());
-        for recipient in &item.recipients {
-            for message in &recipient.messages {
-                let target =
-                    targets.iter().find(|(k, _)| k.account == recipient.account && k.device_id == message.device_id);
-                let Some((key, row)) = target else { continue };
-                let seq = Self::append(conn, row.pk, item, message).await?;
-                committed.push(Committed {
-                    device: *key,
-                    envelope: StoredEnvelope {
-                        seq,
-                        server_ts: item.server_ts,
-                        kind: message.kind,
-                        content: message.content.clone(),
-                    },
-                });
-            }
-        }
-        Ok(Ok(committed))
-    }
-
-    /// Appends one envelope to a mailbox and returns its seq.
-    async fn append(
-        conn: &mut SqliteConnection,
-        pk: i64,
-        item: &SendItem,
-        message: &super::OutgoingMessage,
-    ) -> Result<u64, StoreError> {
-        let seq: i64 = sqlx::query_scalar(
-            "UPDATE devices SET last_seq = last_seq + 1, mailbox_count = mailbox_count + 1 WHERE pk = ? \
-             RETURNING last_seq",
-        )
-        .bind(pk)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(backend)?;
+        let pairs: Vec<String> = per_mailbox.iter().map(|(pk, n)| format!("[{pk},{n}]")).collect();
         sqlx::query(
-            "INSERT INTO envelopes (device_pk, seq, server_ts, expires_at, kind, content) VALUES (?, ?, ?, ?, ?, ?)",
+            "UPDATE devices SET mailbox_count = mailbox_count - (j.value ->> 1) \
+             FROM json_each(?1) AS j WHERE devices.pk = j.value ->> 0",
         )
-        .bind(pk)
-        .bind(seq)
-        .bind(to_i64(item.server_ts))
-        .bind(to_i64(item.expires_at))
-        .bind(message.kind)
-        .bind(message.content.as_ref())
+        .bind(format!("[{}]", pairs.join(",")))
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
-        Ok(to_u64(seq))
+        Ok(())
     }
 
     async fn take_one_bundle(conn: &mut SqliteConnection, row: &sqlx::sqlite::SqliteRow) -> Result<Bundle, StoreError> {
@@ -349,32 +335,6 @@ impl SqliteStore {
             prekey,
         })
     }
-}
-
-/// How strictly a send is checked.
-#[derive(Debug, Clone, Copy)]
-struct CheckMode {
-    /// Refuse when a target mailbox holds this many envelopes.
-    max_mailbox: Option<u64>,
-    /// The sender's other devices must be listed (stored sends keep every own device in step).
-    require_own_devices: bool,
-}
-
-impl CheckMode {
-    /// Online-only sends (typing, presence) need not reach the sender's other devices.
-    const ONLINE_ONLY: CheckMode = CheckMode { max_mailbox: None, require_own_devices: false };
-
-    fn stored(max_mailbox: u64) -> Self {
-        CheckMode { max_mailbox: Some(max_mailbox), require_own_devices: true }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct DeviceRow {
-    pk: i64,
-    device_id: u32,
-    registration_id: u32,
-    mailbox_count: u64,
 }
 
 fn device_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Device, StoreError> {
@@ -457,12 +417,12 @@ impl Store for SqliteStore {
             if !Self::account_exists(&mut conn, account).await? {
                 return Err(StoreError::UnknownAccount);
             }
-            let rows = Self::device_rows(&mut conn, account).await?;
-            if rows.len() >= max_devices as usize {
+            let ids = Self::device_ids(&mut conn, account).await?;
+            if ids.len() >= max_devices as usize {
                 return Err(StoreError::TooManyDevices(max_devices));
             }
             let id = (2..=hush_wire::limits::MAX_DEVICE_ID)
-                .find(|id| rows.iter().all(|r| r.device_id != *id))
+                .find(|id| !ids.contains(id))
                 .ok_or(StoreError::TooManyDevices(max_devices))?;
             Self::insert_device(&mut conn, account, id, device).await?;
             Ok(id)
@@ -595,18 +555,19 @@ impl Store for SqliteStore {
         recipients: &[RecipientBatch],
     ) -> Result<Result<Vec<DeviceKey>, SendRejection>, StoreError> {
         let mut conn = self.read.acquire().await.map_err(backend)?;
-        let checked = Self::check_item(&mut conn, sender, recipients, CheckMode::ONLINE_ONLY).await?;
-        Ok(checked.map(|targets| targets.into_iter().map(|(k, _)| k).collect()))
+        let accounts: Vec<Uuid> = recipients.iter().map(|r| r.account).chain([sender.account]).collect();
+        let sets = Self::load_sets(&mut conn, &accounts).await?;
+        let checked = sets.check(sender, recipients, CheckMode::ONLINE_ONLY);
+        Ok(checked.map(|targets| targets.into_iter().map(|(k, _, _)| k).collect()))
     }
 
     async fn commit_sends(&self, items: &[SendItem], max_mailbox: u64) -> Result<Vec<SendOutcome>, StoreError> {
         let mut conn = begin(&self.write).await?;
         let result = async {
-            let mut outcomes = Vec::with_capacity(items.len());
-            for item in items {
-                outcomes.push(Self::commit_item(&mut conn, item, max_mailbox).await?);
-            }
-            Ok(outcomes)
+            let mut sets = Self::load_sets(&mut conn, &batch_accounts(items)).await?;
+            let plan = plan(&mut sets, items, max_mailbox);
+            Self::write_plan(&mut conn, &plan).await?;
+            Ok(plan.outcomes)
         }
         .await;
         finish(&mut conn, result).await
@@ -634,31 +595,23 @@ impl Store for SqliteStore {
     }
 
     async fn ack(&self, acks: &[(MailboxId, Vec<u64>)]) -> Result<u64, StoreError> {
+        let pairs: Vec<String> =
+            acks.iter().flat_map(|(m, seqs)| seqs.iter().map(move |seq| format!("[{},{seq}]", m.0))).collect();
+        if pairs.is_empty() {
+            return Ok(0);
+        }
         let mut conn = begin(&self.write).await?;
         let result = async {
-            let mut total = 0;
-            for (mailbox, seqs) in acks {
-                let mut deleted = 0u64;
-                for seq in seqs {
-                    let done = sqlx::query("DELETE FROM envelopes WHERE device_pk = ? AND seq = ?")
-                        .bind(mailbox.0)
-                        .bind(to_i64(*seq))
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(backend)?;
-                    deleted += done.rows_affected();
-                }
-                if deleted > 0 {
-                    sqlx::query("UPDATE devices SET mailbox_count = mailbox_count - ? WHERE pk = ?")
-                        .bind(to_i64(deleted))
-                        .bind(mailbox.0)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(backend)?;
-                }
-                total += deleted;
-            }
-            Ok(total)
+            let gone: Vec<i64> = sqlx::query_scalar(
+                "DELETE FROM envelopes WHERE (device_pk, seq) IN \
+                 (SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?1) AS j) RETURNING device_pk",
+            )
+            .bind(format!("[{}]", pairs.join(",")))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Self::lower_counts(&mut conn, &gone).await?;
+            Ok(gone.len() as u64)
         }
         .await;
         finish(&mut conn, result).await
@@ -667,24 +620,13 @@ impl Store for SqliteStore {
     async fn expire(&self, now_ms: u64) -> Result<u64, StoreError> {
         let mut conn = begin(&self.write).await?;
         let result = async {
-            let rows = sqlx::query("DELETE FROM envelopes WHERE expires_at <= ? RETURNING device_pk")
+            let gone: Vec<i64> = sqlx::query_scalar("DELETE FROM envelopes WHERE expires_at <= ? RETURNING device_pk")
                 .bind(to_i64(now_ms))
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(backend)?;
-            let mut per_device: HashMap<i64, i64> = HashMap::new();
-            for row in &rows {
-                *per_device.entry(row.get(0)).or_default() += 1;
-            }
-            for (pk, n) in per_device {
-                sqlx::query("UPDATE devices SET mailbox_count = mailbox_count - ? WHERE pk = ?")
-                    .bind(n)
-                    .bind(pk)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(backend)?;
-            }
-            Ok(rows.len() as u64)
+            Self::lower_counts(&mut conn, &gone).await?;
+            Ok(gone.len() as u64)
         }
         .await;
         finish(&mut conn, result).await

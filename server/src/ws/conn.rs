@@ -254,7 +254,8 @@ impl<'a> Session<'a> {
         let interval = self.state.config.ping_interval;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
-            if self.need_fetch && self.in_flight.len() < self.window() {
+            // Refill once half the window is free: fewer, larger mailbox reads.
+            if self.need_fetch && self.in_flight.len() <= self.window() / 2 {
                 self.fetch(socket).await?;
             }
             if self.unflushed {
