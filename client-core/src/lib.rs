@@ -1,1 +1,232 @@
-//! placeholder
+//! `hush-client-core`: the client library of the hush end-to-end-encrypted messenger.
+//!
+//! Apps (the `hush` CLI, the TUI, bots) link this crate to message each other through a
+//! `hushd` relay with the Signal protocol (PQXDH sessions, double ratchet, sealed sender).
+//!
+//! # Shape
+//! - [`Client`] is the `Send + Sync` handle apps use. It talks over channels to one actor
+//!   thread that owns everything of the account (libsignal's futures are `!Send`, and an
+//!   account's protocol operations must run one at a time).
+//! - [`machine::Machine`] is the protocol as a state machine without sockets: envelopes and
+//!   server answers go in; requests to send, acks and [`Event`]s come out. Time and randomness
+//!   are passed in. Tests drive two machines back to back without a network.
+//! - The driver (private) runs the WebSocket (challenge, auth, envelopes, reconnect with
+//!   backoff) and REST calls for the machine.
+//! - [`store::ClientStore`] is the local store: SQLite ([`store::SqliteStore`]) or in memory
+//!   ([`store::MemoryStore`]), both checked by one conformance suite. Every change caused by one
+//!   input is committed in one transaction, and an envelope is acknowledged to the server only
+//!   after its effect is committed, so a crash at any point loses nothing and shows nothing twice.
+//!
+//! # Example
+//! ```no_run
+//! # async fn demo() -> Result<(), hush_client_core::ClientError> {
+//! use hush_client_core::{Client, ClientConfig, Event};
+//! let alice = Client::register(ClientConfig::new("/tmp/alice", "http://127.0.0.1:8080"), "alice").await?;
+//! let id = alice.send_text("bob", "hello").await?; // queued; sent when connected
+//! alice.run_until_queue_empty(std::time::Duration::from_secs(30)).await?;
+//! let mut events = alice.events();
+//! while let Some(event) = events.recv().await {
+//!     if let Event::Message(m) = event { println!("{}: {}", m.from, m.body); }
+//! }
+//! # let _ = id; Ok(()) }
+//! ```
+//!
+//! Logging: this crate logs through `tracing` without message bodies, keys or tokens, and never
+//! installs a logger. libsignal logs contact addresses at `info`: apps that install one should
+//! add [`LOG_FILTER_QUIET_LIBSIGNAL`] to their filter.
+//!
+//! A complete program is in `examples/chat.rs`.
+
+pub mod account;
+pub mod content;
+mod driver;
+mod error;
+pub mod machine;
+pub mod signal_store;
+pub mod store;
+mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::{ClientError, MachineError, StoreError};
+pub use types::{
+    ClientConfig, ConnectionState, Contact, Event, MessageDirection, MessageId, MessageRecord, MessageStatus, Receipt,
+    ReceiptKind, ReceivedMessage, SafetyNumber, Status, TrustState,
+};
+
+use driver::Command;
+
+/// Filter directives (for `tracing_subscriber::EnvFilter` or `env_logger`) that keep
+/// libsignal's `info` logs, which name contacts, out of an app's logs. Append them to the app's
+/// own filter, e.g. `format!("info,{LOG_FILTER_QUIET_LIBSIGNAL}")`.
+pub const LOG_FILTER_QUIET_LIBSIGNAL: &str =
+    "libsignal_protocol=warn,libsignal_protocol_syft=warn,libsignal_core=warn,libsignal_core_syft=warn,spqr_syft=warn";
+
+/// A stream of [`Event`]s for one subscriber. Every subscriber sees every event emitted after
+/// it subscribed; nothing is dropped while the subscriber keeps up or not.
+#[derive(Debug)]
+pub struct EventStream {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl EventStream {
+    /// The next event, or `None` once the client has shut down.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+}
+
+// The handle must stay usable from any task and thread.
+const _: fn() = || {
+    fn is<T: Send + Sync + Clone + 'static>() {}
+    is::<Client>();
+};
+
+/// A hush account on this device: the handle apps use. Cheap to clone; `Send + Sync`.
+///
+/// Methods return once the actor has done the work; sending only queues (the outbox is
+/// persistent, so a message written offline is sent when the connection returns).
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<driver::Handle>,
+}
+
+impl Client {
+    /// Creates a new account named `username` on the server and stores it in `config.data_dir`
+    /// (created if needed; it must not already hold an account). Generates the identity key,
+    /// registration id, device auth key, signed EC and Kyber prekeys and 100 one-time keys of
+    /// each kind, and pins the server's trust root.
+    pub async fn register(config: ClientConfig, username: &str) -> Result<Client, ClientError> {
+        Ok(Client { inner: Arc::new(driver::Handle::register(config, username).await?) })
+    }
+
+    /// Opens the account stored in `config.data_dir`. Does not connect: call [`Client::connect`]
+    /// (stay online) or [`Client::run_until_queue_empty`] (drain and return).
+    pub async fn open(config: ClientConfig) -> Result<Client, ClientError> {
+        Ok(Client { inner: Arc::new(driver::Handle::open(config).await?) })
+    }
+
+    /// Subscribes to events from now on.
+    pub fn events(&self) -> EventStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner.subscribe(tx);
+        EventStream { rx }
+    }
+
+    /// Starts (or keeps) a connection to the server that reconnects with backoff until
+    /// [`Client::disconnect`] or [`Client::shutdown`].
+    pub async fn connect(&self) -> Result<(), ClientError> {
+        self.call(|reply| Command::Connect { reply }).await
+    }
+
+    /// Closes the connection and stops reconnecting.
+    pub async fn disconnect(&self) -> Result<(), ClientError> {
+        self.call(|reply| Command::Disconnect { reply }).await
+    }
+
+    /// Queues a text message to `username` and returns its id at once. The message is sent
+    /// when connected; [`Event::Sent`] or [`Event::SendFailed`] follows. Fails at once if
+    /// sending to `username` is blocked by a changed identity key.
+    pub async fn send_text(&self, username: &str, text: &str) -> Result<MessageId, ClientError> {
+        let (to, text) = (username.to_owned(), text.to_owned());
+        self.call(|reply| Command::SendText { to, text, reply }).await
+    }
+
+    /// Tells `username` this account started (`true`) or stopped typing. Online only: dropped
+    /// when either side is offline.
+    pub async fn send_typing(&self, username: &str, typing: bool) -> Result<(), ClientError> {
+        let to = username.to_owned();
+        self.call(|reply| Command::SendTyping { to, typing, reply }).await
+    }
+
+    /// Marks every received message from `username` as read and sends them a read receipt.
+    pub async fn mark_read(&self, username: &str) -> Result<(), ClientError> {
+        let peer = username.to_owned();
+        self.call(|reply| Command::MarkRead { peer, reply }).await
+    }
+
+    /// Queues a failed message again.
+    pub async fn retry(&self, id: MessageId) -> Result<(), ClientError> {
+        self.call(|reply| Command::Retry { id, reply }).await
+    }
+
+    /// The last `limit` messages of the conversation with `username`, oldest first, in the
+    /// order every device of both parties shows.
+    pub async fn history(&self, username: &str, limit: usize) -> Result<Vec<MessageRecord>, ClientError> {
+        let peer = username.to_owned();
+        self.call(|reply| Command::History { peer, limit, reply }).await
+    }
+
+    /// Up to `limit` messages of every conversation stored after position `after` (see
+    /// [`MessageRecord::local_seq`]), oldest first. With the `local_seq` of the last message an
+    /// app has handled, this gives exactly what arrived since, also across restarts and crashes
+    /// (an [`Event::Message`] can be missed if the process dies right after storing it). A
+    /// message whose sender's username is not confirmed yet is held back, with everything after it.
+    pub async fn messages_after(&self, after: u64, limit: usize) -> Result<Vec<MessageRecord>, ClientError> {
+        self.call(|reply| Command::MessagesAfter { after, limit, reply }).await
+    }
+
+    /// Everyone this account has exchanged messages with.
+    pub async fn contacts(&self) -> Result<Vec<Contact>, ClientError> {
+        self.call(|reply| Command::Contacts { reply }).await
+    }
+
+    /// The safety number with `username` (fetches their identity key if not known yet).
+    pub async fn safety_number(&self, username: &str) -> Result<SafetyNumber, ClientError> {
+        let peer = username.to_owned();
+        self.call(|reply| Command::SafetyNumber { peer, reply }).await
+    }
+
+    /// Trusts the current identity key of `username` (after a change), which unblocks sending.
+    pub async fn trust(&self, username: &str) -> Result<(), ClientError> {
+        let peer = username.to_owned();
+        self.call(|reply| Command::Trust { peer, reply }).await
+    }
+
+    /// A snapshot of the account, the connection and the outbox.
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.call(|reply| Command::Status { reply }).await
+    }
+
+    /// Connects (if not connected), receives every stored envelope, sends the whole outbox, and
+    /// returns; disconnects again if it was not connected before. Fails after `timeout`.
+    pub async fn run_until_queue_empty(&self, timeout: Duration) -> Result<(), ClientError> {
+        let waiter = self.call(|reply| Command::WaitQueueEmpty { reply }).await?;
+        let outcome = match tokio::time::timeout(timeout, waiter).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(reason))) => Err(ClientError::Network(reason)),
+            Ok(Err(_)) => Err(ClientError::Shutdown),
+            Err(_) => {
+                let waiting = self.call(|reply| Command::WaitingFor { reply }).await.unwrap_or_default();
+                Err(ClientError::Timeout(format!(
+                    "the mailbox and the outbox were not both empty within {timeout:?}; still waiting for {waiting}"
+                )))
+            }
+        };
+        self.call(|reply| Command::EndDrain { reply }).await?;
+        outcome
+    }
+
+    /// Stops the actor: closes the connection and the store. Other clones of this handle fail
+    /// with [`ClientError::Shutdown`] afterwards.
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        self.inner.shutdown().await
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command,
+    ) -> Result<T, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.send(make(tx))?;
+        rx.await.map_err(|_| ClientError::Shutdown)?
+    }
+}

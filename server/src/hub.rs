@@ -5,11 +5,11 @@
 //! queue is full the envelope is not queued but the connection is told it
 //! lagged, and it re-reads its mailbox, so nothing is lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::store::{DeviceKey, StoredEnvelope};
 
@@ -34,18 +34,38 @@ pub enum CloseRequest {
     Removed = 2,
 }
 
-/// Out-of-band signals to one connection (never dropped, unlike queued pushes).
+/// Everything the hub hands one connection: queued pushes (bounded; when full the
+/// connection is marked lagged instead) and out-of-band signals (never dropped).
+/// The queue allocates only while it holds pushes, so an idle connection costs little.
 #[derive(Debug, Default)]
 pub struct Signal {
     notify: Notify,
     lagged: AtomicBool,
     close: AtomicU8,
+    queue: Mutex<VecDeque<Push>>,
 }
 
 impl Signal {
     /// Waits until something is signalled.
     pub async fn notified(&self) {
         self.notify.notified().await;
+    }
+
+    /// Takes every queued push, oldest first.
+    pub fn drain(&self) -> VecDeque<Push> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn push(&self, push: Push, capacity: usize) {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.len() >= capacity {
+            drop(queue);
+            self.mark_lagged();
+            return;
+        }
+        queue.push_back(push);
+        drop(queue);
+        self.notify.notify_one();
     }
 
     /// Whether pushes were dropped since the last call (and clears it).
@@ -75,7 +95,6 @@ impl Signal {
 
 struct Entry {
     conn_id: u64,
-    tx: mpsc::Sender<Push>,
     signal: Arc<Signal>,
 }
 
@@ -83,9 +102,7 @@ struct Entry {
 pub struct Registration {
     /// Identifies this connection (a device's later connection has a higher id).
     pub conn_id: u64,
-    /// Pushes for this connection.
-    pub rx: mpsc::Receiver<Push>,
-    /// Signals for this connection.
+    /// Pushes and signals for this connection.
     pub signal: Arc<Signal>,
 }
 
@@ -111,13 +128,12 @@ impl Hub {
     /// Registers a connection for `device`; an existing connection of the same device is asked to close.
     pub fn register(&self, device: DeviceKey) -> Registration {
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.queue);
         let signal = Arc::new(Signal::default());
-        let old = self.lock().insert(device, Entry { conn_id, tx, signal: signal.clone() });
+        let old = self.lock().insert(device, Entry { conn_id, signal: signal.clone() });
         if let Some(old) = old {
             old.signal.request_close(CloseRequest::Replaced);
         }
-        Registration { conn_id, rx, signal }
+        Registration { conn_id, signal }
     }
 
     /// Removes the registration of connection `conn_id` (not a newer one of the same device).
@@ -132,14 +148,8 @@ impl Hub {
     pub fn deliver(&self, device: DeviceKey, push: Push) -> bool {
         let entries = self.lock();
         let Some(entry) = entries.get(&device) else { return false };
-        match entry.tx.try_send(push) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                entry.signal.mark_lagged();
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+        entry.signal.push(push, self.queue);
+        true
     }
 
     /// Tells the device's connection to re-read its mailbox (a wake-up from another node).
@@ -198,11 +208,11 @@ mod tests {
         let hub = Hub::new(4);
         let dev = DeviceKey { account: Uuid::nil(), device_id: 1 };
         let first = hub.register(dev);
-        let mut second = hub.register(dev);
+        let second = hub.register(dev);
         assert_eq!(first.signal.close_request(), CloseRequest::Replaced);
         hub.unregister(dev, first.conn_id); // the old connection leaving must not remove the new one
         assert!(hub.deliver(dev, Push::Stored(env(1))));
-        assert!(matches!(second.rx.try_recv(), Ok(Push::Stored(e)) if e.seq == 1));
+        assert!(matches!(second.signal.drain().pop_front(), Some(Push::Stored(e)) if e.seq == 1));
     }
 
     #[test]

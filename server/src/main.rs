@@ -22,6 +22,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let config = Config::from_args(args).context("invalid configuration")?;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "file-descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file-descriptor limit"),
+    }
     let running = hush_server::serve::start(config).await.context("hushd could not start")?;
     let trust_root = base64::engine::general_purpose::STANDARD.encode(&running.trust_root);
     // A closed stdout (the starting script went away) must not stop the server.

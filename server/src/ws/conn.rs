@@ -275,11 +275,14 @@ impl<'a> Session<'a> {
                     if self.registration.signal.take_lagged() {
                         self.need_fetch = true;
                     }
+                    let pushes = self.registration.signal.drain();
+                    for push in pushes {
+                        self.on_push(socket, push).await?;
+                    }
                 }
                 Some(response) = self.pending.next(), if !self.pending.is_empty() => {
                     self.feed(socket, frame(server_frame::Frame::SendResponse(response))).await?;
                 }
-                Some(push) = self.registration.rx.recv() => self.on_push(socket, push).await?,
                 next = socket.next(), if accepting => {
                     match classify(next) {
                         Incoming::Frame(f) => self.on_frame(f).await?,

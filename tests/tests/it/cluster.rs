@@ -122,8 +122,7 @@ async fn redis_restart_stops_no_send_and_every_envelope_arrives() {
         got.push(String::from_utf8_lossy(&env.content).into_owned());
         bob_ws.ack(&[env.seq]).await;
     }
-    let want: Vec<String> =
-        (0..3).map(|i| format!("during {i}")).chain((0..3).map(|i| format!("after {i}"))).collect();
+    let want: Vec<String> = (0..3).map(|i| format!("during {i}")).chain((0..3).map(|i| format!("after {i}"))).collect();
     assert_eq!(got, want, "every envelope, in order, none twice");
 }
 

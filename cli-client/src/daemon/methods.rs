@@ -1,0 +1,186 @@
+//! The daemon's methods: the one-shot commands as JSON-RPC calls, plus the event stream.
+
+use hush_client_core::{Client, MessageId};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::hub::{HubCommand, Outbox};
+use super::rpc::{self, Request, RpcError};
+use crate::exit::Kind;
+use crate::output;
+
+/// What a connection's calls need.
+#[derive(Debug)]
+pub struct Session {
+    /// The account.
+    pub client: Client,
+    /// The event hub.
+    pub hub: mpsc::UnboundedSender<HubCommand>,
+    /// This connection's number.
+    pub conn: u64,
+    /// This connection's output.
+    pub out: Outbox,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendParams {
+    to: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithParams {
+    with: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    with: String,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    50
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypingParams {
+    to: String,
+    typing: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryParams {
+    id: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SubscribeParams {
+    after: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckParams {
+    event_id: u64,
+}
+
+fn params<T: DeserializeOwned>(value: Value) -> Result<T, RpcError> {
+    serde_json::from_value(value).map_err(|e| RpcError::params(format!("invalid params: {e}")))
+}
+
+/// Parameters that may be left out entirely.
+fn optional_params<T: DeserializeOwned + Default>(value: Value) -> Result<T, RpcError> {
+    if value.is_null() { Ok(T::default()) } else { params(value) }
+}
+
+fn hub_gone() -> RpcError {
+    RpcError::app(Kind::Other, "the daemon is shutting down")
+}
+
+impl Session {
+    /// Handles one request; returns the answer line, if one is due now (`subscribe` is
+    /// answered by the hub, before the replayed events, and notifications get no answer).
+    pub async fn handle(&self, request: Request) -> Option<String> {
+        let id = request.id.clone();
+        if request.method == "subscribe" {
+            return match optional_params::<SubscribeParams>(request.params) {
+                Ok(p) => {
+                    let cmd = HubCommand::Subscribe {
+                        conn: self.conn,
+                        out: self.out.clone(),
+                        request_id: id,
+                        after: p.after,
+                    };
+                    match self.hub.send(cmd) {
+                        Ok(()) => None,
+                        Err(_) => request.id.map(|id| rpc::error(id, &hub_gone())),
+                    }
+                }
+                Err(e) => request.id.map(|id| rpc::error(id, &e)),
+            };
+        }
+        let result = self.call(&request.method, request.params).await;
+        let id = id?;
+        Some(match result {
+            Ok(value) => rpc::response(id, value),
+            Err(e) => rpc::error(id, &e),
+        })
+    }
+
+    async fn call(&self, method: &str, p: Value) -> Result<Value, RpcError> {
+        let client = &self.client;
+        match method {
+            "send" => {
+                let p: SendParams = params(p)?;
+                let id = client.send_text(&p.to, &p.text).await?;
+                Ok(json!({ "id": id.to_string(), "to": p.to, "status": "pending" }))
+            }
+            "history" => {
+                let p: HistoryParams = params(p)?;
+                let messages = client.history(&p.with, p.limit).await?;
+                Ok(json!({ "messages": messages.iter().map(output::message_json).collect::<Vec<_>>() }))
+            }
+            "contacts" => {
+                let contacts = client.contacts().await?;
+                Ok(json!({ "contacts": contacts.iter().map(output::contact_json).collect::<Vec<_>>() }))
+            }
+            "safety_number" => {
+                let p: WithParams = params(p)?;
+                let n = client.safety_number(&p.with).await?;
+                Ok(output::safety_json(&p.with, &n))
+            }
+            "trust" => {
+                let p: WithParams = params(p)?;
+                client.trust(&p.with).await?;
+                Ok(json!({ "with": p.with, "trust": "trusted" }))
+            }
+            "status" => Ok(output::status_json(&client.status().await?, None)),
+            "mark_read" => {
+                let p: WithParams = params(p)?;
+                client.mark_read(&p.with).await?;
+                Ok(json!({}))
+            }
+            "typing" => {
+                let p: TypingParams = params(p)?;
+                client.send_typing(&p.to, p.typing).await?;
+                Ok(json!({}))
+            }
+            "retry" => {
+                let p: RetryParams = params(p)?;
+                let id = MessageId::parse_hex(&p.id).ok_or_else(|| RpcError::params("id must be 32 hex digits"))?;
+                client.retry(id).await?;
+                Ok(json!({ "id": p.id, "status": "pending" }))
+            }
+            "ack" => {
+                let p: AckParams = params(p)?;
+                let (reply, rx) = oneshot::channel();
+                self.hub.send(HubCommand::Ack { event_id: p.event_id, reply }).map_err(|_| hub_gone())?;
+                let acked = rx.await.map_err(|_| hub_gone())?.map_err(|e| RpcError::app(Kind::Other, e))?;
+                Ok(json!({ "acked": acked }))
+            }
+            "unsubscribe" => {
+                self.unsubscribe().await;
+                Ok(json!({}))
+            }
+            other => Err(RpcError::new(rpc::METHOD_NOT_FOUND, format!("no method {other:?}"))),
+        }
+    }
+
+    /// Stops this connection's event stream (also done when the connection closes).
+    pub async fn unsubscribe(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.hub.send(HubCommand::Unsubscribe { conn: self.conn, reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

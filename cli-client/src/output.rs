@@ -1,0 +1,236 @@
+//! What the commands print: one JSON object per line (`--json`, and the daemon) or text.
+
+use std::io::Write as _;
+
+use hush_client_core::{
+    ConnectionState, Contact, Event, MessageDirection, MessageRecord, MessageStatus, ReceiptKind, SafetyNumber, Status,
+    TrustState,
+};
+use serde_json::{Value, json};
+
+/// Where results go: stdout as JSON lines or as text.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    /// JSON lines instead of text.
+    pub json: bool,
+}
+
+impl Printer {
+    /// Prints one result: `value` as a JSON line, or `text` (which may span lines). Flushes, so
+    /// a reader sees it at once and a cursor written afterwards never runs ahead of the output.
+    pub fn emit(&self, value: &Value, text: &str) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            writeln!(out, "{value}")?;
+        } else {
+            writeln!(out, "{text}")?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// The status of a message as one word.
+pub fn status_name(status: &MessageStatus) -> &'static str {
+    match status {
+        MessageStatus::Pending => "pending",
+        MessageStatus::Sent => "sent",
+        MessageStatus::Delivered => "delivered",
+        MessageStatus::Read => "read",
+        MessageStatus::Failed(_) => "failed",
+        MessageStatus::Received => "received",
+    }
+}
+
+fn direction_name(direction: MessageDirection) -> &'static str {
+    match direction {
+        MessageDirection::Incoming => "incoming",
+        MessageDirection::Outgoing => "outgoing",
+    }
+}
+
+fn trust_name(trust: TrustState) -> &'static str {
+    match trust {
+        TrustState::Trusted => "trusted",
+        TrustState::Changed => "changed",
+    }
+}
+
+/// A message as JSON (`receive`, `history`, daemon events and `history` results).
+pub fn message_json(m: &MessageRecord) -> Value {
+    let mut v = json!({
+        "id": m.id.to_string(),
+        "from": m.from,
+        "from_device": m.from_device,
+        "conversation": m.conversation,
+        "direction": direction_name(m.direction),
+        "body": m.body,
+        "sent_at": m.sent_at,
+        "received_at": m.received_at,
+        "status": status_name(&m.status),
+        "local_seq": m.local_seq,
+    });
+    if let (MessageStatus::Failed(reason), Some(obj)) = (&m.status, v.as_object_mut()) {
+        obj.insert("failed_reason".into(), json!(reason));
+    }
+    v
+}
+
+/// A message as one line of text.
+pub fn message_text(m: &MessageRecord) -> String {
+    let when = format_ms(m.sent_at);
+    match m.direction {
+        MessageDirection::Incoming => format!("[{when}] {}: {}", m.from, m.body),
+        MessageDirection::Outgoing => {
+            format!("[{when}] {} -> {}: {} ({})", m.from, m.conversation, m.body, status_name(&m.status))
+        }
+    }
+}
+
+/// A contact as JSON.
+pub fn contact_json(c: &Contact) -> Value {
+    json!({ "username": c.username, "account_id": c.account_id.to_string(), "trust": trust_name(c.trust) })
+}
+
+/// A contact as text.
+pub fn contact_text(c: &Contact) -> String {
+    match c.trust {
+        TrustState::Trusted => c.username.clone(),
+        TrustState::Changed => {
+            format!("{} (identity key changed: compare safety numbers, then `hush trust`)", c.username)
+        }
+    }
+}
+
+/// A safety number as JSON.
+pub fn safety_json(with: &str, n: &SafetyNumber) -> Value {
+    json!({ "with": with, "safety_number": n.digits, "grouped": n.grouped() })
+}
+
+/// A connection state as one word.
+pub fn connection_name(c: &ConnectionState) -> &'static str {
+    match c {
+        ConnectionState::Offline => "offline",
+        ConnectionState::Connecting(_) => "connecting",
+        ConnectionState::Connected => "connected",
+        ConnectionState::Disconnected(_) => "disconnected",
+    }
+}
+
+/// The account status as JSON.
+pub fn status_json(s: &Status, server_reachable: Option<bool>) -> Value {
+    let mut v = json!({
+        "username": s.username,
+        "account_id": s.account_id.to_string(),
+        "device_id": s.device_id,
+        "server": s.server_url,
+        "connection": connection_name(&s.connection),
+        "outbox_pending": s.outbox_pending,
+        "outbox_failed": s.outbox_failed,
+    });
+    if let (Some(reachable), Some(obj)) = (server_reachable, v.as_object_mut()) {
+        obj.insert("server_reachable".into(), json!(reachable));
+    }
+    v
+}
+
+/// The account status as text.
+pub fn status_text(s: &Status, server_reachable: Option<bool>) -> String {
+    let reach = match server_reachable {
+        Some(true) => "reachable",
+        Some(false) => "UNREACHABLE",
+        None => connection_name(&s.connection),
+    };
+    format!(
+        "{} (device {}, account {})\nserver: {} ({reach})\noutbox: {} pending, {} failed",
+        s.username, s.device_id, s.account_id, s.server_url, s.outbox_pending, s.outbox_failed
+    )
+}
+
+/// A client event other than a message as JSON (the daemon's live notifications); `None` for
+/// messages (numbered separately) and events not passed on.
+pub fn live_event_json(event: &Event) -> Option<Value> {
+    Some(match event {
+        Event::Message(_) | Event::QueueEmpty => return None,
+        Event::Receipt(r) => json!({
+            "type": "receipt",
+            "kind": match r.kind { ReceiptKind::Delivered => "delivered", ReceiptKind::Read => "read" },
+            "from": r.from,
+            "from_device": r.from_device,
+            "message_ids": r.message_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "timestamp": r.timestamp,
+        }),
+        Event::Typing { from, from_device, typing } => {
+            json!({ "type": "typing", "from": from, "from_device": from_device, "typing": typing })
+        }
+        Event::IdentityChanged { username } => json!({ "type": "identity_changed", "username": username }),
+        Event::Sent { id, to, server_timestamp } => {
+            json!({ "type": "sent", "id": id.to_string(), "to": to, "server_timestamp": server_timestamp })
+        }
+        Event::SendFailed { id, to, reason } => {
+            json!({ "type": "send_failed", "id": id.to_string(), "to": to, "reason": reason })
+        }
+        Event::Connection(state) => {
+            let mut v = json!({ "type": "connection", "state": connection_name(state) });
+            if let (ConnectionState::Disconnected(reason), Some(obj)) = (state, v.as_object_mut()) {
+                obj.insert("reason".into(), json!(reason));
+            }
+            v
+        }
+    })
+}
+
+/// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SS` UTC.
+pub fn format_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hush_client_core::MessageId;
+
+    #[test]
+    fn timestamps_format_as_utc() {
+        assert_eq!(format_ms(0), "1970-01-01 00:00:00");
+        assert_eq!(format_ms(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(format_ms(1_700_000_000_123), "2023-11-14 22:13:20");
+    }
+
+    #[test]
+    fn a_message_has_the_documented_json_fields() {
+        let m = MessageRecord {
+            id: MessageId([7; 16]),
+            conversation: "alice".into(),
+            from: "alice".into(),
+            from_device: 1,
+            direction: MessageDirection::Incoming,
+            body: "hi".into(),
+            sent_at: 10,
+            received_at: 20,
+            lamport: 3,
+            status: MessageStatus::Received,
+            local_seq: 5,
+        };
+        let v = message_json(&m);
+        assert_eq!(
+            v,
+            json!({"id": "07070707070707070707070707070707", "from": "alice", "from_device": 1,
+                   "conversation": "alice", "direction": "incoming", "body": "hi", "sent_at": 10,
+                   "received_at": 20, "status": "received", "local_seq": 5})
+        );
+    }
+}

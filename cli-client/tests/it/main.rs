@@ -1,0 +1,7 @@
+//! Integration tests of the `hush` CLI: a real `hushd` process and real `hush` processes, each
+//! user with a data directory of its own.
+
+mod commands;
+mod daemon;
+mod errors;
+mod support;

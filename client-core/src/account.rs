@@ -1,0 +1,194 @@
+//! Account creation and prekey generation (no I/O: the caller sends the requests).
+
+use hush_keys::auth::DeviceSigningKey;
+use hush_wire::api::{B64, NewDevice, PreKey, RegisterRequest, RegisterResponse, SignedPreKey};
+use libsignal_protocol::{
+    GenericSignedPreKey as _, IdentityKeyPair, KeyPair, KyberPreKeyRecord, PreKeyRecord, SignalProtocolError,
+    SignedPreKeyRecord, Timestamp, kem,
+};
+use rand::{CryptoRng, Rng};
+
+use crate::error::MachineError;
+use crate::store::{Batch, KyberRow, LocalAccount};
+
+/// One-time keys of each kind made at registration and at each refill.
+pub const ONE_TIME_KEYS: u32 = hush_wire::limits::MAX_PREKEYS_PER_UPLOAD as u32;
+
+/// Makes a signed EC prekey with `id`, buffers its private record in `batch`, returns the upload.
+pub fn signed_prekey<R: Rng + CryptoRng>(
+    identity: &IdentityKeyPair,
+    id: u32,
+    now_ms: u64,
+    batch: &mut Batch,
+    rng: &mut R,
+) -> Result<SignedPreKey, MachineError> {
+    let pair = KeyPair::generate(rng);
+    let public = pair.public_key.serialize().to_vec();
+    let signature = identity.private_key().calculate_signature(&public, rng).map_err(SignalProtocolError::from)?;
+    let record = SignedPreKeyRecord::new(id.into(), Timestamp::from_epoch_millis(now_ms), &pair, &signature);
+    batch.signed_pre_keys.insert(id, record.serialize()?);
+    Ok(SignedPreKey { id, public_key: B64(public), signature: B64(signature.to_vec()) })
+}
+
+/// Makes a signed Kyber1024 prekey with `id`, buffers it in `batch`, returns the upload.
+pub fn kyber_prekey(
+    identity: &IdentityKeyPair,
+    id: u32,
+    last_resort: bool,
+    batch: &mut Batch,
+) -> Result<SignedPreKey, MachineError> {
+    let record = KyberPreKeyRecord::generate(kem::KeyType::Kyber1024, id.into(), identity.private_key())?;
+    let upload = SignedPreKey {
+        id,
+        public_key: B64(record.public_key()?.serialize().to_vec()),
+        signature: B64(record.signature()?),
+    };
+    batch.kyber_pre_keys.insert(id, Some(KyberRow { record: record.serialize()?, last_resort }));
+    Ok(upload)
+}
+
+/// One-time keys just made, ready to upload.
+#[derive(Debug, Clone, Default)]
+pub struct OneTimeKeys {
+    /// One-time EC prekeys.
+    pub ec: Vec<PreKey>,
+    /// One-time Kyber prekeys.
+    pub kyber: Vec<SignedPreKey>,
+}
+
+/// Makes `count` one-time keys of each kind, taking ids from (and advancing) the account's
+/// counters; private records and the new counters go into `batch`.
+pub fn one_time_keys<R: Rng + CryptoRng>(
+    account: &mut LocalAccount,
+    count: u32,
+    batch: &mut Batch,
+    rng: &mut R,
+) -> Result<OneTimeKeys, MachineError> {
+    let identity = IdentityKeyPair::try_from(&account.identity_key_pair[..])?;
+    let mut keys = OneTimeKeys::default();
+    for _ in 0..count {
+        let id = account.next_prekey_id;
+        account.next_prekey_id = next_id(id);
+        let pair = KeyPair::generate(rng);
+        batch.pre_keys.insert(id, Some(PreKeyRecord::new(id.into(), &pair).serialize()?));
+        keys.ec.push(PreKey { id, public_key: B64(pair.public_key.serialize().to_vec()) });
+
+        let kid = account.next_kyber_id;
+        account.next_kyber_id = next_id(kid);
+        keys.kyber.push(kyber_prekey(&identity, kid, false, batch)?);
+    }
+    batch.account = Some(account.clone());
+    Ok(keys)
+}
+
+/// Key ids are 24-bit (as in Signal) and skip 0.
+fn next_id(id: u32) -> u32 {
+    let next = (id + 1) & 0x00FF_FFFF;
+    next.max(1)
+}
+
+/// A registration in progress: the request to send and the keys to keep once it succeeds.
+#[derive(Debug)]
+pub struct Registration {
+    /// The body of `POST /v1/accounts`.
+    pub request: RegisterRequest,
+    account: LocalAccount,
+    batch: Batch,
+}
+
+/// What [`Registration::generate`] needs.
+#[derive(Debug, Clone)]
+pub struct RegistrationParams {
+    /// The username to register (lowercased).
+    pub username: String,
+    /// Server base URL.
+    pub server_url: String,
+    /// The server's trust root, to pin.
+    pub trust_root: Vec<u8>,
+    /// Now, ms since the epoch.
+    pub now_ms: u64,
+}
+
+impl Registration {
+    /// Makes every key of a new account: identity key pair, registration id, device auth key,
+    /// signed EC prekey, last-resort Kyber prekey and [`ONE_TIME_KEYS`] one-time keys of each kind.
+    pub fn generate<R: Rng + CryptoRng>(params: RegistrationParams, rng: &mut R) -> Result<Self, MachineError> {
+        let identity = IdentityKeyPair::generate(rng);
+        let registration_id = rng.random_range(1..=hush_wire::limits::MAX_REGISTRATION_ID);
+        let auth = DeviceSigningKey::generate(rng);
+        let mut batch = Batch::default();
+        let mut account = LocalAccount {
+            username: params.username.to_lowercase(),
+            account_id: uuid::Uuid::nil(),
+            device_id: 1,
+            registration_id,
+            identity_key_pair: identity.serialize().to_vec(),
+            auth_key: auth.to_bytes().to_vec(),
+            trust_root: params.trust_root,
+            server_url: params.server_url,
+            next_prekey_id: 1,
+            next_kyber_id: 2,
+        };
+        let signed = signed_prekey(&identity, 1, params.now_ms, &mut batch, rng)?;
+        let last_resort = kyber_prekey(&identity, 1, true, &mut batch)?;
+        let one_time = one_time_keys(&mut account, ONE_TIME_KEYS, &mut batch, rng)?;
+        let request = RegisterRequest {
+            username: account.username.clone(),
+            identity_key: B64(identity.identity_key().serialize().to_vec()),
+            device: NewDevice {
+                registration_id,
+                auth_key: B64(auth.public().to_bytes().to_vec()),
+                name: None,
+                signed_prekey: signed,
+                kyber_last_resort: last_resort,
+                one_time_prekeys: one_time.ec,
+                one_time_kyber_prekeys: one_time.kyber,
+            },
+        };
+        Ok(Self { request, account, batch })
+    }
+
+    /// The batch to commit once the server accepted the registration.
+    pub fn finish(mut self, response: &RegisterResponse) -> (LocalAccount, Batch) {
+        self.account.account_id = response.account_id;
+        self.account.device_id = response.device_id;
+        self.batch.account = Some(self.account.clone());
+        (self.account, self.batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_keys_verify_like_the_server_checks_them() {
+        let params = RegistrationParams {
+            username: "Alice".into(),
+            server_url: "http://x".into(),
+            trust_root: vec![5; 33],
+            now_ms: 1,
+        };
+        let reg = Registration::generate(params, &mut rand::rng()).unwrap_or_else(|e| panic!("{e}"));
+        let identity =
+            hush_keys::prekeys::validate_identity_key(&reg.request.identity_key.0).unwrap_or_else(|e| panic!("{e}"));
+        let d = &reg.request.device;
+        hush_keys::prekeys::verify_signed_ec_prekey(
+            &identity,
+            &d.signed_prekey.public_key.0,
+            &d.signed_prekey.signature.0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for k in d.one_time_kyber_prekeys.iter().chain([&d.kyber_last_resort]) {
+            hush_keys::prekeys::verify_kyber_prekey(&identity, &k.public_key.0, &k.signature.0)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(d.one_time_prekeys.len(), 100);
+        assert_eq!(reg.request.username, "alice");
+        let resp = RegisterResponse { account_id: uuid::Uuid::from_bytes([7; 16]), device_id: 1 };
+        let (account, batch) = reg.finish(&resp);
+        assert_eq!(account.next_prekey_id, 101);
+        assert_eq!(batch.kyber_pre_keys.len(), 101);
+        assert!(batch.kyber_pre_keys.get(&1).and_then(|k| k.as_ref()).is_some_and(|k| k.last_resort));
+    }
+}

@@ -1,0 +1,446 @@
+//! The actor: owns the machine, runs commands, connections and REST calls one at a time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hush_keys::auth::DeviceSigningKey;
+use hush_wire::frames::{Ack, ClientFrame, client_frame, server_frame};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::rest::{DeviceAuth, Rest};
+use super::ws::{self, WsEvent};
+use super::{Command, Subscribers, now_ms, open_store};
+use crate::error::{ClientError, MachineError};
+use crate::machine::{Machine, OutgoingRequest, RestAnswer, RestFailure};
+use crate::store::{ClientStore, ContactRow, SqliteStore};
+use crate::types::{ClientConfig, ConnectionState, Event, Status};
+
+/// How often the machine is ticked (retries, backoff expiry) while connected.
+const TICK: Duration = Duration::from_millis(250);
+/// Reconnect backoff: first delay and cap.
+const BACKOFF_START: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Entry point of the actor thread.
+pub(super) fn run(
+    config: ClientConfig,
+    commands: mpsc::UnboundedReceiver<Command>,
+    subscribers: Subscribers,
+    ready: oneshot::Sender<Result<(), ClientError>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(ClientError::Io(e)));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let actor = match Actor::start(config, subscribers).await {
+            Ok(actor) => {
+                let _ = ready.send(Ok(()));
+                actor
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        actor.run(commands).await;
+    });
+}
+
+/// The live connection, if any.
+struct Connection {
+    generation: u64,
+    out: mpsc::UnboundedSender<ClientFrame>,
+    authenticated: bool,
+}
+
+struct Actor {
+    machine: Machine,
+    sqlite: SqliteStore,
+    config: ClientConfig,
+    rest: Rest,
+    auth: DeviceAuth,
+    subscribers: Subscribers,
+    rng: StdRng,
+    /// The app asked to stay connected.
+    want_online: bool,
+    /// Waiters of `run_until_queue_empty`; while any, the actor stays connected too.
+    drain_waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    draining: bool,
+    conn: Option<Connection>,
+    generation: u64,
+    state: ConnectionState,
+    attempt: u32,
+    reconnect_at: Option<Instant>,
+    ws_tx: mpsc::UnboundedSender<WsEvent>,
+    ws_rx: mpsc::UnboundedReceiver<WsEvent>,
+    rest_tx: mpsc::UnboundedSender<(u64, Result<RestAnswer, RestFailure>)>,
+    rest_rx: mpsc::UnboundedReceiver<(u64, Result<RestAnswer, RestFailure>)>,
+}
+
+impl Actor {
+    async fn start(config: ClientConfig, subscribers: Subscribers) -> Result<Actor, ClientError> {
+        let sqlite = open_store(&config).await?;
+        let store: Arc<dyn ClientStore> = Arc::new(sqlite.clone());
+        let machine = Machine::load(store).await?.ok_or(ClientError::NotRegistered)?;
+        let account = machine.account();
+        let seed: [u8; 32] =
+            account.auth_key.as_slice().try_into().map_err(|_| ClientError::Invalid("stored auth key".into()))?;
+        let auth = DeviceAuth {
+            account: account.account_id,
+            device_id: account.device_id,
+            key: DeviceSigningKey::from_bytes(&seed),
+        };
+        let rest = Rest::new(&config.server_url, Some(auth.clone()))?;
+        let (ws_tx, ws_rx) = mpsc::unbounded_channel();
+        let (rest_tx, rest_rx) = mpsc::unbounded_channel();
+        Ok(Actor {
+            machine,
+            sqlite,
+            config,
+            rest,
+            auth,
+            subscribers,
+            rng: StdRng::from_os_rng(),
+            want_online: false,
+            drain_waiters: Vec::new(),
+            draining: false,
+            conn: None,
+            generation: 0,
+            state: ConnectionState::Offline,
+            attempt: 0,
+            reconnect_at: None,
+            ws_tx,
+            ws_rx,
+            rest_tx,
+            rest_rx,
+        })
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let reconnect_at = self.reconnect_at;
+            let result = tokio::select! {
+                command = commands.recv() => match command {
+                    None => break,
+                    Some(Command::Shutdown { reply }) => {
+                        self.close_connection();
+                        self.sqlite.close().await;
+                        let _ = reply.send(Ok(()));
+                        return;
+                    }
+                    Some(command) => self.command(command).await,
+                },
+                Some(event) = self.ws_rx.recv() => self.ws_event(event).await,
+                Some((id, answer)) = self.rest_rx.recv() => {
+                    let now = now_ms();
+                    self.machine.rest_response(id, answer, now, &mut self.rng).await
+                }
+                _ = sleep_until(reconnect_at), if reconnect_at.is_some() => {
+                    self.reconnect_at = None;
+                    self.open_connection();
+                    Ok(())
+                }
+                _ = tick.tick() => {
+                    let now = now_ms();
+                    self.machine.tick(now, &mut self.rng).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "client step failed");
+            }
+            self.flush();
+        }
+        self.close_connection();
+        self.sqlite.close().await;
+    }
+
+    /// Hands the machine's requests to the connection and REST, and its events to subscribers.
+    fn flush(&mut self) {
+        for request in self.machine.take_requests() {
+            match request {
+                OutgoingRequest::Send(req) => self.send_frame(client_frame::Frame::Send(req)),
+                OutgoingRequest::Ack(seqs) => self.send_frame(client_frame::Frame::Ack(Ack { seqs })),
+                OutgoingRequest::Rest { id, call } => {
+                    let (rest, tx) = (self.rest.clone(), self.rest_tx.clone());
+                    tokio::task::spawn_local(async move {
+                        let _ = tx.send((id, rest.execute(call).await));
+                    });
+                }
+            }
+        }
+        for event in self.machine.take_events() {
+            if event == Event::QueueEmpty {
+                for waiter in self.drain_waiters.drain(..) {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            self.emit(event);
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.retain(|s| s.send(event.clone()).is_ok());
+        }
+    }
+
+    fn set_state(&mut self, state: ConnectionState) {
+        if self.state != state {
+            self.state = state.clone();
+            self.emit(Event::Connection(state));
+        }
+    }
+
+    fn send_frame(&mut self, frame: client_frame::Frame) {
+        if let Some(conn) = self.conn.as_ref().filter(|c| c.authenticated) {
+            let _ = conn.out.send(ClientFrame::from(frame));
+        }
+    }
+
+    fn should_be_online(&self) -> bool {
+        self.want_online || self.draining
+    }
+
+    fn open_connection(&mut self) {
+        if self.conn.is_some() || !self.should_be_online() {
+            return;
+        }
+        self.generation += 1;
+        let (out, out_rx) = mpsc::unbounded_channel();
+        self.conn = Some(Connection { generation: self.generation, out, authenticated: false });
+        self.attempt += 1;
+        self.set_state(ConnectionState::Connecting(self.attempt));
+        let url = ws::ws_url(&self.config.server_url);
+        tokio::task::spawn_local(ws::run(url, self.auth.clone(), self.generation, self.ws_tx.clone(), out_rx));
+    }
+
+    fn close_connection(&mut self) {
+        // Dropping the sender makes the connection task close the socket.
+        self.conn = None;
+        self.reconnect_at = None;
+        self.machine.disconnected();
+    }
+
+    async fn ws_event(&mut self, event: WsEvent) -> Result<(), MachineError> {
+        let current = self.conn.as_ref().map(|c| c.generation);
+        let now = now_ms();
+        match event {
+            WsEvent::Connected(g) if Some(g) == current => {
+                if let Some(c) = self.conn.as_mut() {
+                    c.authenticated = true;
+                }
+                self.attempt = 0;
+                self.set_state(ConnectionState::Connected);
+                self.machine.connected(now, &mut self.rng).await
+            }
+            WsEvent::Frame(g, frame) if Some(g) == current => match frame {
+                server_frame::Frame::Envelope(env) => self.machine.receive_envelope(env, now, &mut self.rng).await,
+                server_frame::Frame::QueueEmpty(_) => self.machine.queue_empty(now, &mut self.rng).await,
+                server_frame::Frame::SendResponse(r) => self.machine.handle_send_response(r, now, &mut self.rng).await,
+                _ => Ok(()),
+            },
+            WsEvent::Closed(g, ended) if Some(g) == current => {
+                let reason = ended.reason.clone();
+                tracing::info!(%reason, "connection closed");
+                self.conn = None;
+                self.machine.disconnected();
+                if ended.is_final() {
+                    // Auth failed, device removed, or this device connected elsewhere: retrying
+                    // cannot help. The app decides what to do (the reason says what happened).
+                    self.want_online = false;
+                    self.draining = false;
+                    for waiter in self.drain_waiters.drain(..) {
+                        let _ = waiter.send(Err(reason.clone()));
+                    }
+                    self.set_state(ConnectionState::Disconnected(reason));
+                    self.set_state(ConnectionState::Offline);
+                } else if self.should_be_online() {
+                    self.set_state(ConnectionState::Disconnected(reason));
+                    self.reconnect_at = Some(Instant::now() + self.backoff());
+                } else {
+                    self.set_state(ConnectionState::Offline);
+                }
+                Ok(())
+            }
+            _ => Ok(()), // from an older connection
+        }
+    }
+
+    /// Exponential backoff with jitter (50%..100% of the step).
+    fn backoff(&mut self) -> Duration {
+        let step = BACKOFF_START.saturating_mul(1 << self.attempt.min(8)).min(BACKOFF_MAX);
+        step.mul_f64(self.rng.random_range(0.5..=1.0))
+    }
+
+    async fn contact(&mut self, username: &str) -> Result<ContactRow, ClientError> {
+        let username = username.trim().to_lowercase();
+        if username.is_empty() {
+            return Err(ClientError::Invalid("empty username".into()));
+        }
+        if let Some(c) = self.machine.store().contact_by_username(&username).await? {
+            return Ok(c);
+        }
+        let info = self.rest.lookup_username(&username).await.map_err(|f| match f.status {
+            Some(404) => ClientError::UnknownUser(username.clone()),
+            _ => ClientError::from(f),
+        })?;
+        Ok(self.machine.learn_contact(&info).await?)
+    }
+
+    async fn command(&mut self, command: Command) -> Result<(), MachineError> {
+        let now = now_ms();
+        match command {
+            Command::Connect { reply } => {
+                self.want_online = true;
+                self.open_connection();
+                let _ = reply.send(Ok(()));
+            }
+            Command::Disconnect { reply } => {
+                self.want_online = false;
+                if !self.draining {
+                    self.close_connection();
+                    self.set_state(ConnectionState::Offline);
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Command::SendText { to, text, reply } => {
+                let result = self.send_text(&to, &text, now).await;
+                let _ = reply.send(result);
+            }
+            Command::SendTyping { to, typing, reply } => {
+                let result = match self.contact(&to).await {
+                    Ok(c) => self.machine.send_typing(&c, typing, now, &mut self.rng).await.map_err(ClientError::from),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::MarkRead { peer, reply } => {
+                let result = match self.contact(&peer).await {
+                    Ok(c) => self.machine.mark_read(&c, now, &mut self.rng).await.map_err(ClientError::from),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Retry { id, reply } => {
+                let result = match self.machine.retry(id, now, &mut self.rng).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(ClientError::NoSuchMessage(id.to_string())),
+                    Err(e) => Err(client_error(e)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::History { peer, limit, reply } => {
+                let result = match self.contact(&peer).await {
+                    Ok(c) => self.machine.history(&c, limit).await.map_err(ClientError::from),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::MessagesAfter { after, limit, reply } => {
+                let _ = reply.send(self.machine.messages_after(after, limit).await.map_err(ClientError::from));
+            }
+            Command::Contacts { reply } => {
+                let _ = reply.send(self.machine.contacts().await.map_err(ClientError::from));
+            }
+            Command::SafetyNumber { peer, reply } => {
+                let result = match self.contact(&peer).await {
+                    Ok(c) => match self.machine.safety_number(&c).await {
+                        Ok(Some(n)) => Ok(n),
+                        Ok(None) => Err(ClientError::UnknownUser(peer)),
+                        Err(e) => Err(e.into()),
+                    },
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Trust { peer, reply } => {
+                let result = match self.contact(&peer).await {
+                    Ok(c) => self.machine.trust(&c, now, &mut self.rng).await.map_err(ClientError::from),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::WaitingFor { reply } => {
+                let _ = reply.send(self.machine.waiting_for().await.map_err(ClientError::from));
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status().await);
+            }
+            Command::WaitQueueEmpty { reply } => {
+                let (tx, rx) = oneshot::channel();
+                self.draining = true;
+                if self.machine.is_idle().await? {
+                    let _ = tx.send(Ok(()));
+                } else {
+                    self.drain_waiters.push(tx);
+                    self.open_connection();
+                }
+                let _ = reply.send(Ok(rx));
+            }
+            Command::EndDrain { reply } => {
+                self.drain_waiters.retain(|w| !w.is_closed());
+                if self.drain_waiters.is_empty() {
+                    self.draining = false;
+                    if !self.want_online {
+                        self.close_connection();
+                        self.set_state(ConnectionState::Offline);
+                    }
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Command::Shutdown { reply } => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_text(&mut self, to: &str, text: &str, now: u64) -> Result<crate::types::MessageId, ClientError> {
+        if text.is_empty() {
+            return Err(ClientError::Invalid("empty message".into()));
+        }
+        if to.trim().eq_ignore_ascii_case(&self.machine.account().username) {
+            return Err(ClientError::Invalid("cannot send a message to yourself".into()));
+        }
+        let contact = self.contact(to).await?;
+        self.machine.enqueue_text(&contact, text, now, &mut self.rng).await.map_err(client_error)
+    }
+
+    async fn status(&self) -> Result<Status, ClientError> {
+        let (pending, failed) = self.machine.store().outbox_counts().await?;
+        let account = self.machine.account();
+        Ok(Status {
+            username: account.username.clone(),
+            account_id: account.account_id,
+            device_id: account.device_id,
+            server_url: self.config.server_url.clone(),
+            connection: self.state.clone(),
+            outbox_pending: pending,
+            outbox_failed: failed,
+        })
+    }
+}
+
+fn client_error(e: MachineError) -> ClientError {
+    match e {
+        MachineError::IdentityUntrusted(u) => ClientError::IdentityUntrusted(u),
+        other => ClientError::Machine(other),
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,156 @@
+//! REST calls to `hushd`, signed with the device auth key (`Authorization: Hush-Sig ...`).
+
+use std::time::Duration;
+
+use hush_keys::auth::DeviceSigningKey;
+use hush_wire::api::{AccountInfo, ApiError, PreKeyBundles, RegisterRequest, RegisterResponse, ServerInfo};
+use rand::RngCore as _;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::error::ClientError;
+use crate::machine::{RestAnswer, RestCall, RestFailure};
+
+/// How long one REST call may take.
+const REST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The signing identity of a device.
+#[derive(Clone)]
+pub(crate) struct DeviceAuth {
+    pub account: Uuid,
+    pub device_id: u32,
+    pub key: DeviceSigningKey,
+}
+
+/// A REST client for one server, optionally signing as one device.
+#[derive(Clone)]
+pub(crate) struct Rest {
+    http: reqwest::Client,
+    base: String,
+    auth: Option<DeviceAuth>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn network(e: impl std::fmt::Display) -> RestFailure {
+    RestFailure { status: None, code: "network".into(), message: e.to_string() }
+}
+
+impl From<RestFailure> for ClientError {
+    fn from(f: RestFailure) -> Self {
+        match f.status {
+            Some(status) => ClientError::Server { status, code: f.code, message: f.message },
+            None => ClientError::Network(f.message),
+        }
+    }
+}
+
+impl Rest {
+    pub fn new(base: &str, auth: Option<DeviceAuth>) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(REST_TIMEOUT)
+            .build()
+            .map_err(|e| ClientError::Invalid(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), auth })
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, RestFailure> {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(network)?;
+        let mut req = self.http.request(m, format!("{}{path}", self.base));
+        if let Some(auth) = &self.auth {
+            let mut nonce = [0u8; 16];
+            rand::rng().fill_bytes(&mut nonce);
+            let body_bytes = body.as_deref().unwrap_or(&[]);
+            let header =
+                auth.key.rest_authorization(auth.account, auth.device_id, method, path, body_bytes, now_ms(), nonce);
+            req = req.header(hush_wire::api::AUTH_HEADER, header);
+        }
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        let resp = req.send().await.map_err(network)?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(network)?.to_vec();
+        if (200..300).contains(&status) {
+            return Ok(bytes);
+        }
+        let err: ApiError = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| ApiError { code: "http_error".into(), message: format!("HTTP {status}") });
+        Err(RestFailure { status: Some(status), code: err.code, message: err.message })
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, RestFailure> {
+        let bytes = self.call(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| RestFailure {
+            status: None,
+            code: "bad_answer".into(),
+            message: format!("the server's answer to {method} {path} does not decode: {e}"),
+        })
+    }
+
+    /// `GET /v1/server`.
+    pub async fn server_info(&self) -> Result<ServerInfo, RestFailure> {
+        self.json("GET", "/v1/server", None).await
+    }
+
+    /// `POST /v1/accounts`.
+    pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, RestFailure> {
+        let body = serde_json::to_vec(req).map_err(network)?;
+        self.json("POST", "/v1/accounts", Some(body)).await
+    }
+
+    /// `GET /v1/accounts/username/{username}`.
+    pub async fn lookup_username(&self, username: &str) -> Result<AccountInfo, RestFailure> {
+        self.json("GET", &format!("/v1/accounts/username/{username}"), None).await
+    }
+
+    /// Carries out a call the machine asked for.
+    pub async fn execute(&self, call: RestCall) -> Result<RestAnswer, RestFailure> {
+        match call {
+            RestCall::LookupAccount(id) => {
+                self.json("GET", &format!("/v1/accounts/{id}"), None).await.map(RestAnswer::Account)
+            }
+            RestCall::FetchBundles { account, devices: None } => {
+                self.json("GET", &format!("/v1/keys/{account}/*"), None).await.map(RestAnswer::Bundles)
+            }
+            RestCall::FetchBundles { account, devices: Some(list) } => {
+                // One call per device, so devices that already have a session keep it.
+                let mut merged: Option<PreKeyBundles> = None;
+                for device in list {
+                    let one: PreKeyBundles = match self.json("GET", &format!("/v1/keys/{account}/{device}"), None).await
+                    {
+                        Ok(b) => b,
+                        Err(f) if f.status == Some(404) && f.code == "unknown_device" => continue,
+                        Err(f) => return Err(f),
+                    };
+                    match merged.as_mut() {
+                        Some(m) => m.devices.extend(one.devices),
+                        None => merged = Some(one),
+                    }
+                }
+                let empty = || PreKeyBundles { account_id: account, identity_key: Default::default(), devices: vec![] };
+                Ok(RestAnswer::Bundles(merged.unwrap_or_else(empty)))
+            }
+            RestCall::FetchCertificate => self.json("GET", "/v1/certificate", None).await.map(RestAnswer::Certificate),
+            RestCall::FetchOwnDevices => {
+                let own = self.auth.as_ref().map(|a| a.account).unwrap_or_default();
+                self.json("GET", &format!("/v1/accounts/{own}/devices"), None).await.map(RestAnswer::Devices)
+            }
+            RestCall::PrekeyCount => self.json("GET", "/v1/keys/count", None).await.map(RestAnswer::PrekeyCount),
+            RestCall::UploadPrekeys(upload) => {
+                let body = serde_json::to_vec(&upload).map_err(network)?;
+                self.call("PUT", "/v1/keys", Some(body)).await.map(|_| RestAnswer::Done)
+            }
+        }
+    }
+}

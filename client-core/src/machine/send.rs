@@ -1,0 +1,613 @@
+//! The send path: the persistent outbox, fan-out to every device, device-set corrections.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hush_wire::api::PreKeyBundles;
+use hush_wire::frames::{
+    DeviceMessage, EnvelopeKind, RecipientMessages, SendErrorCode, SendRequest, SendResponse, send_response,
+};
+use libsignal_protocol::{
+    DeviceId, IdentityKey, PreKeyBundle, ProtocolAddress, PublicKey, SignalProtocolError, kem, process_prekey_bundle,
+    sealed_sender_encrypt,
+};
+use prost::Message as _;
+use uuid::Uuid;
+
+use super::{MAX_DEVICE_FIXES, MAX_SEND_ATTEMPTS, Machine, OutgoingRequest, Purpose, RestCall};
+use crate::content::{self, Content, DataMessage, ReceiptMessage, SentTranscript, TypingMessage, content::Body};
+use crate::error::MachineError;
+use crate::store::{Batch, ContactRow, MessageRow, NewOutbox, OutboxKind, OutboxRow};
+use crate::types::{Event, MessageDirection, MessageId, MessageStatus, TrustState};
+
+/// Most receipts merged into one send.
+const MAX_MERGED_RECEIPTS: usize = 200;
+
+/// What sealing needs besides the plaintext: the sender certificate and the time.
+struct Seal<'a> {
+    cert: &'a libsignal_protocol::SenderCertificate,
+    now: u64,
+}
+
+pub(crate) fn system_time(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// Backoff before attempt `n` (1-based): 1 s, 2 s, 4 s ... capped at 60 s.
+fn backoff_ms(attempts: u32) -> u64 {
+    1000u64.saturating_mul(1 << attempts.saturating_sub(1).min(6)).min(60_000)
+}
+
+impl Machine {
+    /// Queues a text message to `peer` (a known contact) and returns its id. Fails at once if
+    /// the contact's identity key changed and is not trusted again.
+    pub async fn enqueue_text<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        peer: &ContactRow,
+        body: &str,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<MessageId, MachineError> {
+        if peer.trust == TrustState::Changed {
+            return Err(MachineError::IdentityUntrusted(peer.username.clone()));
+        }
+        let id = MessageId::random(rng);
+        let lamport = self.store.clock(peer.account_id).await? + 1;
+        let data = DataMessage {
+            message_id: id.0.to_vec(),
+            lamport,
+            conversation_id: content::direct_conversation_id(self.account.account_id, peer.account_id).to_vec(),
+            sent_at: now,
+            body: body.to_owned(),
+        };
+        let content = Content { sender_username: self.account.username.clone(), body: Some(Body::Data(data)) };
+        let mut batch = Batch::default();
+        batch.clocks.push((peer.account_id, lamport));
+        batch.messages.push(MessageRow {
+            id,
+            peer: peer.account_id,
+            sender: self.account.account_id,
+            sender_device: self.account.device_id,
+            direction: MessageDirection::Outgoing,
+            body: body.to_owned(),
+            sent_at: now,
+            received_at: now,
+            lamport,
+            status: MessageStatus::Pending,
+            local_seq: 0,
+        });
+        batch.outbox_add.push(NewOutbox {
+            message_id: id,
+            peer: peer.account_id,
+            kind: OutboxKind::Text,
+            content: content.encode_to_vec(),
+        });
+        self.store.commit(batch).await?;
+        self.pump(now, rng).await?;
+        Ok(id)
+    }
+
+    /// Queues a receipt to `peer` (into `batch`, committed by the caller).
+    pub(crate) fn queue_receipt(
+        &self,
+        batch: &mut Batch,
+        peer: Uuid,
+        receipt: ReceiptMessage,
+        rng: &mut impl rand::Rng,
+    ) {
+        let content = Content { sender_username: self.account.username.clone(), body: Some(Body::Receipt(receipt)) };
+        batch.outbox_add.push(NewOutbox {
+            message_id: MessageId::random(rng),
+            peer,
+            kind: OutboxKind::Receipt,
+            content: content.encode_to_vec(),
+        });
+    }
+
+    /// Marks everything received from `peer` as read and queues one read receipt.
+    pub async fn mark_read<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        peer: &ContactRow,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<(), MachineError> {
+        let unread: Vec<MessageId> = self
+            .store
+            .messages(peer.account_id, usize::MAX)
+            .await?
+            .into_iter()
+            .filter(|m| m.direction == MessageDirection::Incoming && m.status == MessageStatus::Received)
+            .map(|m| m.id)
+            .collect();
+        if unread.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::default();
+        batch.message_status.extend(unread.iter().map(|id| (*id, MessageStatus::Read)));
+        let receipt = receipt(content::receipt_message::Kind::Read, &unread, now);
+        self.queue_receipt(&mut batch, peer.account_id, receipt, rng);
+        self.store.commit(batch).await?;
+        self.pump(now, rng).await
+    }
+
+    /// Queues a failed message again.
+    pub async fn retry<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        id: MessageId,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<bool, MachineError> {
+        let Some(mut row) = self.store.outbox_by_message(id).await? else { return Ok(false) };
+        if row.failed.is_none() {
+            return Ok(false);
+        }
+        if let Some(contact) = self.store.contact(row.peer).await? {
+            if contact.trust == TrustState::Changed {
+                return Err(MachineError::IdentityUntrusted(contact.username));
+            }
+        }
+        row.failed = None;
+        row.attempts = 0;
+        row.not_before = 0;
+        let mut batch = Batch::default();
+        batch.outbox_update.push(row);
+        batch.message_status.push((id, MessageStatus::Pending));
+        self.store.commit(batch).await?;
+        self.pump(now, rng).await?;
+        Ok(true)
+    }
+
+    /// Sends a typing indicator to every known device of `peer` (online only; dropped offline).
+    pub async fn send_typing<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        peer: &ContactRow,
+        typing: bool,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<(), MachineError> {
+        if !self.connected || peer.trust == TrustState::Changed {
+            return Ok(());
+        }
+        let Some(cert) = self.cert.clone() else { return Ok(()) };
+        let content = Content {
+            sender_username: self.account.username.clone(),
+            body: Some(Body::Typing(TypingMessage { typing, timestamp: now })),
+        };
+        let name = hush_keys::aci_string(peer.account_id);
+        let devices = self.signal.session_devices(&name).await?;
+        let plain = content::encode(&content);
+        let mut messages = Vec::new();
+        for device in devices {
+            match self.encrypt_for((&name, device), &plain, &Seal { cert: &cert.cert, now }, rng).await {
+                Ok(m) => messages.push(m),
+                Err(e) => tracing::debug!(error = %e, "typing indicator not encrypted for a device"),
+            }
+        }
+        let (batch, _) = self.signal.take();
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.store.commit(batch).await?;
+        let request_id = self.next_request_id();
+        let recipients = vec![RecipientMessages { account_id: peer.account_id.as_bytes().to_vec().into(), messages }];
+        self.requests.push_back(OutgoingRequest::Send(SendRequest { request_id, recipients, online_only: true }));
+        Ok(())
+    }
+
+    /// Seals `plain` for one device (the ratchet step stays in the pending batch).
+    async fn encrypt_for<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        (name, device): (&str, u32),
+        plain: &[u8],
+        seal: &Seal<'_>,
+        rng: &mut R,
+    ) -> Result<DeviceMessage, MachineError> {
+        let (cert, now) = (seal.cert, seal.now);
+        let device_id = DeviceId::try_from(device).map_err(|_| MachineError::Content("bad device id".into()))?;
+        let address = ProtocolAddress::new(name.to_owned(), device_id);
+        let (mut s1, mut s2) = (self.signal.clone(), self.signal.clone());
+        let registration_id = libsignal_protocol::SessionStore::load_session(&s1, &address)
+            .await?
+            .map(|s| s.remote_registration_id())
+            .transpose()?
+            .unwrap_or(0);
+        let ciphertext = sealed_sender_encrypt(&address, cert, plain, &mut s1, &mut s2, system_time(now), rng).await?;
+        Ok(DeviceMessage {
+            device_id: device,
+            registration_id,
+            kind: EnvelopeKind::SealedSender as i32,
+            content: ciphertext.into(),
+        })
+    }
+
+    /// Sends the outbox head if everything it needs is at hand, or asks for what is missing.
+    pub(super) async fn send_head<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<(), MachineError> {
+        loop {
+            if !self.connected || self.in_flight.is_some() || !self.send_waits.is_empty() {
+                return Ok(());
+            }
+            let Some(head) = self.store.outbox_head().await? else { return Ok(()) };
+            if head.not_before > now {
+                return Ok(());
+            }
+            if !self.certificate_usable(now) {
+                if let Some(id) = self.refresh_certificate(now) {
+                    self.send_waits.insert(id);
+                }
+                return Ok(());
+            }
+            let contact = self.store.contact(head.peer).await?;
+            if let Some(c) = contact.as_ref().filter(|c| c.trust == TrustState::Changed) {
+                let reason = MachineError::IdentityUntrusted(c.username.clone()).to_string();
+                self.fail_head(&head, &reason).await?;
+                continue;
+            }
+            // Wait for the own device list once per connection, so no own device misses a copy.
+            if let (None, Some(id)) = (&self.own_devices, self.own_devices_fetch) {
+                self.send_waits.insert(id);
+                return Ok(());
+            }
+            if self.fetch_missing_devices(head.peer).await? {
+                return Ok(());
+            }
+            return self.encrypt_and_send(head, now, rng).await;
+        }
+    }
+
+    /// Asks for bundles of devices without a session; true if the head must wait for them.
+    async fn fetch_missing_devices(&mut self, peer: Uuid) -> Result<bool, MachineError> {
+        let peer_devices = self.signal.session_devices(&hush_keys::aci_string(peer)).await?;
+        if peer_devices.is_empty() {
+            let id = self.rest_call(RestCall::FetchBundles { account: peer, devices: None }, Purpose::Bundles(peer));
+            self.send_waits.insert(id);
+        }
+        let own = self.account.account_id;
+        let own_sessions = self.signal.session_devices(&hush_keys::aci_string(own)).await?;
+        let missing: Vec<u32> =
+            self.own_devices.iter().flatten().copied().filter(|d| !own_sessions.contains(d)).collect();
+        if !missing.is_empty() {
+            let id =
+                self.rest_call(RestCall::FetchBundles { account: own, devices: Some(missing) }, Purpose::Bundles(own));
+            self.send_waits.insert(id);
+        }
+        Ok(!self.send_waits.is_empty())
+    }
+
+    async fn encrypt_and_send<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        head: OutboxRow,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<(), MachineError> {
+        let Some(cert) = self.cert.clone() else { return Ok(()) };
+        let (content, seqs) = self.merged_content(&head).await?;
+        let peer_name = hush_keys::aci_string(head.peer);
+        let own_name = hush_keys::aci_string(self.account.account_id);
+        let plain = content::encode(&content);
+        let mut recipients = Vec::new();
+        let mut peer_messages = Vec::new();
+        let seal = Seal { cert: &cert.cert, now };
+        let result = async {
+            for device in self.signal.session_devices(&peer_name).await? {
+                peer_messages.push(self.encrypt_for((&peer_name, device), &plain, &seal, rng).await?);
+            }
+            let mut own_messages = Vec::new();
+            if let (Some(transcript), true) =
+                (self.transcript(&content, head.peer).await?, head.peer != self.account.account_id)
+            {
+                let own_plain = content::encode(&transcript);
+                for device in self.signal.session_devices(&own_name).await? {
+                    if device != self.account.device_id {
+                        own_messages.push(self.encrypt_for((&own_name, device), &own_plain, &seal, rng).await?);
+                    }
+                }
+            }
+            Ok::<_, MachineError>(own_messages)
+        }
+        .await;
+        let own_messages = match result {
+            Ok(m) => m,
+            Err(MachineError::Signal(SignalProtocolError::SessionNotFound(address))) => {
+                // A session too old to use (or gone): drop it; the next attempt fetches a bundle.
+                self.signal.discard();
+                let mut batch = Batch::default();
+                batch.sessions.insert((address.name().to_owned(), u32::from(address.device_id())), None);
+                self.store.commit(batch).await?;
+                return self.head_failed_attempt(now, "a session had expired and is being renewed", false).await;
+            }
+            Err(e) => {
+                self.signal.discard();
+                return self.head_failed_attempt(now, &e.to_string(), false).await;
+            }
+        };
+        recipients
+            .push(RecipientMessages { account_id: head.peer.as_bytes().to_vec().into(), messages: peer_messages });
+        if !own_messages.is_empty() {
+            let account_id = self.account.account_id.as_bytes().to_vec().into();
+            recipients.push(RecipientMessages { account_id, messages: own_messages });
+        }
+        // The ratchet steps are committed before the ciphertexts leave: a message key is never
+        // used twice, even if we crash right after sending.
+        let (batch, _) = self.signal.take();
+        self.store.commit(batch).await?;
+        let request_id = self.next_request_id();
+        self.in_flight = Some((request_id, seqs));
+        self.requests.push_back(OutgoingRequest::Send(SendRequest { request_id, recipients, online_only: false }));
+        Ok(())
+    }
+
+    /// The head's content and the outbox entries it covers: receipts of one kind to the same
+    /// peer that follow each other in the outbox go out as one receipt.
+    async fn merged_content(&self, head: &OutboxRow) -> Result<(Content, Vec<u64>), MachineError> {
+        let decode =
+            |row: &OutboxRow| Content::decode(&row.content[..]).map_err(|e| MachineError::Content(e.to_string()));
+        let mut content = decode(head)?;
+        let mut seqs = vec![head.seq];
+        let Some(Body::Receipt(receipt)) = content.body.as_mut() else { return Ok((content, seqs)) };
+        for row in self.store.outbox_pending(MAX_MERGED_RECEIPTS).await?.iter().skip(1) {
+            if row.kind != OutboxKind::Receipt || row.peer != head.peer {
+                break;
+            }
+            let Some(Body::Receipt(next)) = decode(row)?.body else { break };
+            if next.kind != receipt.kind {
+                break;
+            }
+            receipt.message_ids.extend(next.message_ids);
+            receipt.timestamp = receipt.timestamp.max(next.timestamp);
+            seqs.push(row.seq);
+        }
+        Ok((content, seqs))
+    }
+
+    /// The copy of an outgoing text for this account's other devices.
+    async fn transcript(&self, content: &Content, peer: Uuid) -> Result<Option<Content>, MachineError> {
+        let Some(Body::Data(data)) = &content.body else { return Ok(None) };
+        let destination_username = self.store.contact(peer).await?.map(|c| c.username).unwrap_or_default();
+        Ok(Some(Content {
+            sender_username: self.account.username.clone(),
+            body: Some(Body::Transcript(SentTranscript {
+                destination_account: peer.as_bytes().to_vec(),
+                destination_username,
+                message: Some(data.clone()),
+            })),
+        }))
+    }
+
+    /// The server's answer to a send.
+    pub async fn handle_send_response<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        response: SendResponse,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<(), MachineError> {
+        let Some((_, seqs)) = self.in_flight.take_if(|(id, _)| *id == response.request_id) else {
+            return Ok(()); // an online-only send (typing), or an answer from an old connection
+        };
+        let Some(head) = self.store.outbox_head().await?.filter(|h| seqs.first() == Some(&h.seq)) else {
+            return self.pump(now, rng).await;
+        };
+        match response.result {
+            Some(send_response::Result::Ok(ok)) => {
+                self.device_fixes = 0;
+                let mut batch = Batch::default();
+                batch.outbox_remove.extend(seqs);
+                if head.kind == OutboxKind::Text {
+                    batch.message_status.push((head.message_id, MessageStatus::Sent));
+                }
+                self.store.commit(batch).await?;
+                if head.kind == OutboxKind::Text {
+                    let to = self.username_of(head.peer).await?;
+                    self.events.push_back(Event::Sent {
+                        id: head.message_id,
+                        to,
+                        server_timestamp: ok.server_timestamp,
+                    });
+                }
+            }
+            Some(send_response::Result::Error(err)) => {
+                let code = SendErrorCode::try_from(err.code).unwrap_or(SendErrorCode::Unspecified);
+                match code {
+                    SendErrorCode::DeviceMismatch => self.fix_devices(&head, &err.mismatches).await?,
+                    SendErrorCode::RateLimited => {
+                        let mut row = head.clone();
+                        row.not_before = now + err.retry_after_ms.max(100);
+                        let mut batch = Batch::default();
+                        batch.outbox_update.push(row);
+                        self.store.commit(batch).await?;
+                    }
+                    SendErrorCode::MailboxFull | SendErrorCode::Internal => {
+                        self.head_failed_attempt(now, &err.message, false).await?;
+                    }
+                    _ => self.fail_head(&head, &format!("the server refused the message: {}", err.message)).await?,
+                }
+            }
+            None => self.head_failed_attempt(now, "empty answer from the server", false).await?,
+        }
+        self.pump(now, rng).await
+    }
+
+    async fn fix_devices(
+        &mut self,
+        head: &OutboxRow,
+        mismatches: &[hush_wire::frames::DeviceMismatch],
+    ) -> Result<(), MachineError> {
+        self.device_fixes += 1;
+        if self.device_fixes > MAX_DEVICE_FIXES {
+            self.device_fixes = 0;
+            return self.fail_head(head, "the recipient's device list kept changing; retry later").await;
+        }
+        let mut batch = Batch::default();
+        for m in mismatches {
+            let Ok(account) = Uuid::from_slice(&m.account_id) else { continue };
+            let name = hush_keys::aci_string(account);
+            for device in m.extra.iter().chain(&m.stale) {
+                batch.sessions.insert((name.clone(), *device), None);
+            }
+            if account == self.account.account_id {
+                let known = self.own_devices.get_or_insert_with(Vec::new);
+                known.retain(|d| !m.extra.contains(d));
+                for d in &m.missing {
+                    if !known.contains(d) {
+                        known.push(*d);
+                    }
+                }
+            }
+            let fetch: Vec<u32> = m.missing.iter().chain(&m.stale).copied().collect();
+            if !fetch.is_empty() {
+                let id =
+                    self.rest_call(RestCall::FetchBundles { account, devices: Some(fetch) }, Purpose::Bundles(account));
+                self.send_waits.insert(id);
+            }
+        }
+        self.store.commit(batch).await?;
+        Ok(())
+    }
+
+    /// Starts sessions from fetched bundles. A changed identity key marks the contact as
+    /// changed (which blocks sending) and drops the old sessions.
+    pub(super) async fn process_bundles<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        account: Uuid,
+        bundles: PreKeyBundles,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<(), MachineError> {
+        if bundles.account_id != account {
+            return Err(MachineError::Content("the server sent bundles of another account".into()));
+        }
+        if bundles.devices.is_empty() {
+            return Ok(());
+        }
+        let name = hush_keys::aci_string(account);
+        let identity = IdentityKey::decode(&bundles.identity_key.0)?;
+        if let Some(stored) = self.store.identity(&name).await? {
+            if stored != bundles.identity_key.0 {
+                self.identity_changed(account, &bundles.identity_key.0).await?;
+            }
+        }
+        for d in &bundles.devices {
+            let bundle = to_bundle(d, identity)?;
+            let device_id =
+                DeviceId::try_from(d.device_id).map_err(|_| MachineError::Content("bad device id".into()))?;
+            let address = ProtocolAddress::new(name.clone(), device_id);
+            let (mut s1, mut s2) = (self.signal.clone(), self.signal.clone());
+            if let Err(e) = process_prekey_bundle(&address, &mut s1, &mut s2, &bundle, system_time(now), rng).await {
+                self.signal.discard();
+                return Err(e.into());
+            }
+        }
+        let (batch, _) = self.signal.take();
+        self.store.commit(batch).await?;
+        Ok(())
+    }
+
+    /// Records a new identity key for `account`: drops its sessions, marks the contact as
+    /// changed (which blocks sending) and tells the app.
+    pub(super) async fn identity_changed(&mut self, account: Uuid, new_key: &[u8]) -> Result<(), MachineError> {
+        let mut batch = Batch::default();
+        let username = self.identity_change_into(&mut batch, account, new_key, None).await?;
+        self.store.commit(batch).await?;
+        self.identity_event(username);
+        Ok(())
+    }
+
+    /// Adds an identity change to `batch`: the new key, no more sessions (but `keep_device`'s,
+    /// which already uses the new key), the contact marked as changed. Returns the username to
+    /// report once the batch is committed.
+    pub(super) async fn identity_change_into(
+        &mut self,
+        batch: &mut Batch,
+        account: Uuid,
+        new_key: &[u8],
+        keep_device: Option<u32>,
+    ) -> Result<Option<String>, MachineError> {
+        let name = hush_keys::aci_string(account);
+        batch.identities.insert(name.clone(), new_key.to_vec());
+        if account == self.account.account_id {
+            return Ok(None);
+        }
+        for device in self.signal.session_devices(&name).await?.into_iter().filter(|d| Some(*d) != keep_device) {
+            batch.sessions.insert((name.clone(), device), None);
+        }
+        let Some(mut contact) = self.store.contact(account).await? else { return Ok(None) };
+        contact.trust = TrustState::Changed;
+        let username = contact.username.clone();
+        batch.contacts.push(contact);
+        Ok(Some(username))
+    }
+
+    pub(super) fn identity_event(&mut self, username: Option<String>) {
+        if let Some(username) = username {
+            tracing::warn!("a contact's identity key changed; sending to them is blocked until trusted");
+            self.events.push_back(Event::IdentityChanged { username });
+        }
+    }
+
+    /// One more failed attempt for the head: back off, or fail it for good.
+    pub(super) async fn head_failed_attempt(
+        &mut self,
+        now: u64,
+        reason: &str,
+        permanent: bool,
+    ) -> Result<(), MachineError> {
+        let Some(mut head) = self.store.outbox_head().await? else { return Ok(()) };
+        head.attempts += 1;
+        if permanent || head.attempts >= MAX_SEND_ATTEMPTS {
+            return self.fail_head(&head, reason).await;
+        }
+        tracing::info!(attempts = head.attempts, "send attempt failed; backing off");
+        head.not_before = now + backoff_ms(head.attempts);
+        let mut batch = Batch::default();
+        batch.outbox_update.push(head);
+        self.store.commit(batch).await?;
+        Ok(())
+    }
+
+    async fn fail_head(&mut self, head: &OutboxRow, reason: &str) -> Result<(), MachineError> {
+        let mut batch = Batch::default();
+        if head.kind == OutboxKind::Text {
+            let mut row = head.clone();
+            row.failed = Some(reason.to_owned());
+            batch.outbox_update.push(row);
+            batch.message_status.push((head.message_id, MessageStatus::Failed(reason.to_owned())));
+        } else {
+            batch.outbox_remove.push(head.seq);
+        }
+        self.store.commit(batch).await?;
+        if head.kind == OutboxKind::Text {
+            let to = self.username_of(head.peer).await?;
+            self.events.push_back(Event::SendFailed { id: head.message_id, to, reason: reason.to_owned() });
+        }
+        Ok(())
+    }
+}
+
+/// A receipt content for `ids`.
+pub(crate) fn receipt(kind: content::receipt_message::Kind, ids: &[MessageId], now: u64) -> ReceiptMessage {
+    ReceiptMessage { kind: kind as i32, message_ids: ids.iter().map(|i| i.0.to_vec()).collect(), timestamp: now }
+}
+
+fn to_bundle(d: &hush_wire::api::DeviceBundle, identity: IdentityKey) -> Result<PreKeyBundle, MachineError> {
+    let device_id = DeviceId::try_from(d.device_id).map_err(|_| MachineError::Content("bad device id".into()))?;
+    let pre_key = d
+        .prekey
+        .as_ref()
+        .map(|p| PublicKey::deserialize(&p.public_key.0).map(|k| (p.id.into(), k)))
+        .transpose()
+        .map_err(SignalProtocolError::from)?;
+    Ok(PreKeyBundle::new(
+        d.registration_id,
+        device_id,
+        pre_key,
+        d.signed_prekey.id.into(),
+        PublicKey::deserialize(&d.signed_prekey.public_key.0).map_err(SignalProtocolError::from)?,
+        d.signed_prekey.signature.0.clone(),
+        d.kyber_prekey.id.into(),
+        kem::PublicKey::deserialize(&d.kyber_prekey.public_key.0)?,
+        d.kyber_prekey.signature.0.clone(),
+        identity,
+    )?)
+}

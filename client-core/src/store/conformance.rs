@@ -1,0 +1,226 @@
+//! The conformance suite every [`super::ClientStore`] passes:
+//! `store_conformance_tests!(async { make_store() })` expands to one `#[tokio::test]` per check.
+
+#[macro_export]
+#[doc(hidden)]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        mod conformance {
+            #![allow(clippy::unwrap_used)]
+            use $crate::store::*;
+            use $crate::{MessageDirection, MessageId, MessageStatus, TrustState};
+
+            async fn store() -> impl ClientStore {
+                $make.await
+            }
+
+            fn uuid(n: u8) -> uuid::Uuid {
+                uuid::Uuid::from_bytes([n; 16])
+            }
+
+            fn message(id: u8, peer: u8, lamport: u64, sender_device: u32) -> MessageRow {
+                MessageRow {
+                    id: MessageId([id; 16]),
+                    peer: uuid(peer),
+                    sender: uuid(peer),
+                    sender_device,
+                    direction: MessageDirection::Incoming,
+                    body: format!("body {id}"),
+                    sent_at: 1,
+                    received_at: 2,
+                    lamport,
+                    status: MessageStatus::Received,
+                    local_seq: 0,
+                }
+            }
+
+            #[tokio::test]
+            async fn empty_store_has_nothing() {
+                let s = store().await;
+                assert!(s.account().await.unwrap().is_none());
+                assert!(s.session(&("a".into(), 1)).await.unwrap().is_none());
+                assert!(s.identity("a").await.unwrap().is_none());
+                assert!(s.pre_key(1).await.unwrap().is_none());
+                assert!(s.outbox_head().await.unwrap().is_none());
+                assert_eq!(s.outbox_counts().await.unwrap(), (0, 0));
+                assert_eq!(s.clock(uuid(1)).await.unwrap(), 0);
+                assert!(s.contacts().await.unwrap().is_empty());
+            }
+
+            #[tokio::test]
+            async fn signal_records_round_trip_and_delete() {
+                let s = store().await;
+                let mut b = Batch::default();
+                b.sessions.insert(("acct".into(), 2), Some(vec![1, 2]));
+                b.sessions.insert(("acct".into(), 3), Some(vec![3]));
+                b.identities.insert("acct".into(), vec![5; 33]);
+                b.pre_keys.insert(7, Some(vec![7]));
+                b.signed_pre_keys.insert(8, vec![8]);
+                b.kyber_pre_keys.insert(9, Some(KyberRow { record: vec![9], last_resort: true }));
+                b.kyber_used.push((9, 8, vec![1; 33]));
+                b.sender_keys.insert((("acct".into(), 2), uuid(4)), vec![4]);
+                s.commit(b).await.unwrap();
+                assert_eq!(s.session(&("acct".into(), 2)).await.unwrap(), Some(vec![1, 2]));
+                assert_eq!(s.session_devices("acct").await.unwrap(), vec![2, 3]);
+                assert_eq!(s.identity("acct").await.unwrap(), Some(vec![5; 33]));
+                assert_eq!(s.pre_key(7).await.unwrap(), Some(vec![7]));
+                assert_eq!(s.signed_pre_key(8).await.unwrap(), Some(vec![8]));
+                assert_eq!(s.kyber_pre_key(9).await.unwrap(), Some(KyberRow { record: vec![9], last_resort: true }));
+                assert!(s.kyber_used(9, 8, &[1; 33]).await.unwrap());
+                assert!(!s.kyber_used(9, 8, &[2; 33]).await.unwrap());
+                assert_eq!(s.sender_key(&("acct".into(), 2), uuid(4)).await.unwrap(), Some(vec![4]));
+
+                let mut b = Batch::default();
+                b.sessions.insert(("acct".into(), 2), None);
+                b.pre_keys.insert(7, None);
+                b.kyber_pre_keys.insert(9, None);
+                s.commit(b).await.unwrap();
+                assert_eq!(s.session_devices("acct").await.unwrap(), vec![3]);
+                assert!(s.pre_key(7).await.unwrap().is_none());
+                assert!(s.kyber_pre_key(9).await.unwrap().is_none());
+            }
+
+            #[tokio::test]
+            async fn a_message_id_is_stored_once_and_status_only_moves_forward() {
+                let s = store().await;
+                let mut b = Batch::default();
+                let mut m = message(1, 1, 5, 1);
+                m.direction = MessageDirection::Outgoing;
+                m.status = MessageStatus::Pending;
+                b.messages.push(m.clone());
+                s.commit(b).await.unwrap();
+                let mut again = Batch::default();
+                let mut other = m.clone();
+                other.body = "different".into();
+                again.messages.push(other);
+                again.message_status.push((m.id, MessageStatus::Delivered));
+                s.commit(again).await.unwrap();
+                let stored = s.message(m.id).await.unwrap().unwrap();
+                assert_eq!(stored.body, m.body);
+                assert_eq!(stored.status, MessageStatus::Delivered);
+                let mut back = Batch::default();
+                back.message_status.push((m.id, MessageStatus::Sent));
+                s.commit(back).await.unwrap();
+                assert_eq!(s.message(m.id).await.unwrap().unwrap().status, MessageStatus::Delivered);
+            }
+
+            #[tokio::test]
+            async fn history_is_in_display_order_and_limited_to_the_latest() {
+                let s = store().await;
+                let mut b = Batch::default();
+                b.messages.push(message(3, 1, 2, 1));
+                b.messages.push(message(1, 1, 3, 1));
+                b.messages.push(message(2, 1, 1, 1));
+                b.messages.push(message(4, 1, 2, 2));
+                b.messages.push(message(5, 2, 1, 1));
+                s.commit(b).await.unwrap();
+                let ids: Vec<u8> = s.messages(uuid(1), 10).await.unwrap().iter().map(|m| m.id.0[0]).collect();
+                assert_eq!(ids, vec![2, 3, 4, 1]);
+                let last: Vec<u8> = s.messages(uuid(1), 2).await.unwrap().iter().map(|m| m.id.0[0]).collect();
+                assert_eq!(last, vec![4, 1]);
+            }
+
+            #[tokio::test]
+            async fn local_seq_numbers_messages_in_insertion_order() {
+                let s = store().await;
+                let mut b = Batch::default();
+                b.messages.push(message(3, 1, 9, 1));
+                b.messages.push(message(1, 2, 1, 1));
+                s.commit(b).await.unwrap();
+                let mut b = Batch::default();
+                b.messages.push(message(3, 1, 9, 1)); // a duplicate keeps its number
+                b.messages.push(message(2, 1, 1, 1));
+                s.commit(b).await.unwrap();
+                let all = s.messages_after(0, 10).await.unwrap();
+                let order: Vec<(u8, u64)> = all.iter().map(|m| (m.id.0[0], m.local_seq)).collect();
+                assert_eq!(order, vec![(3, 1), (1, 2), (2, 3)]);
+                let rest: Vec<u8> = s.messages_after(1, 1).await.unwrap().iter().map(|m| m.id.0[0]).collect();
+                assert_eq!(rest, vec![1]);
+            }
+
+            #[tokio::test]
+            async fn outbox_is_fifo_and_failed_entries_are_skipped() {
+                let s = store().await;
+                let mut b = Batch::default();
+                for n in 1..=3u8 {
+                    b.outbox_add.push(NewOutbox {
+                        message_id: MessageId([n; 16]),
+                        peer: uuid(9),
+                        kind: OutboxKind::Text,
+                        content: vec![n],
+                    });
+                }
+                s.commit(b).await.unwrap();
+                let head = s.outbox_head().await.unwrap().unwrap();
+                assert_eq!(head.message_id, MessageId([1; 16]));
+                let mut failed = head.clone();
+                failed.failed = Some("no".into());
+                failed.attempts = 3;
+                let mut b = Batch::default();
+                b.outbox_update.push(failed);
+                s.commit(b).await.unwrap();
+                let next = s.outbox_head().await.unwrap().unwrap();
+                assert_eq!(next.message_id, MessageId([2; 16]));
+                assert!(next.seq > head.seq);
+                assert_eq!(s.outbox_counts().await.unwrap(), (2, 1));
+                let pending: Vec<u64> = s.outbox_pending(10).await.unwrap().iter().map(|o| o.seq).collect();
+                assert_eq!(pending.len(), 2);
+                assert_eq!(pending[0], next.seq);
+                assert_eq!(s.outbox_pending(1).await.unwrap().len(), 1);
+                let by_id = s.outbox_by_message(MessageId([1; 16])).await.unwrap().unwrap();
+                assert_eq!((by_id.attempts, by_id.failed.as_deref()), (3, Some("no")));
+                let mut b = Batch::default();
+                b.outbox_remove.push(next.seq);
+                s.commit(b).await.unwrap();
+                assert_eq!(s.outbox_head().await.unwrap().unwrap().message_id, MessageId([3; 16]));
+            }
+
+            #[tokio::test]
+            async fn clocks_only_grow_and_envelopes_are_remembered() {
+                let s = store().await;
+                let mut b = Batch::default();
+                b.clocks.push((uuid(1), 5));
+                b.processed_envelopes.push(42);
+                s.commit(b).await.unwrap();
+                let mut b = Batch::default();
+                b.clocks.push((uuid(1), 3));
+                s.commit(b).await.unwrap();
+                assert_eq!(s.clock(uuid(1)).await.unwrap(), 5);
+                assert!(s.envelope_processed(42).await.unwrap());
+                assert!(!s.envelope_processed(43).await.unwrap());
+            }
+
+            #[tokio::test]
+            async fn contacts_values_and_account() {
+                let s = store().await;
+                let mut b = Batch::default();
+                b.contacts.push(ContactRow { account_id: uuid(2), username: "bob".into(), trust: TrustState::Trusted });
+                b.contacts.push(ContactRow { account_id: uuid(1), username: "al".into(), trust: TrustState::Changed });
+                b.values.insert("cert".into(), Some(vec![1]));
+                b.account = Some(LocalAccount {
+                    username: "me".into(),
+                    account_id: uuid(3),
+                    device_id: 1,
+                    registration_id: 5,
+                    identity_key_pair: vec![1],
+                    auth_key: vec![2],
+                    trust_root: vec![3],
+                    server_url: "http://x".into(),
+                    next_prekey_id: 10,
+                    next_kyber_id: 20,
+                });
+                s.commit(b).await.unwrap();
+                assert_eq!(s.contact_by_username("bob").await.unwrap().unwrap().account_id, uuid(2));
+                assert_eq!(s.contact(uuid(1)).await.unwrap().unwrap().trust, TrustState::Changed);
+                let names: Vec<String> = s.contacts().await.unwrap().into_iter().map(|c| c.username).collect();
+                assert_eq!(names, vec!["al".to_owned(), "bob".to_owned()]);
+                assert_eq!(s.value("cert").await.unwrap(), Some(vec![1]));
+                assert_eq!(s.account().await.unwrap().unwrap().next_kyber_id, 20);
+                let mut b = Batch::default();
+                b.values.insert("cert".into(), None);
+                s.commit(b).await.unwrap();
+                assert!(s.value("cert").await.unwrap().is_none());
+            }
+        }
+    };
+}

@@ -1,0 +1,246 @@
+//! [`MemoryStore`]: the in-memory [`ClientStore`], for tests and throwaway clients.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{
+    Address, Batch, ClientStore, ContactRow, KyberRow, LocalAccount, MessageRow, OutboxRow, display_order, next_status,
+};
+use crate::error::StoreError;
+use crate::types::MessageId;
+
+#[derive(Default)]
+struct State {
+    account: Option<LocalAccount>,
+    sessions: BTreeMap<Address, Vec<u8>>,
+    identities: HashMap<String, Vec<u8>>,
+    pre_keys: HashMap<u32, Vec<u8>>,
+    signed_pre_keys: HashMap<u32, Vec<u8>>,
+    kyber_pre_keys: HashMap<u32, KyberRow>,
+    kyber_used: BTreeSet<(u32, u32, Vec<u8>)>,
+    sender_keys: HashMap<(Address, Uuid), Vec<u8>>,
+    contacts: BTreeMap<Uuid, ContactRow>,
+    messages: HashMap<MessageId, MessageRow>,
+    processed: BTreeSet<u64>,
+    clocks: HashMap<Uuid, u64>,
+    outbox: BTreeMap<u64, OutboxRow>,
+    next_outbox: u64,
+    next_message: u64,
+    values: HashMap<String, Vec<u8>>,
+}
+
+/// A [`ClientStore`] that keeps everything in memory (lost when dropped).
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing in this file panics while holding the lock; recover rather than propagate.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn apply<K: Ord + std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, changes: BTreeMap<K, Option<V>>) {
+    for (k, v) in changes {
+        match v {
+            Some(v) => {
+                map.insert(k, v);
+            }
+            None => {
+                map.remove(&k);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ClientStore for MemoryStore {
+    async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        if let Some(a) = batch.account {
+            s.account = Some(a);
+        }
+        for (k, v) in batch.sessions {
+            match v {
+                Some(v) => {
+                    s.sessions.insert(k, v);
+                }
+                None => {
+                    s.sessions.remove(&k);
+                }
+            }
+        }
+        s.identities.extend(batch.identities);
+        apply(&mut s.pre_keys, batch.pre_keys);
+        s.signed_pre_keys.extend(batch.signed_pre_keys);
+        apply(&mut s.kyber_pre_keys, batch.kyber_pre_keys);
+        s.kyber_used.extend(batch.kyber_used);
+        s.sender_keys.extend(batch.sender_keys);
+        for c in batch.contacts {
+            s.contacts.insert(c.account_id, c);
+        }
+        for mut m in batch.messages {
+            if !s.messages.contains_key(&m.id) {
+                s.next_message += 1;
+                m.local_seq = s.next_message;
+                s.messages.insert(m.id, m);
+            }
+        }
+        for (id, status) in batch.message_status {
+            if let Some(m) = s.messages.get_mut(&id) {
+                m.status = next_status(&m.status, &status);
+            }
+        }
+        s.processed.extend(batch.processed_envelopes);
+        for (peer, clock) in batch.clocks {
+            let c = s.clocks.entry(peer).or_insert(0);
+            *c = (*c).max(clock);
+        }
+        for o in batch.outbox_add {
+            s.next_outbox += 1;
+            let seq = s.next_outbox;
+            s.outbox.insert(
+                seq,
+                OutboxRow {
+                    seq,
+                    message_id: o.message_id,
+                    peer: o.peer,
+                    kind: o.kind,
+                    content: o.content,
+                    attempts: 0,
+                    not_before: 0,
+                    failed: None,
+                },
+            );
+        }
+        for o in batch.outbox_update {
+            if let Some(row) = s.outbox.get_mut(&o.seq) {
+                *row = o;
+            }
+        }
+        for seq in batch.outbox_remove {
+            s.outbox.remove(&seq);
+        }
+        apply(&mut s.values, batch.values);
+        Ok(())
+    }
+
+    async fn account(&self) -> Result<Option<LocalAccount>, StoreError> {
+        Ok(self.lock().account.clone())
+    }
+
+    async fn session(&self, address: &Address) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().sessions.get(address).cloned())
+    }
+
+    async fn session_devices(&self, name: &str) -> Result<Vec<u32>, StoreError> {
+        Ok(self.lock().sessions.keys().filter(|(n, _)| n == name).map(|(_, d)| *d).collect())
+    }
+
+    async fn identity(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().identities.get(name).cloned())
+    }
+
+    async fn pre_key(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().pre_keys.get(&id).cloned())
+    }
+
+    async fn signed_pre_key(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().signed_pre_keys.get(&id).cloned())
+    }
+
+    async fn kyber_pre_key(&self, id: u32) -> Result<Option<KyberRow>, StoreError> {
+        Ok(self.lock().kyber_pre_keys.get(&id).cloned())
+    }
+
+    async fn kyber_used(&self, kyber_id: u32, signed_id: u32, base_key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.lock().kyber_used.contains(&(kyber_id, signed_id, base_key.to_vec())))
+    }
+
+    async fn sender_key(&self, sender: &Address, distribution: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().sender_keys.get(&(sender.clone(), distribution)).cloned())
+    }
+
+    async fn contact(&self, account: Uuid) -> Result<Option<ContactRow>, StoreError> {
+        Ok(self.lock().contacts.get(&account).cloned())
+    }
+
+    async fn contact_by_username(&self, username: &str) -> Result<Option<ContactRow>, StoreError> {
+        Ok(self.lock().contacts.values().find(|c| c.username == username).cloned())
+    }
+
+    async fn contacts(&self) -> Result<Vec<ContactRow>, StoreError> {
+        let mut all: Vec<ContactRow> = self.lock().contacts.values().cloned().collect();
+        all.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(all)
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<MessageRow>, StoreError> {
+        Ok(self.lock().messages.get(&id).cloned())
+    }
+
+    async fn messages(&self, peer: Uuid, limit: usize) -> Result<Vec<MessageRow>, StoreError> {
+        let mut all: Vec<MessageRow> = self.lock().messages.values().filter(|m| m.peer == peer).cloned().collect();
+        all.sort_by(display_order);
+        let skip = all.len().saturating_sub(limit);
+        Ok(all.split_off(skip))
+    }
+
+    async fn messages_after(&self, after: u64, limit: usize) -> Result<Vec<MessageRow>, StoreError> {
+        let mut all: Vec<MessageRow> = self.lock().messages.values().filter(|m| m.local_seq > after).cloned().collect();
+        all.sort_by_key(|m| m.local_seq);
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    async fn envelope_processed(&self, seq: u64) -> Result<bool, StoreError> {
+        Ok(self.lock().processed.contains(&seq))
+    }
+
+    async fn clock(&self, peer: Uuid) -> Result<u64, StoreError> {
+        Ok(self.lock().clocks.get(&peer).copied().unwrap_or(0))
+    }
+
+    async fn outbox_head(&self) -> Result<Option<OutboxRow>, StoreError> {
+        Ok(self.lock().outbox.values().find(|o| o.failed.is_none()).cloned())
+    }
+
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        Ok(self.lock().outbox.values().filter(|o| o.failed.is_none()).take(limit).cloned().collect())
+    }
+
+    async fn outbox_by_message(&self, id: MessageId) -> Result<Option<OutboxRow>, StoreError> {
+        Ok(self.lock().outbox.values().find(|o| o.message_id == id).cloned())
+    }
+
+    async fn outbox_counts(&self) -> Result<(u64, u64), StoreError> {
+        let s = self.lock();
+        let failed = s.outbox.values().filter(|o| o.failed.is_some()).count() as u64;
+        Ok((s.outbox.len() as u64 - failed, failed))
+    }
+
+    async fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().values.get(key).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    crate::store_conformance_tests!(async { crate::store::MemoryStore::new() });
+}

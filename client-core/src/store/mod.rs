@@ -1,0 +1,311 @@
+//! The local store: a trait ([`ClientStore`]) with a SQLite ([`SqliteStore`]) and an in-memory
+//! ([`MemoryStore`]) implementation, both run through one conformance suite.
+//!
+//! Reads are fine-grained; every write goes through [`ClientStore::commit`], which applies one
+//! [`Batch`] atomically. The protocol machine collects everything one input changes (ratchet
+//! state, identities, used prekeys, the stored message, the processed envelope, the outbox) into
+//! one batch, so a crash leaves either all of it or none of it.
+//!
+//! libsignal records are stored as the bytes libsignal serializes them to; the adapter that
+//! implements libsignal's store traits is [`crate::signal_store::SignalStore`].
+
+mod memory;
+mod sqlite;
+
+#[cfg(test)]
+#[macro_use]
+mod conformance;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+use crate::error::StoreError;
+use crate::types::{MessageDirection, MessageId, MessageStatus, TrustState};
+
+/// A libsignal address: account name (ACI string) and device id.
+pub type Address = (String, u32);
+
+/// Everything about this device's own account that is not a libsignal record.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalAccount {
+    /// Username.
+    pub username: String,
+    /// Account id (ACI).
+    pub account_id: Uuid,
+    /// This device's id.
+    pub device_id: u32,
+    /// This device's registration id (14 bits).
+    pub registration_id: u32,
+    /// The account identity key pair, libsignal-serialized.
+    pub identity_key_pair: Vec<u8>,
+    /// This device's ed25519 auth key seed.
+    pub auth_key: Vec<u8>,
+    /// The server's trust root (33 bytes), pinned at registration.
+    pub trust_root: Vec<u8>,
+    /// Server base URL.
+    pub server_url: String,
+    /// Next one-time EC prekey id to use.
+    pub next_prekey_id: u32,
+    /// Next Kyber prekey id to use.
+    pub next_kyber_id: u32,
+}
+
+impl std::fmt::Debug for LocalAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalAccount")
+            .field("username", &self.username)
+            .field("account_id", &self.account_id)
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A contact: someone this account has talked to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactRow {
+    /// Their account id.
+    pub account_id: Uuid,
+    /// Their username.
+    pub username: String,
+    /// Trust in their current identity key.
+    pub trust: TrustState,
+}
+
+/// A stored message (incoming or outgoing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRow {
+    /// The sender's message id.
+    pub id: MessageId,
+    /// The other party of the conversation.
+    pub peer: Uuid,
+    /// The author's account.
+    pub sender: Uuid,
+    /// The author's device.
+    pub sender_device: u32,
+    /// Incoming or outgoing.
+    pub direction: MessageDirection,
+    /// Text.
+    pub body: String,
+    /// Author's clock, ms.
+    pub sent_at: u64,
+    /// When stored here, ms.
+    pub received_at: u64,
+    /// Lamport clock.
+    pub lamport: u64,
+    /// Status.
+    pub status: MessageStatus,
+    /// Position in this device's store, assigned on insert (0 before): increases with every
+    /// new message, so an app can resume after the last one it handled.
+    pub local_seq: u64,
+}
+
+/// What an outbox entry carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxKind {
+    /// A text message (its [`MessageRow`] is in the history).
+    Text,
+    /// A delivery or read receipt.
+    Receipt,
+}
+
+/// One entry of the persistent outbox, sent in `seq` order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRow {
+    /// Position in the outbox (assigned by the store, increasing).
+    pub seq: u64,
+    /// The message id (for receipts: a fresh id).
+    pub message_id: MessageId,
+    /// Recipient account.
+    pub peer: Uuid,
+    /// What it is.
+    pub kind: OutboxKind,
+    /// The unpadded encoded `Content` to encrypt for each device.
+    pub content: Vec<u8>,
+    /// Send attempts so far.
+    pub attempts: u32,
+    /// Not before this time (ms).
+    pub not_before: u64,
+    /// `Some(reason)` once failed for good; failed entries are skipped until retried.
+    pub failed: Option<String>,
+}
+
+/// A new outbox entry ([`OutboxRow`] without `seq`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutbox {
+    /// The message id.
+    pub message_id: MessageId,
+    /// Recipient account.
+    pub peer: Uuid,
+    /// What it is.
+    pub kind: OutboxKind,
+    /// Encoded `Content`.
+    pub content: Vec<u8>,
+}
+
+/// A stored Kyber prekey with the flag libsignal does not keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KyberRow {
+    /// libsignal-serialized `KyberPreKeyRecord`.
+    pub record: Vec<u8>,
+    /// The last-resort key is kept after use; one-time keys are deleted.
+    pub last_resort: bool,
+}
+
+/// All changes of one step, applied atomically by [`ClientStore::commit`].
+/// `None` values delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Own account record.
+    pub account: Option<LocalAccount>,
+    /// Session records by address.
+    pub sessions: BTreeMap<Address, Option<Vec<u8>>>,
+    /// Identity keys by account name.
+    pub identities: BTreeMap<String, Vec<u8>>,
+    /// One-time EC prekeys.
+    pub pre_keys: BTreeMap<u32, Option<Vec<u8>>>,
+    /// Signed EC prekeys.
+    pub signed_pre_keys: BTreeMap<u32, Vec<u8>>,
+    /// Kyber prekeys.
+    pub kyber_pre_keys: BTreeMap<u32, Option<KyberRow>>,
+    /// Uses of the last-resort Kyber key: (kyber id, signed prekey id, base key).
+    pub kyber_used: Vec<(u32, u32, Vec<u8>)>,
+    /// Sender-key records by (sender address, distribution id).
+    pub sender_keys: BTreeMap<(Address, Uuid), Vec<u8>>,
+    /// Contacts to insert or replace.
+    pub contacts: Vec<ContactRow>,
+    /// Messages to insert (an existing id is left as it is).
+    pub messages: Vec<MessageRow>,
+    /// Status changes of stored messages.
+    pub message_status: Vec<(MessageId, MessageStatus)>,
+    /// Envelope seqs now fully processed.
+    pub processed_envelopes: Vec<u64>,
+    /// Conversation Lamport clocks to raise (`max(old, new)`).
+    pub clocks: Vec<(Uuid, u64)>,
+    /// Outbox entries to append.
+    pub outbox_add: Vec<NewOutbox>,
+    /// Outbox entries to replace (by `seq`).
+    pub outbox_update: Vec<OutboxRow>,
+    /// Outbox entries to remove (by `seq`).
+    pub outbox_remove: Vec<u64>,
+    /// Small named values (sender certificate...).
+    pub values: BTreeMap<String, Option<Vec<u8>>>,
+}
+
+impl Batch {
+    /// True if the batch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Batch::default()
+    }
+
+    /// Moves every change of `other` into `self` (later changes win).
+    pub fn merge(&mut self, other: Batch) {
+        if other.account.is_some() {
+            self.account = other.account;
+        }
+        self.sessions.extend(other.sessions);
+        self.identities.extend(other.identities);
+        self.pre_keys.extend(other.pre_keys);
+        self.signed_pre_keys.extend(other.signed_pre_keys);
+        self.kyber_pre_keys.extend(other.kyber_pre_keys);
+        self.kyber_used.extend(other.kyber_used);
+        self.sender_keys.extend(other.sender_keys);
+        self.contacts.extend(other.contacts);
+        self.messages.extend(other.messages);
+        self.message_status.extend(other.message_status);
+        self.processed_envelopes.extend(other.processed_envelopes);
+        self.clocks.extend(other.clocks);
+        self.outbox_add.extend(other.outbox_add);
+        self.outbox_update.extend(other.outbox_update);
+        self.outbox_remove.extend(other.outbox_remove);
+        self.values.extend(other.values);
+    }
+}
+
+/// The local store of one device. Implementations must make [`ClientStore::commit`] atomic
+/// and durable before it returns.
+#[async_trait]
+pub trait ClientStore: Send + Sync + 'static {
+    /// Applies every change of `batch` in one transaction.
+    async fn commit(&self, batch: Batch) -> Result<(), StoreError>;
+
+    /// The own account, if registered.
+    async fn account(&self) -> Result<Option<LocalAccount>, StoreError>;
+    /// A session record.
+    async fn session(&self, address: &Address) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Device ids that have a session under account name `name`.
+    async fn session_devices(&self, name: &str) -> Result<Vec<u32>, StoreError>;
+    /// The identity key stored for account name `name`.
+    async fn identity(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A one-time EC prekey.
+    async fn pre_key(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A signed EC prekey.
+    async fn signed_pre_key(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A Kyber prekey.
+    async fn kyber_pre_key(&self, id: u32) -> Result<Option<KyberRow>, StoreError>;
+    /// Whether this last-resort use was seen before.
+    async fn kyber_used(&self, kyber_id: u32, signed_id: u32, base_key: &[u8]) -> Result<bool, StoreError>;
+    /// A sender-key record.
+    async fn sender_key(&self, sender: &Address, distribution: Uuid) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// A contact by account id.
+    async fn contact(&self, account: Uuid) -> Result<Option<ContactRow>, StoreError>;
+    /// A contact by username (lowercase).
+    async fn contact_by_username(&self, username: &str) -> Result<Option<ContactRow>, StoreError>;
+    /// Every contact, by username.
+    async fn contacts(&self) -> Result<Vec<ContactRow>, StoreError>;
+    /// A message by id.
+    async fn message(&self, id: MessageId) -> Result<Option<MessageRow>, StoreError>;
+    /// The last `limit` messages with `peer`, in display order (lamport, sender, device, id).
+    async fn messages(&self, peer: Uuid, limit: usize) -> Result<Vec<MessageRow>, StoreError>;
+    /// Up to `limit` messages (any conversation) with `local_seq > after`, in `local_seq` order.
+    async fn messages_after(&self, after: u64, limit: usize) -> Result<Vec<MessageRow>, StoreError>;
+    /// Whether envelope `seq` was processed.
+    async fn envelope_processed(&self, seq: u64) -> Result<bool, StoreError>;
+    /// The Lamport clock of the conversation with `peer` (0 if none).
+    async fn clock(&self, peer: Uuid) -> Result<u64, StoreError>;
+    /// The first outbox entry that has not failed, in `seq` order.
+    async fn outbox_head(&self) -> Result<Option<OutboxRow>, StoreError>;
+    /// The first `limit` outbox entries that have not failed, in `seq` order.
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
+    /// The outbox entry for a message id.
+    async fn outbox_by_message(&self, id: MessageId) -> Result<Option<OutboxRow>, StoreError>;
+    /// (pending, failed) outbox counts.
+    async fn outbox_counts(&self) -> Result<(u64, u64), StoreError>;
+    /// A named value.
+    async fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// Display order of messages: Lamport clock, then author, then device, then id.
+pub(crate) fn display_order(a: &MessageRow, b: &MessageRow) -> std::cmp::Ordering {
+    (a.lamport, a.sender, a.sender_device, a.id).cmp(&(b.lamport, b.sender, b.sender_device, b.id))
+}
+
+/// Whether a status change is an upgrade (statuses never go backwards).
+pub(crate) fn status_rank(s: &MessageStatus) -> u8 {
+    match s {
+        MessageStatus::Failed(_) => 0,
+        MessageStatus::Pending => 1,
+        MessageStatus::Sent | MessageStatus::Received => 2,
+        MessageStatus::Delivered => 3,
+        MessageStatus::Read => 4,
+    }
+}
+
+/// The status a stored message should have after `new` is applied.
+pub(crate) fn next_status(old: &MessageStatus, new: &MessageStatus) -> MessageStatus {
+    match (old, new) {
+        // Retry and failure move an outgoing message in either direction while it is unsent.
+        (MessageStatus::Failed(_) | MessageStatus::Pending, MessageStatus::Pending | MessageStatus::Failed(_)) => {
+            new.clone()
+        }
+        _ if status_rank(new) > status_rank(old) => new.clone(),
+        _ => old.clone(),
+    }
+}

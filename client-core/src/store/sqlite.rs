@@ -1,0 +1,536 @@
+//! [`SqliteStore`]: the [`ClientStore`] on SQLite (sqlx, WAL, `synchronous=FULL`).
+
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use super::{Address, Batch, ClientStore, ContactRow, KyberRow, LocalAccount, MessageRow, OutboxKind, OutboxRow};
+use crate::error::StoreError;
+use crate::types::{MessageDirection, MessageId, MessageStatus, TrustState};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (name TEXT NOT NULL, device INTEGER NOT NULL, record BLOB NOT NULL,
+    PRIMARY KEY (name, device));
+CREATE TABLE IF NOT EXISTS identities (name TEXT PRIMARY KEY, key BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pre_keys (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS signed_pre_keys (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS kyber_pre_keys (id INTEGER PRIMARY KEY, record BLOB NOT NULL, last_resort INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS kyber_used (kyber_id INTEGER NOT NULL, signed_id INTEGER NOT NULL, base_key BLOB NOT NULL,
+    PRIMARY KEY (kyber_id, signed_id, base_key));
+CREATE TABLE IF NOT EXISTS sender_keys (name TEXT NOT NULL, device INTEGER NOT NULL, distribution TEXT NOT NULL,
+    record BLOB NOT NULL, PRIMARY KEY (name, device, distribution));
+CREATE TABLE IF NOT EXISTS contacts (account TEXT PRIMARY KEY, username TEXT NOT NULL, trust TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS contacts_username ON contacts (username);
+CREATE TABLE IF NOT EXISTS messages (id BLOB PRIMARY KEY, peer TEXT NOT NULL, sender TEXT NOT NULL,
+    sender_device INTEGER NOT NULL, direction TEXT NOT NULL, body TEXT NOT NULL, sent_at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL, lamport INTEGER NOT NULL, status TEXT NOT NULL, local_seq INTEGER NOT NULL UNIQUE);
+CREATE INDEX IF NOT EXISTS messages_order ON messages (peer, lamport, sender, sender_device, id);
+CREATE TABLE IF NOT EXISTS processed_envelopes (seq INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS clocks (peer TEXT PRIMARY KEY, clock INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id BLOB NOT NULL,
+    peer TEXT NOT NULL, kind TEXT NOT NULL, content BLOB NOT NULL, attempts INTEGER NOT NULL,
+    not_before INTEGER NOT NULL, failed TEXT);
+CREATE TABLE IF NOT EXISTS named_values (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+"#;
+
+const ACCOUNT_KEY: &str = "account";
+
+/// A [`ClientStore`] in a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(StoreError::backend)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|_| corrupt(what))
+}
+
+fn uuid(s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|_| corrupt("account id"))
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database file `path`.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        Self::with_options(options).await
+    }
+
+    /// A private in-memory database (for tests).
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(db)?;
+        Self::with_options(options).await
+    }
+
+    async fn with_options(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        // One connection: the actor is the only user, and it keeps writes strictly ordered.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(db)?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the database (waits for the connection to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn blob(
+        &self,
+        sql: &str,
+        bind: impl FnOnce(SqlQuery<'_>) -> SqlQuery<'_>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = bind(sqlx::query(sql)).fetch_optional(&self.pool).await.map_err(db)?;
+        row.map(|r| r.try_get::<Vec<u8>, _>(0).map_err(db)).transpose()
+    }
+}
+
+type SqlQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+fn message_from_row(r: &SqliteRow) -> Result<MessageRow, StoreError> {
+    let id: Vec<u8> = r.try_get("id").map_err(db)?;
+    let direction: String = r.try_get("direction").map_err(db)?;
+    let status: String = r.try_get("status").map_err(db)?;
+    Ok(MessageRow {
+        id: MessageId::from_slice(&id).ok_or_else(|| corrupt("message id"))?,
+        peer: uuid(&r.try_get::<String, _>("peer").map_err(db)?)?,
+        sender: uuid(&r.try_get::<String, _>("sender").map_err(db)?)?,
+        sender_device: u32::try_from(r.try_get::<i64, _>("sender_device").map_err(db)?).unwrap_or(0),
+        direction: from_json::<MessageDirection>(&direction, "message direction")?,
+        body: r.try_get("body").map_err(db)?,
+        sent_at: u(r.try_get("sent_at").map_err(db)?),
+        received_at: u(r.try_get("received_at").map_err(db)?),
+        lamport: u(r.try_get("lamport").map_err(db)?),
+        status: from_json::<MessageStatus>(&status, "message status")?,
+        local_seq: u(r.try_get("local_seq").map_err(db)?),
+    })
+}
+
+fn outbox_from_row(r: &SqliteRow) -> Result<OutboxRow, StoreError> {
+    let id: Vec<u8> = r.try_get("message_id").map_err(db)?;
+    let kind: String = r.try_get("kind").map_err(db)?;
+    Ok(OutboxRow {
+        seq: u(r.try_get("seq").map_err(db)?),
+        message_id: MessageId::from_slice(&id).ok_or_else(|| corrupt("outbox message id"))?,
+        peer: uuid(&r.try_get::<String, _>("peer").map_err(db)?)?,
+        kind: from_json::<OutboxKind>(&kind, "outbox kind")?,
+        content: r.try_get("content").map_err(db)?,
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts").map_err(db)?).unwrap_or(u32::MAX),
+        not_before: u(r.try_get("not_before").map_err(db)?),
+        failed: r.try_get("failed").map_err(db)?,
+    })
+}
+
+fn contact_from_row(r: &SqliteRow) -> Result<ContactRow, StoreError> {
+    let trust: String = r.try_get("trust").map_err(db)?;
+    Ok(ContactRow {
+        account_id: uuid(&r.try_get::<String, _>("account").map_err(db)?)?,
+        username: r.try_get("username").map_err(db)?,
+        trust: from_json::<TrustState>(&trust, "trust state")?,
+    })
+}
+
+async fn exec(conn: &mut SqliteConnection, q: SqlQuery<'_>) -> Result<(), StoreError> {
+    q.execute(conn).await.map_err(db).map(|_| ())
+}
+
+async fn apply_signal(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), StoreError> {
+    for ((name, device), record) in &batch.sessions {
+        let q = match record {
+            Some(r) => sqlx::query("INSERT OR REPLACE INTO sessions (name, device, record) VALUES (?, ?, ?)")
+                .bind(name)
+                .bind(i64::from(*device))
+                .bind(r),
+            None => {
+                sqlx::query("DELETE FROM sessions WHERE name = ? AND device = ?").bind(name).bind(i64::from(*device))
+            }
+        };
+        exec(conn, q).await?;
+    }
+    for (name, key) in &batch.identities {
+        exec(conn, sqlx::query("INSERT OR REPLACE INTO identities (name, key) VALUES (?, ?)").bind(name).bind(key))
+            .await?;
+    }
+    for (id, record) in &batch.pre_keys {
+        let q = match record {
+            Some(r) => {
+                sqlx::query("INSERT OR REPLACE INTO pre_keys (id, record) VALUES (?, ?)").bind(i64::from(*id)).bind(r)
+            }
+            None => sqlx::query("DELETE FROM pre_keys WHERE id = ?").bind(i64::from(*id)),
+        };
+        exec(conn, q).await?;
+    }
+    for (id, r) in &batch.signed_pre_keys {
+        let q = sqlx::query("INSERT OR REPLACE INTO signed_pre_keys (id, record) VALUES (?, ?)")
+            .bind(i64::from(*id))
+            .bind(r);
+        exec(conn, q).await?;
+    }
+    for (id, row) in &batch.kyber_pre_keys {
+        let q = match row {
+            Some(k) => sqlx::query("INSERT OR REPLACE INTO kyber_pre_keys (id, record, last_resort) VALUES (?, ?, ?)")
+                .bind(i64::from(*id))
+                .bind(&k.record)
+                .bind(k.last_resort),
+            None => sqlx::query("DELETE FROM kyber_pre_keys WHERE id = ?").bind(i64::from(*id)),
+        };
+        exec(conn, q).await?;
+    }
+    for (kid, sid, base) in &batch.kyber_used {
+        let q = sqlx::query("INSERT OR IGNORE INTO kyber_used (kyber_id, signed_id, base_key) VALUES (?, ?, ?)")
+            .bind(i64::from(*kid))
+            .bind(i64::from(*sid))
+            .bind(base);
+        exec(conn, q).await?;
+    }
+    for (((name, device), dist), record) in &batch.sender_keys {
+        let q =
+            sqlx::query("INSERT OR REPLACE INTO sender_keys (name, device, distribution, record) VALUES (?, ?, ?, ?)")
+                .bind(name)
+                .bind(i64::from(*device))
+                .bind(dist.to_string())
+                .bind(record);
+        exec(conn, q).await?;
+    }
+    Ok(())
+}
+
+async fn apply_app(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), StoreError> {
+    if let Some(a) = &batch.account {
+        let q = sqlx::query("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)")
+            .bind(ACCOUNT_KEY)
+            .bind(json(a)?.into_bytes());
+        exec(conn, q).await?;
+    }
+    for c in &batch.contacts {
+        let q = sqlx::query("INSERT OR REPLACE INTO contacts (account, username, trust) VALUES (?, ?, ?)")
+            .bind(c.account_id.to_string())
+            .bind(&c.username)
+            .bind(json(&c.trust)?);
+        exec(conn, q).await?;
+    }
+    for m in &batch.messages {
+        let q = sqlx::query(
+            "INSERT OR IGNORE INTO messages (id, peer, sender, sender_device, direction, body, sent_at, received_at, \
+             lamport, status, local_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+             (SELECT COALESCE(MAX(local_seq), 0) + 1 FROM messages))",
+        )
+        .bind(m.id.0.to_vec())
+        .bind(m.peer.to_string())
+        .bind(m.sender.to_string())
+        .bind(i64::from(m.sender_device))
+        .bind(json(&m.direction)?)
+        .bind(&m.body)
+        .bind(i(m.sent_at))
+        .bind(i(m.received_at))
+        .bind(i(m.lamport))
+        .bind(json(&m.status)?);
+        exec(conn, q).await?;
+    }
+    for (id, status) in &batch.message_status {
+        let row = sqlx::query("SELECT status FROM messages WHERE id = ?")
+            .bind(id.0.to_vec())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+        if let Some(row) = row {
+            let old: MessageStatus = from_json(&row.try_get::<String, _>(0).map_err(db)?, "message status")?;
+            let new = super::next_status(&old, status);
+            let q = sqlx::query("UPDATE messages SET status = ? WHERE id = ?").bind(json(&new)?).bind(id.0.to_vec());
+            exec(conn, q).await?;
+        }
+    }
+    for seq in &batch.processed_envelopes {
+        exec(conn, sqlx::query("INSERT OR IGNORE INTO processed_envelopes (seq) VALUES (?)").bind(i(*seq))).await?;
+    }
+    for (peer, clock) in &batch.clocks {
+        let q = sqlx::query(
+            "INSERT INTO clocks (peer, clock) VALUES (?, ?) ON CONFLICT (peer) DO UPDATE SET clock = max(clock, excluded.clock)",
+        )
+        .bind(peer.to_string())
+        .bind(i(*clock));
+        exec(conn, q).await?;
+    }
+    apply_outbox(conn, batch).await?;
+    for (key, value) in &batch.values {
+        let q = match value {
+            Some(v) => sqlx::query("INSERT OR REPLACE INTO named_values (key, value) VALUES (?, ?)").bind(key).bind(v),
+            None => sqlx::query("DELETE FROM named_values WHERE key = ?").bind(key),
+        };
+        exec(conn, q).await?;
+    }
+    Ok(())
+}
+
+async fn apply_outbox(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), StoreError> {
+    for o in &batch.outbox_add {
+        let q = sqlx::query(
+            "INSERT INTO outbox (message_id, peer, kind, content, attempts, not_before, failed) VALUES (?, ?, ?, ?, 0, 0, NULL)",
+        )
+        .bind(o.message_id.0.to_vec())
+        .bind(o.peer.to_string())
+        .bind(json(&o.kind)?)
+        .bind(&o.content);
+        exec(conn, q).await?;
+    }
+    for o in &batch.outbox_update {
+        let q = sqlx::query("UPDATE outbox SET attempts = ?, not_before = ?, failed = ? WHERE seq = ?")
+            .bind(i64::from(o.attempts))
+            .bind(i(o.not_before))
+            .bind(&o.failed)
+            .bind(i(o.seq));
+        exec(conn, q).await?;
+    }
+    for seq in &batch.outbox_remove {
+        exec(conn, sqlx::query("DELETE FROM outbox WHERE seq = ?").bind(i(*seq))).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ClientStore for SqliteStore {
+    async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        apply_signal(&mut tx, &batch).await?;
+        apply_app(&mut tx, &batch).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn account(&self) -> Result<Option<LocalAccount>, StoreError> {
+        let raw = self.blob("SELECT value FROM kv WHERE key = ?", |q| q.bind(ACCOUNT_KEY)).await?;
+        raw.map(|b| serde_json::from_slice(&b).map_err(|_| corrupt("account"))).transpose()
+    }
+
+    async fn session(&self, address: &Address) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blob("SELECT record FROM sessions WHERE name = ? AND device = ?", |q| {
+            q.bind(address.0.clone()).bind(i64::from(address.1))
+        })
+        .await
+    }
+
+    async fn session_devices(&self, name: &str) -> Result<Vec<u32>, StoreError> {
+        let rows = sqlx::query("SELECT device FROM sessions WHERE name = ? ORDER BY device")
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(|r| r.try_get::<i64, _>(0).map_err(db).map(|d| u32::try_from(d).unwrap_or(0))).collect()
+    }
+
+    async fn identity(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blob("SELECT key FROM identities WHERE name = ?", |q| q.bind(name.to_owned())).await
+    }
+
+    async fn pre_key(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blob("SELECT record FROM pre_keys WHERE id = ?", |q| q.bind(i64::from(id))).await
+    }
+
+    async fn signed_pre_key(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blob("SELECT record FROM signed_pre_keys WHERE id = ?", |q| q.bind(i64::from(id))).await
+    }
+
+    async fn kyber_pre_key(&self, id: u32) -> Result<Option<KyberRow>, StoreError> {
+        let row = sqlx::query("SELECT record, last_resort FROM kyber_pre_keys WHERE id = ?")
+            .bind(i64::from(id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| Ok(KyberRow { record: r.try_get(0).map_err(db)?, last_resort: r.try_get(1).map_err(db)? }))
+            .transpose()
+    }
+
+    async fn kyber_used(&self, kyber_id: u32, signed_id: u32, base_key: &[u8]) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM kyber_used WHERE kyber_id = ? AND signed_id = ? AND base_key = ?")
+            .bind(i64::from(kyber_id))
+            .bind(i64::from(signed_id))
+            .bind(base_key.to_vec())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn sender_key(&self, sender: &Address, distribution: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blob("SELECT record FROM sender_keys WHERE name = ? AND device = ? AND distribution = ?", |q| {
+            q.bind(sender.0.clone()).bind(i64::from(sender.1)).bind(distribution.to_string())
+        })
+        .await
+    }
+
+    async fn contact(&self, account: Uuid) -> Result<Option<ContactRow>, StoreError> {
+        let row = sqlx::query("SELECT account, username, trust FROM contacts WHERE account = ?")
+            .bind(account.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(contact_from_row).transpose()
+    }
+
+    async fn contact_by_username(&self, username: &str) -> Result<Option<ContactRow>, StoreError> {
+        let row = sqlx::query("SELECT account, username, trust FROM contacts WHERE username = ? LIMIT 1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(contact_from_row).transpose()
+    }
+
+    async fn contacts(&self) -> Result<Vec<ContactRow>, StoreError> {
+        let rows = sqlx::query("SELECT account, username, trust FROM contacts ORDER BY username")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(contact_from_row).collect()
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<MessageRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM messages WHERE id = ?")
+            .bind(id.0.to_vec())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(message_from_row).transpose()
+    }
+
+    async fn messages(&self, peer: Uuid, limit: usize) -> Result<Vec<MessageRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT * FROM messages WHERE peer = ? \
+             ORDER BY lamport DESC, sender DESC, sender_device DESC, id DESC LIMIT ?) \
+             ORDER BY lamport, sender, sender_device, id",
+        )
+        .bind(peer.to_string())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn messages_after(&self, after: u64, limit: usize) -> Result<Vec<MessageRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM messages WHERE local_seq > ? ORDER BY local_seq LIMIT ?")
+            .bind(i(after))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn envelope_processed(&self, seq: u64) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM processed_envelopes WHERE seq = ?")
+            .bind(i(seq))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn clock(&self, peer: Uuid) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT clock FROM clocks WHERE peer = ?")
+            .bind(peer.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| r.try_get::<i64, _>(0).map(u)).transpose().map_err(db)?.unwrap_or(0))
+    }
+
+    async fn outbox_head(&self) -> Result<Option<OutboxRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM outbox WHERE failed IS NULL ORDER BY seq LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(outbox_from_row).transpose()
+    }
+
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM outbox WHERE failed IS NULL ORDER BY seq LIMIT ?")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn outbox_by_message(&self, id: MessageId) -> Result<Option<OutboxRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM outbox WHERE message_id = ? ORDER BY seq LIMIT 1")
+            .bind(id.0.to_vec())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(outbox_from_row).transpose()
+    }
+
+    async fn outbox_counts(&self) -> Result<(u64, u64), StoreError> {
+        let row =
+            sqlx::query("SELECT COALESCE(SUM(failed IS NULL), 0), COALESCE(SUM(failed IS NOT NULL), 0) FROM outbox")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok((u(row.try_get(0).map_err(db)?), u(row.try_get(1).map_err(db)?)))
+    }
+
+    async fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blob("SELECT value FROM named_values WHERE key = ?", |q| q.bind(key.to_owned())).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    crate::store_conformance_tests!(async {
+        crate::store::SqliteStore::in_memory()
+            .await
+            .unwrap_or_else(|e| panic!("cannot open an in-memory database: {e}"))
+    });
+
+    #[tokio::test]
+    async fn a_file_store_keeps_commits_across_reopen() {
+        use super::*;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("client.db");
+        let store = SqliteStore::open(&path).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut batch = Batch::default();
+        batch.processed_envelopes.push(7);
+        store.commit(batch).await.unwrap_or_else(|e| panic!("{e}"));
+        store.close().await;
+        let again = SqliteStore::open(&path).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(again.envelope_processed(7).await.unwrap_or_else(|e| panic!("{e}")));
+    }
+}

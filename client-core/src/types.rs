@@ -1,0 +1,334 @@
+//! Public data types of the client API: ids, events, messages, contacts, status.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Where a client keeps its data and which server it talks to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientConfig {
+    /// Directory of the local store (`client.db` is created in it). One directory per device.
+    pub data_dir: PathBuf,
+    /// Base URL of the server, e.g. `http://127.0.0.1:8080`. The WebSocket URL is derived from it
+    /// (`ws://…/v1/websocket`, or `wss://` for `https://`).
+    pub server_url: String,
+}
+
+impl ClientConfig {
+    /// A configuration for `data_dir` and `server_url`.
+    pub fn new(data_dir: impl Into<PathBuf>, server_url: impl Into<String>) -> Self {
+        Self { data_dir: data_dir.into(), server_url: server_url.into() }
+    }
+}
+
+/// The id of a message: 16 random bytes chosen by its sender, the same on every device.
+/// Written as 32 lowercase hex characters (`Display`, JSON).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub [u8; 16]);
+
+impl Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        MessageId::parse_hex(&s).ok_or_else(|| serde::de::Error::custom("a message id is 32 hex characters"))
+    }
+}
+
+impl MessageId {
+    /// A fresh random id.
+    pub fn random<R: rand::Rng + ?Sized>(rng: &mut R) -> Self {
+        let mut b = [0u8; 16];
+        rng.fill_bytes(&mut b);
+        Self(b)
+    }
+
+    /// Parses the 16 raw bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 16]>::try_from(bytes).ok().map(Self)
+    }
+
+    /// Parses the 32-character lowercase hex form written by `Display`.
+    pub fn parse_hex(s: &str) -> Option<Self> {
+        hex::decode(s).ok().and_then(|b| Self::from_slice(&b))
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+/// Whether a message was written on this account (by this or another own device) or received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageDirection {
+    /// Received from the other party.
+    Incoming,
+    /// Written by this account (on this device, or on another own device: a sent transcript).
+    Outgoing,
+}
+
+/// Where a message is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
+pub enum MessageStatus {
+    /// Outgoing, waiting in the outbox.
+    Pending,
+    /// Outgoing, accepted by the server (stored in every recipient mailbox).
+    Sent,
+    /// Outgoing, a device of the recipient has stored it.
+    Delivered,
+    /// Outgoing, the recipient has read it.
+    Read,
+    /// Outgoing, could not be sent; the reason says why. [`crate::Client::retry`] queues it again.
+    Failed(String),
+    /// Incoming, stored on this device.
+    Received,
+}
+
+/// A message as stored in the local history (incoming or outgoing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The sender's message id.
+    pub id: MessageId,
+    /// Username of the other party of the conversation.
+    pub conversation: String,
+    /// Username of the author.
+    pub from: String,
+    /// The author's device id.
+    pub from_device: u32,
+    /// Incoming or outgoing.
+    pub direction: MessageDirection,
+    /// The text.
+    pub body: String,
+    /// When the author wrote it (ms since the Unix epoch, author's clock).
+    pub sent_at: u64,
+    /// When this device stored it (ms since the Unix epoch).
+    pub received_at: u64,
+    /// Lamport clock carried in the message; history is ordered by it (ties: author, device, id).
+    pub lamport: u64,
+    /// Delivery state.
+    pub status: MessageStatus,
+    /// Position in this device's store: increases with every message stored here (incoming,
+    /// outgoing, or copied from another own device). Keep the last one handled and call
+    /// [`crate::Client::messages_after`] after a restart to get what came since.
+    pub local_seq: u64,
+}
+
+/// A message that has just arrived (from a contact, or as a transcript from another own device).
+pub type ReceivedMessage = MessageRecord;
+
+/// Which kind of receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKind {
+    /// A device of the recipient stored the messages.
+    Delivered,
+    /// The recipient read the messages.
+    Read,
+}
+
+/// A delivery or read receipt from a contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Delivered or read.
+    pub kind: ReceiptKind,
+    /// Who sent the receipt.
+    pub from: String,
+    /// From which of their devices.
+    pub from_device: u32,
+    /// The messages it is about.
+    pub message_ids: Vec<MessageId>,
+    /// When (ms since the Unix epoch, their clock).
+    pub timestamp: u64,
+}
+
+/// State of the connection to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum ConnectionState {
+    /// Not connected and not trying.
+    Offline,
+    /// Trying to connect (attempt number since the last success).
+    Connecting(u32),
+    /// Authenticated; envelopes flow.
+    Connected,
+    /// The connection was lost; a reconnect follows after a backoff. The text says why.
+    Disconnected(String),
+}
+
+/// Something that happened, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Event {
+    /// A new message (stored before this event is emitted; never emitted twice for one id).
+    Message(ReceivedMessage),
+    /// A receipt for messages this account sent.
+    Receipt(Receipt),
+    /// A contact started or stopped typing (online only; never stored).
+    Typing {
+        /// Who.
+        from: String,
+        /// On which device.
+        from_device: u32,
+        /// Started (true) or stopped (false).
+        typing: bool,
+    },
+    /// A contact's identity key changed: their safety number is different, and sending to them
+    /// is blocked until [`crate::Client::trust`] is called.
+    IdentityChanged {
+        /// Whose key changed.
+        username: String,
+    },
+    /// An outgoing message was accepted by the server.
+    Sent {
+        /// Which message.
+        id: MessageId,
+        /// To whom.
+        to: String,
+        /// When the server stored it (ms since the Unix epoch).
+        server_timestamp: u64,
+    },
+    /// An outgoing message failed for good; [`crate::Client::retry`] queues it again.
+    SendFailed {
+        /// Which message.
+        id: MessageId,
+        /// To whom.
+        to: String,
+        /// What went wrong and what to do.
+        reason: String,
+    },
+    /// The server has delivered every stored envelope and the outbox is empty.
+    QueueEmpty,
+    /// The connection state changed.
+    Connection(ConnectionState),
+}
+
+/// How far a contact's identity key is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustState {
+    /// Trusted on first use (the default), or trusted again after a change.
+    Trusted,
+    /// The key changed since it was trusted: sending is blocked until [`crate::Client::trust`].
+    Changed,
+}
+
+/// Someone this account has talked to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Their username.
+    pub username: String,
+    /// Their account id (ACI).
+    pub account_id: Uuid,
+    /// Trust in their current identity key.
+    pub trust: TrustState,
+}
+
+/// A safety number: 60 digits that both parties compute identically from their identity keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SafetyNumber {
+    /// The 60 digits, without spaces.
+    pub digits: String,
+}
+
+impl SafetyNumber {
+    /// The digits in 12 groups of 5, separated by spaces.
+    pub fn grouped(&self) -> String {
+        let chars: Vec<char> = self.digits.chars().collect();
+        chars.chunks(5).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+impl fmt::Display for SafetyNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.grouped())
+    }
+}
+
+/// A snapshot of the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// This account's username.
+    pub username: String,
+    /// This account's id (ACI).
+    pub account_id: Uuid,
+    /// This device's id.
+    pub device_id: u32,
+    /// The server base URL.
+    pub server_url: String,
+    /// The connection.
+    pub connection: ConnectionState,
+    /// Messages waiting in the outbox.
+    pub outbox_pending: u64,
+    /// Messages that failed for good (see [`crate::Client::retry`]).
+    pub outbox_failed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Event> {
+        let message = MessageRecord {
+            id: MessageId([0xab; 16]),
+            conversation: "bob".into(),
+            from: "bob".into(),
+            from_device: 1,
+            direction: MessageDirection::Incoming,
+            body: "hello".into(),
+            sent_at: 1_700_000_000_000,
+            received_at: 1_700_000_000_500,
+            lamport: 7,
+            status: MessageStatus::Received,
+            local_seq: 3,
+        };
+        vec![
+            Event::Message(message),
+            Event::Receipt(Receipt {
+                kind: ReceiptKind::Read,
+                from: "bob".into(),
+                from_device: 2,
+                message_ids: vec![MessageId([1; 16])],
+                timestamp: 5,
+            }),
+            Event::Typing { from: "bob".into(), from_device: 1, typing: true },
+            Event::IdentityChanged { username: "bob".into() },
+            Event::Sent { id: MessageId([2; 16]), to: "bob".into(), server_timestamp: 9 },
+            Event::SendFailed { id: MessageId([3; 16]), to: "bob".into(), reason: "why".into() },
+            Event::QueueEmpty,
+            Event::Connection(ConnectionState::Disconnected("gone".into())),
+            Event::Connection(ConnectionState::Connected),
+        ]
+    }
+
+    #[test]
+    fn events_have_a_stable_json_form_and_round_trip() {
+        let events = sample();
+        let json = serde_json::to_value(&events).unwrap_or_else(|e| panic!("{e}"));
+        insta::assert_json_snapshot!(json);
+        let back: Vec<Event> = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, events);
+    }
+
+    #[test]
+    fn message_ids_parse_back_and_refuse_garbage() {
+        let id = MessageId([0x5a; 16]);
+        assert_eq!(MessageId::parse_hex(&id.to_string()), Some(id));
+        assert!(serde_json::from_str::<MessageId>("\"zz\"").is_err());
+    }
+}
