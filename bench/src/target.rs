@@ -15,6 +15,8 @@ pub struct Target {
     /// Process ids to measure (CPU and memory are summed over them).
     pub pids: Vec<u32>,
     child: Option<(Child, tempfile::TempDir)>,
+    /// Kept open for hushd's lifetime.
+    _stdout: Option<BufReader<std::process::ChildStdout>>,
 }
 
 /// CPU and memory of the server processes at one moment.
@@ -56,15 +58,21 @@ impl Target {
             .context("starting hushd")?;
         let stdout = child.stdout.take().context("hushd stdout")?;
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        let mut stdout = BufReader::new(stdout);
+        stdout.read_line(&mut line)?;
         let addr = line.trim().strip_prefix("hushd listening on ").context("hushd did not print its address")?;
         let pid = child.id();
-        Ok(Target { urls: vec![format!("http://{addr}")], pids: vec![pid], child: Some((child, dir)) })
+        Ok(Target {
+            urls: vec![format!("http://{addr}")],
+            pids: vec![pid],
+            child: Some((child, dir)),
+            _stdout: Some(stdout),
+        })
     }
 
     /// A running server (or several nodes) given by URL and pid.
     pub fn attach(urls: Vec<String>, pids: Vec<u32>) -> Self {
-        Target { urls, pids, child: None }
+        Target { urls, pids, child: None, _stdout: None }
     }
 
     /// Summed CPU time and memory of the server processes.

@@ -1,0 +1,65 @@
+//! A small run of every `hush-bench` measurement against a spawned hushd, so CI
+//! notices when the tool breaks. The figures of a debug build mean nothing; only
+//! that each run finishes, loses nothing, and prints its `key=value` line.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn hushd() -> PathBuf {
+    if let Some(p) = std::env::var_os("HUSHD_BIN") {
+        return PathBuf::from(p);
+    }
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_hush-bench"));
+    let hushd = bench.with_file_name("hushd");
+    assert!(hushd.exists(), "{} is missing: build it with `cargo build -p hush-server`", hushd.display());
+    hushd
+}
+
+/// Runs `hush-bench --spawn <args>` and returns its last line as key=value pairs.
+fn run(args: &[&str]) -> Vec<(String, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_hush-bench"))
+        .env("HUSHD_BIN", hushd())
+        .arg("--spawn")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run hush-bench: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "hush-bench {args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let last = stdout.lines().last().unwrap_or_else(|| panic!("hush-bench {args:?} printed nothing"));
+    last.split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("not key=value: {kv:?} in {last:?}"));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+fn value<'a>(figures: &'a [(String, String)], key: &str) -> &'a str {
+    figures.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("no {key} in {figures:?}"))
+}
+
+#[test]
+fn pairs_delivers_everything_once() {
+    let f = run(&["pairs", "--pairs", "2", "--messages", "50", "--size", "64"]);
+    assert_eq!(value(&f, "delivered"), "100");
+    assert_eq!(value(&f, "lost"), "0");
+    assert_eq!(value(&f, "dup"), "0");
+    for key in ["msgs_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_msg"] {
+        let v: f64 = value(&f, key).parse().unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert!(v >= 0.0);
+    }
+}
+
+#[test]
+fn drain_delivers_the_whole_backlog() {
+    let f = run(&["drain", "--messages", "300", "--size", "64"]);
+    assert_eq!((value(&f, "lost"), value(&f, "dup")), ("0", "0"));
+    assert!(value(&f, "drain_ms").parse::<f64>().is_ok());
+}
+
+#[test]
+fn idle_reports_memory_per_connection() {
+    let f = run(&["idle", "--conns", "20"]);
+    assert_eq!(value(&f, "idle_conns"), "20");
+    assert!(value(&f, "server_rss_kib_per_conn").parse::<f64>().is_ok());
+}
