@@ -133,15 +133,13 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     }
 }
 
-/// Starts a server with `config` and returns once it is listening.
-pub async fn start(config: Config) -> Result<Running, ServeError> {
+/// Builds the shared state (store, keys, hub, writer, cluster) without listening.
+/// Returns the state and the writer task, which ends once every state clone is dropped.
+pub async fn build_state(config: Config) -> Result<(AppState, tokio::task::JoinHandle<()>), ServeError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
     let keys = load_or_create_keys(&config.data_dir)?;
     let store = open_store(&config).await?;
-    let listener =
-        TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     let hub = Arc::new(Hub::new(config.limits.window as usize * 2));
     let shutdown = CancellationToken::new();
     let cluster = match &config.redis {
@@ -154,7 +152,6 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         cluster: cluster.clone(),
         max_mailbox: config.limits.max_mailbox,
     });
-    let trust_root = keys.trust_root_public();
     let state = AppState::new(Inner {
         store,
         hub,
@@ -163,12 +160,23 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         rate: SendRateLimiter::new(config.limits.rate_burst, config.limits.rate_per_second),
         replay: ReplayCache::default(),
         metrics: m::handle(),
-        shutdown: shutdown.clone(),
+        shutdown,
         tasks: TaskTracker::new(),
         open_connections: AtomicUsize::new(0),
         cluster,
         config,
     });
+    Ok((state, writer))
+}
+
+/// Starts a server with `config` and returns once it is listening.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let listen = config.listen;
+    let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: listen, source })?;
+    let (state, writer) = build_state(config).await?;
+    let trust_root = state.keys.trust_root_public();
+    let shutdown = state.shutdown.clone();
     let task = tokio::spawn(run(listener, state, writer));
     Ok(Running { addr, trust_root, shutdown, task })
 }
