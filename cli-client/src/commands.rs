@@ -150,6 +150,17 @@ pub async fn send(ctx: &Ctx, to: &str, text: &str, timeout: Duration) -> anyhow:
                 Event::SendFailed { id: failed, reason, .. } if failed == id => {
                     break Err(CliError::new(Kind::Other, format!("message {id} was not sent: {reason}")).into());
                 }
+                // Waiting out the limit is fine if it fits in the timeout; otherwise say so (exit 5).
+                Event::RateLimited { id: limited, retry_after_ms, .. }
+                    if limited == id && Instant::now() + Duration::from_millis(retry_after_ms) > deadline =>
+                {
+                    let msg = format!(
+                        "the server is rate-limiting this device (retry in {:.1} s); message {id} stays queued \
+                         and goes out with the next hush command that connects: do not send it again",
+                        retry_after_ms as f64 / 1000.0
+                    );
+                    break Err(CliError::new(Kind::RateLimited, msg).into());
+                }
                 Event::IdentityChanged { username } if username.eq_ignore_ascii_case(to.trim()) => {
                     let msg = format!(
                         "the identity key of {username} changed; compare safety numbers \

@@ -170,6 +170,9 @@ pub fn live_event_json(event: &Event) -> Option<Value> {
         Event::SendFailed { id, to, reason } => {
             json!({ "type": "send_failed", "id": id.to_string(), "to": to, "reason": reason })
         }
+        Event::RateLimited { id, to, retry_after_ms } => {
+            json!({ "type": "rate_limited", "id": id.to_string(), "to": to, "retry_after_ms": retry_after_ms })
+        }
         Event::Connection(state) => {
             let mut v = json!({ "type": "connection", "state": connection_name(state) });
             if let (ConnectionState::Disconnected(reason), Some(obj)) = (state, v.as_object_mut()) {

@@ -87,6 +87,9 @@ fn print_event(event: &Event) {
             println!("the safety number with {username} changed; compare it, then trust the new key")
         }
         Event::SendFailed { to, reason, .. } => println!("a message to {to} failed: {reason}"),
+        Event::RateLimited { to, retry_after_ms, .. } => {
+            println!("sending to {to} is rate-limited; retrying in {retry_after_ms} ms")
+        }
         Event::Sent { .. } | Event::QueueEmpty | Event::Connection(_) => {}
     }
 }

@@ -212,6 +212,16 @@ pub enum Event {
         /// What went wrong and what to do.
         reason: String,
     },
+    /// The server refused an outgoing message because this device sends too fast. The message
+    /// stays queued and is sent again after `retry_after_ms` (no need to send it again).
+    RateLimited {
+        /// Which message.
+        id: MessageId,
+        /// To whom.
+        to: String,
+        /// How long until it is tried again, in milliseconds.
+        retry_after_ms: u64,
+    },
     /// The server has delivered every stored envelope and the outbox is empty.
     QueueEmpty,
     /// The connection state changed.
@@ -310,6 +320,7 @@ mod tests {
             Event::IdentityChanged { username: "bob".into() },
             Event::Sent { id: MessageId([2; 16]), to: "bob".into(), server_timestamp: 9 },
             Event::SendFailed { id: MessageId([3; 16]), to: "bob".into(), reason: "why".into() },
+            Event::RateLimited { id: MessageId([4; 16]), to: "bob".into(), retry_after_ms: 1500 },
             Event::QueueEmpty,
             Event::Connection(ConnectionState::Disconnected("gone".into())),
             Event::Connection(ConnectionState::Connected),

@@ -1,5 +1,4 @@
-//! Exit codes: usage 2, network 3, untrusted identity 4 (rate limited, 5, is only checked by
-//! the unit test of the mapping: client-core retries rate-limited sends by itself).
+//! Exit codes: usage 2, network 3, untrusted identity 4, rate limited 5.
 
 use serde_json::json;
 
@@ -73,4 +72,19 @@ async fn a_changed_identity_key_exits_with_4_until_trusted() {
     alice.send("bob", "trusted again").await;
     let bodies: Vec<_> = bob.receive().await.iter().map(|m| m["body"].clone()).collect();
     assert_eq!(bodies, vec![json!("hi"), json!("trusted again")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_send_exits_with_5_and_the_message_stays_queued() {
+    let server = Hushd::start_with(&["--rate-burst", "1", "--rate-per-second", "0.01"]).await;
+    let alice = User::register(&server, "alice").await;
+    let _bob = User::register(&server, "bob").await;
+    alice.send("bob", "uses the burst").await;
+
+    // The next send may go out only in ~100 s, longer than the timeout: exit 5 at once.
+    let out = alice.hush(&["send", "bob", "held back", "--timeout", "20", "--json"]).await;
+    assert_eq!(out.code, Some(5), "{out:?}");
+    assert_eq!(out.json_lines()[0]["error"]["kind"], json!("rate_limited"));
+    let status = alice.hush(&["status", "--json"]).await.ok();
+    assert_eq!(status.json_lines()[0]["outbox_pending"], json!(1), "the message stays queued, not lost");
 }

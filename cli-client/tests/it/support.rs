@@ -39,13 +39,20 @@ pub struct Hushd {
     dir: TempDir,
     child: Option<Child>,
     url: String,
+    args: Vec<String>,
 }
 
 impl Hushd {
     /// Starts `hushd` on a free port and waits until it listens.
     pub async fn start() -> Hushd {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts `hushd` with extra flags.
+    pub async fn start_with(args: &[&str]) -> Hushd {
         let dir = tempfile::Builder::new().prefix("hushd-").tempdir().expect("tempdir");
-        let mut server = Hushd { dir, child: None, url: String::new() };
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut server = Hushd { dir, child: None, url: String::new(), args };
         server.spawn().await;
         server
     }
@@ -67,6 +74,7 @@ impl Hushd {
         let mut child = Command::new(hushd_binary())
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(self.dir.path())
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

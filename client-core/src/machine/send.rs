@@ -412,11 +412,16 @@ impl Machine {
                 match code {
                     SendErrorCode::DeviceMismatch => self.fix_devices(&head, &err.mismatches).await?,
                     SendErrorCode::RateLimited => {
+                        let retry_after_ms = err.retry_after_ms.max(100);
                         let mut row = head.clone();
-                        row.not_before = now + err.retry_after_ms.max(100);
+                        row.not_before = now + retry_after_ms;
                         let mut batch = Batch::default();
                         batch.outbox_update.push(row);
                         self.store.commit(batch).await?;
+                        if head.kind == OutboxKind::Text {
+                            let to = self.username_of(head.peer).await?;
+                            self.events.push_back(Event::RateLimited { id: head.message_id, to, retry_after_ms });
+                        }
                     }
                     SendErrorCode::MailboxFull | SendErrorCode::Internal => {
                         self.head_failed_attempt(now, &err.message, false).await?;
