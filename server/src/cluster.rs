@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::hub::Hub;
-use crate::store::DeviceKey;
+use crate::hub::{Hub, Push};
+use crate::store::{DeviceKey, StoredEnvelope};
 
 /// Seconds a routing entry lives without a heartbeat.
 const ROUTE_TTL_SECS: u64 = 30;
@@ -36,6 +36,8 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 const WAKE: u8 = b'W';
 const KICK: u8 = b'K';
+const REMOVED: u8 = b'R';
+const EPHEMERAL: u8 = b'E';
 
 /// Why the cluster layer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,8 @@ enum Event {
     Connected(DeviceKey),
     Disconnected(DeviceKey),
     Committed(Vec<DeviceKey>),
+    Removed(DeviceKey),
+    Ephemeral(DeviceKey, StoredEnvelope),
 }
 
 /// This node's handle on the cluster. Cheap to share; never blocks the caller.
@@ -74,6 +78,29 @@ fn encode(kind: u8, devices: &[DeviceKey]) -> Vec<u8> {
         out.extend_from_slice(&d.device_id.to_be_bytes());
     }
     out
+}
+
+/// An online-only envelope for one device: `E`, the device (20 bytes), server_ts (u64 BE),
+/// kind (i32 BE), then the content.
+fn encode_ephemeral(device: DeviceKey, env: &StoredEnvelope) -> Vec<u8> {
+    let mut out = encode(EPHEMERAL, &[device]);
+    out.extend_from_slice(&env.server_ts.to_be_bytes());
+    out.extend_from_slice(&env.kind.to_be_bytes());
+    out.extend_from_slice(&env.content);
+    out
+}
+
+fn decode_ephemeral(bytes: &[u8]) -> Option<(DeviceKey, StoredEnvelope)> {
+    let (&EPHEMERAL, rest) = bytes.split_first()? else { return None };
+    if rest.len() < 32 {
+        return None;
+    }
+    let (_, devices) = decode(&[&[EPHEMERAL][..], &rest[..20]].concat())?;
+    let device = *devices.first()?;
+    let server_ts = u64::from_be_bytes(rest[20..28].try_into().ok()?);
+    let kind = i32::from_be_bytes(rest[28..32].try_into().ok()?);
+    let content = bytes::Bytes::copy_from_slice(&rest[32..]);
+    Some((device, StoredEnvelope { seq: 0, server_ts, kind, content }))
 }
 
 fn decode(bytes: &[u8]) -> Option<(u8, Vec<DeviceKey>)> {
@@ -129,6 +156,17 @@ impl Cluster {
         let _ = self.events.send(Event::Disconnected(device));
     }
 
+    /// A device was removed: close its connection wherever it is.
+    pub fn removed(&self, device: DeviceKey) {
+        let _ = self.events.send(Event::Removed(device));
+    }
+
+    /// An online-only envelope for a device not connected to this node: hand it to the node
+    /// that has it, if any (online-only envelopes are never stored).
+    pub fn ephemeral_elsewhere(&self, device: DeviceKey, envelope: StoredEnvelope) {
+        let _ = self.events.send(Event::Ephemeral(device, envelope));
+    }
+
     /// Envelopes were committed for these devices, which are not connected to this node.
     pub fn committed_elsewhere(&self, devices: Vec<DeviceKey>) {
         if !devices.is_empty() {
@@ -171,6 +209,8 @@ impl Worker {
                     wake.extend(devices);
                     Ok(())
                 }
+                Event::Removed(d) => self.forward(d, encode(REMOVED, &[d])).await,
+                Event::Ephemeral(d, env) => self.forward(d, encode_ephemeral(d, &env)).await,
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "updating the Redis routing table failed; delivery falls back to mailbox re-reads");
@@ -195,6 +235,15 @@ impl Worker {
             .await?;
         if let Some(node) = previous.filter(|n| *n != self.node_id) {
             let _: i64 = self.redis.publish(node_channel(&node), encode(KICK, &[device])).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes `message` to the node that holds `device`, if another node holds it.
+    async fn forward(&mut self, device: DeviceKey, message: Vec<u8>) -> redis::RedisResult<()> {
+        let node: Option<String> = self.redis.get(route_key(device)).await?;
+        if let Some(node) = node.filter(|n| *n != self.node_id) {
+            let _: i64 = self.redis.publish(node_channel(&node), message).await?;
         }
         Ok(())
     }
@@ -277,11 +326,22 @@ async fn subscribe(client: Client, node_id: String, hub: Arc<Hub>, shutdown: Can
                         m = messages.next() => m,
                     };
                     let Some(msg) = msg else { break };
-                    match decode(msg.get_payload_bytes()) {
+                    let payload = msg.get_payload_bytes();
+                    if payload.first() == Some(&EPHEMERAL) {
+                        match decode_ephemeral(payload) {
+                            Some((d, env)) => {
+                                hub.deliver(d, Push::Ephemeral(Box::new(env)));
+                            }
+                            None => tracing::warn!("ignoring a malformed cluster message"),
+                        }
+                        continue;
+                    }
+                    match decode(payload) {
                         Some((WAKE, devices)) => devices.into_iter().for_each(|d| {
                             hub.wake(d);
                         }),
                         Some((KICK, devices)) => devices.into_iter().for_each(|d| hub.replaced_elsewhere(d)),
+                        Some((REMOVED, devices)) => devices.into_iter().for_each(|d| hub.remove_device(d)),
                         _ => tracing::warn!("ignoring a malformed cluster message"),
                     }
                 }
@@ -311,5 +371,14 @@ mod tests {
         assert_eq!(decode(&encode(WAKE, &devices)), Some((WAKE, devices)));
         assert_eq!(decode(&[]), None);
         assert_eq!(decode(&[WAKE, 1, 2, 3]), None);
+    }
+
+    #[test]
+    fn ephemeral_messages_round_trip_and_garbage_is_refused() {
+        let device = DeviceKey { account: Uuid::from_u128(7), device_id: 3 };
+        let env = StoredEnvelope { seq: 0, server_ts: 42, kind: 1, content: bytes::Bytes::from_static(b"typing") };
+        assert_eq!(decode_ephemeral(&encode_ephemeral(device, &env)), Some((device, env)));
+        assert_eq!(decode_ephemeral(&[EPHEMERAL, 1, 2]), None);
+        assert_eq!(decode_ephemeral(&encode(WAKE, &[device])), None);
     }
 }

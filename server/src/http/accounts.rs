@@ -145,6 +145,9 @@ pub async fn remove_device(
         return Err(HttpError::not_found("unknown_device", "no such device"));
     }
     state.hub.remove_device(target);
+    if let Some(cluster) = &state.cluster {
+        cluster.removed(target);
+    }
     tracing::info!(account = %caller.account, device_id, "device removed");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -435,7 +435,11 @@ impl<'a> Session<'a> {
                             for msg in r.messages {
                                 let device = DeviceKey { account: r.account, device_id: msg.device_id };
                                 let env = StoredEnvelope { seq: 0, server_ts, kind: msg.kind, content: msg.content };
-                                state.hub.deliver(device, Push::Ephemeral(Box::new(env)));
+                                if !state.hub.deliver(device, Push::Ephemeral(Box::new(env.clone())))
+                                    && let Some(cluster) = &state.cluster
+                                {
+                                    cluster.ephemeral_elsewhere(device, env);
+                                }
                             }
                         }
                         R::Ok(SendOk { server_timestamp: server_ts })

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use hush_e2e::cluster::{RedisServer, ScratchDb};
-use hush_e2e::{TestAccount, TestServer, WsClient, message, recipient, send_request};
+use hush_e2e::{RestClient, TestAccount, TestServer, WsClient, message, recipient, send_request};
 use hush_wire::close;
 use hush_wire::frames::SendRequest;
 
@@ -141,4 +141,35 @@ async fn connecting_to_a_second_node_closes_the_first_connection() {
     let mut alice_ws = WsClient::connect_drained(&a, alice.primary()).await;
     alice_ws.send_ok(to_primary(&bob, b"to the new connection")).await;
     assert_eq!(second.next_envelope().await.content.as_ref(), b"to the new connection");
+}
+
+#[tokio::test]
+async fn online_only_envelopes_reach_a_device_on_another_node() {
+    let db = ScratchDb::create().await;
+    let redis = RedisServer::start().await;
+    let (a, b) = two_nodes(&db, &redis, SLOW_RECHECK).await;
+    let alice = TestAccount::register(&a, "alice").await;
+    let bob = TestAccount::register(&a, "bob").await;
+    let mut bob_ws = WsClient::connect_drained(&b, bob.primary()).await;
+    let mut alice_ws = WsClient::connect_drained(&a, alice.primary()).await;
+
+    let mut typing = to_primary(&bob, b"typing");
+    typing.online_only = true;
+    alice_ws.send_ok(typing).await;
+    let env = bob_ws.next_envelope().await;
+    assert_eq!((env.seq, env.content.as_ref()), (0, b"typing".as_slice()), "forwarded, never stored");
+}
+
+#[tokio::test]
+async fn removing_a_device_closes_its_connection_on_another_node() {
+    let db = ScratchDb::create().await;
+    let redis = RedisServer::start().await;
+    let (a, b) = two_nodes(&db, &redis, SLOW_RECHECK).await;
+    let mut alice = TestAccount::register(&a, "alice").await;
+    let alice2 = alice.add_device(&a).await;
+    let mut alice2_ws = WsClient::connect_drained(&b, &alice2).await;
+
+    RestClient::new(&a).signed::<()>(alice.primary(), "DELETE", "/v1/devices/2", None).await.assert_status(204);
+    let (code, reason) = alice2_ws.expect_close().await;
+    assert_eq!((code, reason.as_str()), (close::DEVICE_REMOVED, close::REASON_DEVICE_REMOVED));
 }
