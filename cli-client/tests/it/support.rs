@@ -2,7 +2,7 @@
 //! JSON-RPC client for `hush daemon`. Every wait has a deadline; nothing sleeps.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -109,20 +109,8 @@ impl Drop for Hushd {
     }
 }
 
-/// `$HUSHD_BIN`, else `target/<profile>/hushd` next to this test's `deps` directory.
-pub fn hushd_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("HUSHD_BIN") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("hushd");
-    assert!(bin.is_file(), "hushd not found at {}; run `cargo build -p hush-server` or set HUSHD_BIN", bin.display());
-    bin
-}
+/// The `hushd` binary under test (shared with the workspace end-to-end tests).
+pub use hush_e2e::server::hushd_binary;
 
 /// What a finished `hush` process left.
 #[derive(Debug)]

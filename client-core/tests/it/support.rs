@@ -1,7 +1,7 @@
 //! Shared test builders: a real `hushd` process, clients with their own data dirs, and
 //! waiting for events with deadlines (never fixed sleeps).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -15,20 +15,8 @@ use tokio::time::Instant;
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// Finds `hushd`: `$HUSHD_BIN`, else `target/<profile>/hushd` next to this test binary.
-pub fn hushd_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("HUSHD_BIN") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("no current exe: {e}"));
-    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("hushd");
-    assert!(bin.is_file(), "hushd not found at {}; run `cargo build -p hush-server` or set HUSHD_BIN", bin.display());
-    bin
-}
+/// The `hushd` binary under test (shared with the workspace end-to-end tests).
+pub use hush_e2e::server::hushd_binary;
 
 /// A running `hushd` with its own data directory; restarts on the same port.
 pub struct Hushd {

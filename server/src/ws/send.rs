@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use hush_wire::frames::{DeviceAddress, DeviceMismatch, EnvelopeKind, SendError, SendErrorCode, SendRequest};
-use hush_wire::limits::{MAX_DEVICE_ID, MAX_ENVELOPE_BYTES};
+use hush_wire::limits::{MAX_DEVICE_ID, MAX_ENVELOPE_BYTES, MAX_SEND_BYTES};
 use uuid::Uuid;
 
 use crate::store::{OutgoingMessage, RecipientBatch, SendRejection};
@@ -17,6 +17,13 @@ pub fn parse(req: SendRequest) -> Result<Vec<RecipientBatch>, SendError> {
     let invalid = |m: &str| error(SendErrorCode::InvalidRequest, m);
     if req.recipients.is_empty() {
         return Err(invalid("a send names at least one recipient account"));
+    }
+    let total: usize = req.recipients.iter().flat_map(|r| &r.messages).map(|m| m.content.len()).sum();
+    if total > MAX_SEND_BYTES {
+        return Err(error(
+            SendErrorCode::EnvelopeTooLarge,
+            format!("the ciphertexts of one send total {total} bytes, over the {MAX_SEND_BYTES}-byte limit"),
+        ));
     }
     let mut accounts = HashSet::new();
     let mut out = Vec::with_capacity(req.recipients.len());
@@ -114,5 +121,44 @@ pub fn code_label(e: &SendError) -> &'static str {
         Ok(SendErrorCode::RateLimited) => "rate_limited",
         Ok(SendErrorCode::InvalidRequest) => "invalid_request",
         _ => "internal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hush_wire::frames::{DeviceMessage, RecipientMessages};
+
+    fn request(sizes: &[usize]) -> SendRequest {
+        let messages = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| DeviceMessage {
+                device_id: i as u32 + 1,
+                registration_id: 1,
+                kind: EnvelopeKind::SealedSender as i32,
+                content: vec![7u8; n].into(),
+            })
+            .collect();
+        SendRequest {
+            request_id: 1,
+            recipients: vec![RecipientMessages { account_id: vec![1; 16].into(), messages }],
+            online_only: false,
+        }
+    }
+
+    #[test]
+    fn a_send_over_the_total_limit_is_refused_though_each_envelope_fits() {
+        let each = 90 * 1024; // under the 96 KiB per-device limit; three of them exceed 256 KiB
+        let err = parse(request(&[each, each, each])).err().map(|e| e.code);
+        assert_eq!(err, Some(SendErrorCode::EnvelopeTooLarge as i32));
+        assert!(parse(request(&[each, each])).is_ok());
+    }
+
+    #[test]
+    fn one_envelope_over_the_device_limit_is_refused() {
+        let err = parse(request(&[MAX_ENVELOPE_BYTES + 1])).err().map(|e| e.code);
+        assert_eq!(err, Some(SendErrorCode::EnvelopeTooLarge as i32));
+        assert!(parse(request(&[MAX_ENVELOPE_BYTES])).is_ok());
     }
 }

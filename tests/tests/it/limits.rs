@@ -1,4 +1,4 @@
-//! Configured limits: mailbox size and send rate.
+//! Configured limits: mailbox size, send rate, connections.
 
 use hush_e2e::{TestAccount, TestServer, WsClient, message, recipient, send_request};
 use hush_wire::frames::{SendErrorCode, SendRequest};
@@ -52,4 +52,24 @@ async fn sending_faster_than_the_rate_limit_is_refused_with_retry_after() {
     assert_eq!(bob_ws.next_envelope().await.content.as_ref(), b"one");
     assert_eq!(bob_ws.next_envelope().await.content.as_ref(), b"two");
     bob_ws.expect_queue_empty().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused_with_503_and_the_others_keep_working() {
+    let server = TestServer::builder().arg("--max-connections").arg("1").start().await;
+    let alice = TestAccount::register(&server, "alice").await;
+    let bob = TestAccount::register(&server, "bob").await;
+    let mut alice_ws = WsClient::connect_drained(&server, alice.primary()).await;
+
+    let refused = tokio_tungstenite::connect_async(server.ws_url()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            assert!(body.contains("too_many_connections"), "{body}");
+        }
+        other => panic!("expected a 503 refusal, got {:?}", other.map(|_| "a connection")),
+    }
+    // The connection that was there is untouched.
+    alice_ws.send_ok(to_primary(&bob, "still served")).await;
 }
