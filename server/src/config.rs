@@ -47,9 +47,21 @@ pub struct Args {
     /// Hours a sender certificate is valid [default: 24].
     #[arg(long, env = "HUSHD_CERTIFICATE_HOURS")]
     pub certificate_hours: Option<u64>,
-    /// Most simultaneous WebSocket connections [default: 100000].
+    /// Most simultaneous WebSocket connections, authenticating or authenticated [default: 100000].
     #[arg(long, env = "HUSHD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most WebSocket connections still authenticating; when full, the oldest is dropped for a new one [default: 1024].
+    #[arg(long, env = "HUSHD_MAX_HANDSHAKES")]
+    pub max_handshakes: Option<usize>,
+    /// Most WebSocket connections still authenticating from one source address [default: 32].
+    #[arg(long, env = "HUSHD_MAX_HANDSHAKES_PER_ADDRESS")]
+    pub max_handshakes_per_address: Option<usize>,
+    /// Seconds one write to a WebSocket may take; a client that stops reading is closed with 4007 [default: 10].
+    #[arg(long, env = "HUSHD_WRITE_TIMEOUT_SECS")]
+    pub write_timeout_secs: Option<u64>,
+    /// Seconds shutdown waits for connections to close before dropping them [default: 10].
+    #[arg(long, env = "HUSHD_SHUTDOWN_TIMEOUT_SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
     /// Redis URL for running several nodes (routing table and wake-ups), e.g. redis://127.0.0.1:6379.
     #[arg(long, env = "HUSHD_REDIS")]
     pub redis: Option<String>,
@@ -73,6 +85,10 @@ struct FileConfig {
     auth_timeout_secs: Option<u64>,
     certificate_hours: Option<u64>,
     max_connections: Option<usize>,
+    max_handshakes: Option<usize>,
+    max_handshakes_per_address: Option<usize>,
+    write_timeout_secs: Option<u64>,
+    shutdown_timeout_secs: Option<u64>,
     redis: Option<String>,
     node_id: Option<String>,
 }
@@ -106,6 +122,10 @@ pub enum ConfigError {
     },
 }
 
+/// Bytes of pushes queued for one connection: a few frames' worth. Beyond it the connection
+/// re-reads its mailbox, so a client that stops reading pins no more memory than this.
+pub const QUEUE_BYTES: usize = 1024 * 1024;
+
 /// Limits enforced by the server.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -119,8 +139,14 @@ pub struct Limits {
     pub rate_per_second: f64,
     /// Devices per account.
     pub max_devices: u32,
-    /// Simultaneous WebSocket connections.
+    /// Simultaneous WebSocket connections (authenticating or authenticated).
     pub max_connections: usize,
+    /// Connections still authenticating, in all.
+    pub max_handshakes: usize,
+    /// Connections still authenticating from one source address.
+    pub max_handshakes_per_address: usize,
+    /// Bytes of envelopes the hub queues for one connection before it re-reads its mailbox instead.
+    pub queue_bytes: usize,
 }
 
 /// The resolved configuration of one `hushd`.
@@ -138,6 +164,10 @@ pub struct Config {
     pub ping_interval: Duration,
     /// Time allowed to authenticate.
     pub auth_timeout: Duration,
+    /// Time one write to a connection may take before it is closed as a slow consumer.
+    pub write_timeout: Duration,
+    /// Time shutdown waits for connections before dropping them.
+    pub shutdown_timeout: Duration,
     /// Sender certificate lifetime.
     pub certificate_lifetime: Duration,
     /// Limits.
@@ -177,6 +207,12 @@ impl Config {
             retention: Duration::from_secs(u64::from(retention_days) * 86_400),
             ping_interval: Duration::from_secs(ping),
             auth_timeout: Duration::from_secs(args.auth_timeout_secs.or(file.auth_timeout_secs).unwrap_or(10).max(1)),
+            write_timeout: Duration::from_secs(
+                args.write_timeout_secs.or(file.write_timeout_secs).unwrap_or(10).max(1),
+            ),
+            shutdown_timeout: Duration::from_secs(
+                args.shutdown_timeout_secs.or(file.shutdown_timeout_secs).unwrap_or(10),
+            ),
             certificate_lifetime: Duration::from_secs(
                 args.certificate_hours.or(file.certificate_hours).unwrap_or(24).max(1) * 3600,
             ),
@@ -187,6 +223,13 @@ impl Config {
                 rate_per_second,
                 max_devices: hush_wire::limits::MAX_DEVICES_PER_ACCOUNT,
                 max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000),
+                max_handshakes: args.max_handshakes.or(file.max_handshakes).unwrap_or(1024).max(1),
+                max_handshakes_per_address: args
+                    .max_handshakes_per_address
+                    .or(file.max_handshakes_per_address)
+                    .unwrap_or(32)
+                    .max(1),
+                queue_bytes: QUEUE_BYTES,
             },
             redis: args.redis.or(file.redis),
             node_id: args.node_id.or(file.node_id).unwrap_or_else(|| {

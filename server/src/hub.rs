@@ -2,8 +2,9 @@
 //! connection task, and the wake-ups that push new envelopes to it.
 //!
 //! The mailbox is the truth; the hub is only a fast path. When a connection's
-//! queue is full the envelope is not queued but the connection is told it
-//! lagged, and it re-reads its mailbox, so nothing is lost.
+//! queue is full (in pushes or in bytes) the envelope is not queued but the
+//! connection is told it lagged, and it re-reads its mailbox, so nothing is lost
+//! and a connection that stops reading pins at most one queue's worth of memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -20,6 +21,29 @@ pub enum Push {
     Stored(Box<StoredEnvelope>),
     /// An online-only envelope (seq 0, never stored).
     Ephemeral(Box<StoredEnvelope>),
+}
+
+impl Push {
+    /// What holding this push costs, in bytes (the content plus bookkeeping).
+    fn cost(&self) -> usize {
+        let (Push::Stored(e) | Push::Ephemeral(e)) = self;
+        e.content.len() + std::mem::size_of::<StoredEnvelope>()
+    }
+}
+
+/// How much one connection's queue may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimit {
+    /// Pushes.
+    pub pushes: usize,
+    /// Bytes, as counted by [`Push::cost`].
+    pub bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    pushes: VecDeque<Push>,
+    bytes: usize,
 }
 
 /// Why the hub asks a connection to close.
@@ -42,7 +66,7 @@ pub struct Signal {
     notify: Notify,
     lagged: AtomicBool,
     close: AtomicU8,
-    queue: Mutex<VecDeque<Push>>,
+    queue: Mutex<Queue>,
 }
 
 impl Signal {
@@ -53,17 +77,19 @@ impl Signal {
 
     /// Takes every queued push, oldest first.
     pub fn drain(&self) -> VecDeque<Push> {
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner())).pushes
     }
 
-    fn push(&self, push: Push, capacity: usize) {
+    fn push(&self, push: Push, limit: QueueLimit) {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if queue.len() >= capacity {
+        let cost = push.cost();
+        if queue.pushes.len() >= limit.pushes || queue.bytes + cost > limit.bytes {
             drop(queue);
             self.mark_lagged();
             return;
         }
-        queue.push_back(push);
+        queue.pushes.push_back(push);
+        queue.bytes += cost;
         drop(queue);
         self.notify.notify_one();
     }
@@ -110,13 +136,14 @@ pub struct Registration {
 pub struct Hub {
     entries: Mutex<HashMap<DeviceKey, Entry>>,
     next_conn: AtomicU64,
-    queue: usize,
+    limit: QueueLimit,
 }
 
 impl Hub {
-    /// A hub whose per-connection queues hold `queue` pushes.
-    pub fn new(queue: usize) -> Self {
-        Hub { entries: Mutex::new(HashMap::new()), next_conn: AtomicU64::new(1), queue: queue.max(1) }
+    /// A hub whose per-connection queues hold at most `limit`.
+    pub fn new(limit: QueueLimit) -> Self {
+        let limit = QueueLimit { pushes: limit.pushes.max(1), bytes: limit.bytes.max(1) };
+        Hub { entries: Mutex::new(HashMap::new()), next_conn: AtomicU64::new(1), limit }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<DeviceKey, Entry>> {
@@ -148,7 +175,7 @@ impl Hub {
     pub fn deliver(&self, device: DeviceKey, push: Push) -> bool {
         let entries = self.lock();
         let Some(entry) = entries.get(&device) else { return false };
-        entry.signal.push(push, self.queue);
+        entry.signal.push(push, self.limit);
         true
     }
 
@@ -203,9 +230,13 @@ mod tests {
         Box::new(StoredEnvelope { seq, server_ts: 1, kind: 1, content: Bytes::new() })
     }
 
+    fn pushes(n: usize) -> QueueLimit {
+        QueueLimit { pushes: n, bytes: usize::MAX }
+    }
+
     #[test]
     fn second_registration_closes_the_first_and_keeps_the_second() {
-        let hub = Hub::new(4);
+        let hub = Hub::new(pushes(4));
         let dev = DeviceKey { account: Uuid::nil(), device_id: 1 };
         let first = hub.register(dev);
         let second = hub.register(dev);
@@ -217,7 +248,7 @@ mod tests {
 
     #[test]
     fn full_queue_marks_lagged_instead_of_dropping_silently() {
-        let hub = Hub::new(1);
+        let hub = Hub::new(pushes(1));
         let dev = DeviceKey { account: Uuid::nil(), device_id: 2 };
         let reg = hub.register(dev);
         assert!(hub.deliver(dev, Push::Stored(env(1))));
@@ -228,8 +259,26 @@ mod tests {
 
     #[test]
     fn unknown_device_is_not_connected() {
-        let hub = Hub::new(1);
+        let hub = Hub::new(pushes(1));
         let dev = DeviceKey { account: Uuid::nil(), device_id: 3 };
         assert!(!hub.deliver(dev, Push::Stored(env(1))));
+    }
+
+    #[test]
+    fn a_queue_full_in_bytes_marks_lagged_so_a_stalled_reader_pins_little() {
+        let hub = Hub::new(QueueLimit { pushes: 1000, bytes: 200_000 });
+        let dev = DeviceKey { account: Uuid::nil(), device_id: 4 };
+        let reg = hub.register(dev);
+        let big =
+            |seq| Box::new(StoredEnvelope { seq, server_ts: 1, kind: 1, content: Bytes::from(vec![0; 90 * 1024]) });
+        assert!(hub.deliver(dev, Push::Stored(big(1))));
+        assert!(hub.deliver(dev, Push::Stored(big(2))));
+        assert!(!reg.signal.take_lagged());
+        assert!(hub.deliver(dev, Push::Stored(big(3))));
+        assert!(reg.signal.take_lagged(), "a third 90 KiB push exceeds 200 KB");
+        assert_eq!(reg.signal.drain().len(), 2);
+        // Draining frees the budget again.
+        assert!(hub.deliver(dev, Push::Stored(big(4))));
+        assert!(!reg.signal.take_lagged());
     }
 }

@@ -24,6 +24,26 @@ pub const COMMIT_BATCH: &str = "hush_commit_batch_size";
 pub const SENDS_REJECTED: &str = "hush_sends_rejected_total";
 /// Counter, label `reason`: connections closed by the server with a reason.
 pub const CLOSED: &str = "hush_connections_closed_total";
+/// Counter, label `code`: WebSocket upgrades refused before the handshake.
+pub const REFUSED: &str = "hush_connections_refused_total";
+/// Counter: handshakes dropped (oldest first) to make room in a full handshake budget.
+pub const HANDSHAKES_EVICTED: &str = "hush_handshakes_evicted_total";
+
+/// Every series with its `# HELP` text.
+const DESCRIPTIONS: &[(&str, &str)] = &[
+    (CONNECTIONS, "Open, authenticated WebSocket connections."),
+    (ACCEPTED, "Envelopes committed to a mailbox."),
+    (DELIVERED, "Envelopes written to a connection (redeliveries count again)."),
+    (ACKED, "Envelopes deleted on acknowledgement."),
+    (EXPIRED, "Envelopes deleted because they outlived the retention period."),
+    (MAILBOX_DEPTH, "Envelopes stored in all mailboxes (refreshed every maintenance pass)."),
+    (DELIVERY_LATENCY, "Seconds from commit to the recipient's acknowledgement on a live connection."),
+    (COMMIT_BATCH, "Sends per group commit."),
+    (SENDS_REJECTED, "Sends refused, by error code."),
+    (CLOSED, "Connections closed by the server, by close reason."),
+    (REFUSED, "WebSocket upgrades refused before the handshake, by error code."),
+    (HANDSHAKES_EVICTED, "Handshakes dropped, oldest first, to make room in a full handshake budget."),
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -49,6 +69,7 @@ pub fn handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed (an embedding app); then ours only renders.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             // Make every series visible from the start, at zero.
             for counter in [ACCEPTED, DELIVERED, ACKED, EXPIRED] {
                 metrics::counter!(counter).increment(0);
@@ -58,4 +79,34 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+fn describe() {
+    for &(name, help) in DESCRIPTIONS {
+        match name {
+            CONNECTIONS | MAILBOX_DEPTH => metrics::describe_gauge!(name, help),
+            DELIVERY_LATENCY | COMMIT_BATCH => metrics::describe_histogram!(name, help),
+            _ => metrics::describe_counter!(name, help),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_has_help_text() {
+        let handle = handle();
+        metrics::counter!(CLOSED, "reason" => "ping_timeout").increment(1);
+        metrics::counter!(REFUSED, "code" => "too_many_handshakes").increment(1);
+        metrics::counter!(HANDSHAKES_EVICTED).increment(1);
+        metrics::counter!(SENDS_REJECTED, "code" => "RATE_LIMITED").increment(1);
+        metrics::histogram!(DELIVERY_LATENCY).record(0.001);
+        metrics::histogram!(COMMIT_BATCH).record(1.0);
+        let text = handle.render();
+        for &(name, help) in DESCRIPTIONS {
+            assert!(text.contains(&format!("# HELP {name} {help}")), "{name} has no HELP line in:\n{text}");
+        }
+    }
 }

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use hush_keys::certs::ServerKeys;
@@ -14,12 +13,14 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::{Cluster, ClusterError};
 use crate::commit::{Committer, Writer};
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Hub, QueueLimit};
 use crate::metrics as m;
 use crate::state::{AppState, Inner, ReplayCache, SendRateLimiter, now_ms};
+use crate::store::batch::Reads;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
+use crate::ws::admission::{Admission, Budget};
 
 /// File in the data directory holding the trust root and certificate signing key.
 pub const KEYS_FILE: &str = "server-keys.bin";
@@ -140,7 +141,8 @@ pub async fn build_state(config: Config) -> Result<(AppState, tokio::task::JoinH
         .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
     let keys = load_or_create_keys(&config.data_dir)?;
     let store = open_store(&config).await?;
-    let hub = Arc::new(Hub::new(config.limits.window as usize * 2));
+    let hub =
+        Arc::new(Hub::new(QueueLimit { pushes: config.limits.window as usize * 2, bytes: config.limits.queue_bytes }));
     let shutdown = CancellationToken::new();
     let cluster = match &config.redis {
         Some(url) => Some(Cluster::start(url, config.node_id.clone(), hub.clone(), shutdown.clone())?),
@@ -153,6 +155,7 @@ pub async fn build_state(config: Config) -> Result<(AppState, tokio::task::JoinH
         max_mailbox: config.limits.max_mailbox,
     });
     let state = AppState::new(Inner {
+        reads: Reads::new(store.clone()),
         store,
         hub,
         committer,
@@ -161,8 +164,13 @@ pub async fn build_state(config: Config) -> Result<(AppState, tokio::task::JoinH
         replay: ReplayCache::default(),
         metrics: m::handle(),
         shutdown,
+        abort: CancellationToken::new(),
         tasks: TaskTracker::new(),
-        open_connections: AtomicUsize::new(0),
+        admission: Admission::new(Budget {
+            connections: config.limits.max_connections,
+            handshakes: config.limits.max_handshakes,
+            per_address: config.limits.max_handshakes_per_address,
+        }),
         cluster,
         config,
     });
@@ -183,16 +191,34 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 
 async fn run(listener: TcpListener, state: AppState, writer: tokio::task::JoinHandle<()>) {
     let maintenance = tokio::spawn(maintain(state.clone()));
-    let app = crate::http::router(state.clone());
+    let app = crate::http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let token = state.shutdown.clone();
-    let served = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "the listener failed");
-    }
-    // The listener is closed; connections were told to close. Wait for them, then
-    // let the writer drain what they queued (it stops when the last handle is gone).
+    let mut serving = tokio::spawn(
+        axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).into_future(),
+    );
+    state.shutdown.cancelled().await;
+    // Connections were told to close (1001). Wait for them and for the listener, at most
+    // `shutdown_timeout`; then drop whatever is left (a peer that stopped reading cannot
+    // even take its close frame). Then let the writer drain what was queued.
     state.tasks.close();
-    state.tasks.wait().await;
+    let drained = tokio::time::timeout(state.config.shutdown_timeout, async {
+        state.tasks.wait().await;
+        (&mut serving).await
+    });
+    match drained.await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the listener failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "the listener task failed"),
+        Err(_) => {
+            tracing::warn!(
+                connections = state.tasks.len(),
+                "shutdown deadline passed: dropping the connections still open"
+            );
+            state.abort.cancel();
+            serving.abort();
+            state.tasks.wait().await;
+        }
+    }
     maintenance.abort();
     drop(state);
     let _ = writer.await;

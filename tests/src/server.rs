@@ -33,6 +33,12 @@ impl TestServerBuilder {
         self
     }
 
+    /// Appends several command-line arguments.
+    pub fn args<I: IntoIterator<Item = A>, A: Into<OsString>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
     /// Starts with a copy of `other`'s server keys (trust root and certificate
     /// key), as every node of one cluster must.
     pub fn keys_from(mut self, other: &TestServer) -> Self {
@@ -128,6 +134,11 @@ impl TestServer {
             let _ = f.read_to_string(&mut s);
         }
         s
+    }
+
+    /// The running process's id (for reading its memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(|c| c.id()).unwrap_or_else(|| panic!("hushd is not running"))
     }
 
     /// Kills the process with SIGKILL (no chance to clean up) and waits for it.

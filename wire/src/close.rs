@@ -19,6 +19,12 @@ pub const MALFORMED: u16 = 4004;
 pub const DEVICE_REMOVED: u16 = 4005;
 /// The peer stopped answering pings.
 pub const PING_TIMEOUT: u16 = 4006;
+/// The peer stopped reading: one write could not finish within the server's write timeout.
+/// Nothing is lost; undelivered envelopes stay in the mailbox for the next connection.
+pub const SLOW_CONSUMER: u16 = 4007;
+/// The server had too many connections still authenticating and dropped this one, the
+/// oldest, for a newer one (RFC 6455 "try again later"); reconnect with backoff.
+pub const TRY_AGAIN_LATER: u16 = 1013;
 
 /// Reason for [`GOING_AWAY`].
 pub const REASON_SHUTDOWN: &str = "server_shutdown";
@@ -38,6 +44,10 @@ pub const REASON_MALFORMED: &str = "malformed_frame";
 pub const REASON_DEVICE_REMOVED: &str = "device_removed";
 /// Reason for [`PING_TIMEOUT`].
 pub const REASON_PING_TIMEOUT: &str = "ping_timeout";
+/// Reason for [`SLOW_CONSUMER`].
+pub const REASON_SLOW_CONSUMER: &str = "slow_consumer";
+/// Reason for [`TRY_AGAIN_LATER`].
+pub const REASON_BUSY: &str = "server_busy";
 /// The server hit an internal error (database down); reconnect with backoff.
 pub const INTERNAL: u16 = 1011;
 /// Reason for [`INTERNAL`].

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
+pub mod batch;
 mod plan;
 pub mod postgres;
 pub mod sqlite;
@@ -184,6 +185,17 @@ pub struct SendItem {
     pub expires_at: u64,
 }
 
+/// One mailbox read: envelopes with `seq > after_seq`, oldest first, at most `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxRead {
+    /// The mailbox.
+    pub mailbox: MailboxId,
+    /// Read after this seq.
+    pub after_seq: u64,
+    /// At most this many.
+    pub limit: u32,
+}
+
 /// An envelope in a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEnvelope {
@@ -268,6 +280,9 @@ pub trait Store: Send + Sync + 'static {
     async fn devices(&self, account: Uuid) -> Result<Vec<Device>, StoreError>;
     /// One device.
     async fn device(&self, key: DeviceKey) -> Result<Option<Device>, StoreError>;
+    /// Many devices in one query (authentication during a reconnect storm): one answer per key,
+    /// in the order of `keys`.
+    async fn devices_by_keys(&self, keys: &[DeviceKey]) -> Result<Vec<Option<Device>>, StoreError>;
     /// Removes a device with its prekeys and mailbox. False if it did not exist.
     async fn remove_device(&self, key: DeviceKey) -> Result<bool, StoreError>;
     /// Records that the device connected (the time is rounded down to the day).
@@ -290,6 +305,9 @@ pub trait Store: Send + Sync + 'static {
     async fn commit_sends(&self, items: &[SendItem], max_mailbox: u64) -> Result<Vec<SendOutcome>, StoreError>;
     /// Envelopes of a mailbox with `seq > after_seq`, oldest first, at most `limit`.
     async fn fetch(&self, mailbox: MailboxId, after_seq: u64, limit: u32) -> Result<Vec<StoredEnvelope>, StoreError>;
+    /// Many mailbox reads in one query: for each read what [`Store::fetch`] would return, in the
+    /// order of `reads` (the same mailbox may appear twice).
+    async fn fetch_many(&self, reads: &[MailboxRead]) -> Result<Vec<Vec<StoredEnvelope>>, StoreError>;
     /// Deletes acknowledged envelopes; returns how many existed.
     async fn ack(&self, acks: &[(MailboxId, Vec<u64>)]) -> Result<u64, StoreError>;
     /// Deletes envelopes whose expiry is at or before `now_ms`; returns how many.

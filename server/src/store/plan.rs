@@ -10,9 +10,15 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    Committed, DeviceKey, Mismatch, OutgoingMessage, RecipientBatch, SendItem, SendOutcome, SendRejection,
+    Committed, Device, DeviceKey, Mismatch, OutgoingMessage, RecipientBatch, SendItem, SendOutcome, SendRejection,
     StoredEnvelope, compare_device_sets, own_devices_missing,
 };
+
+/// Puts looked-up devices in the order of the keys asked for (`None` where none was found).
+pub(crate) fn align_devices(keys: &[DeviceKey], found: Vec<Device>) -> Vec<Option<Device>> {
+    let by_key: HashMap<DeviceKey, Device> = found.into_iter().map(|d| (d.key, d)).collect();
+    keys.iter().map(|k| by_key.get(k).cloned()).collect()
+}
 
 /// A target device as the send path sees it.
 #[derive(Debug, Clone)]

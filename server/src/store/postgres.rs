@@ -22,9 +22,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
-use super::plan::{CheckMode, DeviceRow, DeviceSets, Plan, batch_accounts, plan};
+use super::plan::{self, CheckMode, DeviceRow, DeviceSets, Plan, batch_accounts};
 use super::{
-    Account, Bundle, Device, DeviceKey, MailboxId, NewAccount, NewDeviceRecord, OneTimeKey, PreKeyCounts,
+    Account, Bundle, Device, DeviceKey, MailboxId, MailboxRead, NewAccount, NewDeviceRecord, OneTimeKey, PreKeyCounts,
     PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey, Store, StoreError,
     StoredEnvelope, day_floor,
 };
@@ -485,6 +485,25 @@ impl Store for PostgresStore {
         row.as_ref().map(device_from_row).transpose()
     }
 
+    async fn devices_by_keys(&self, keys: &[DeviceKey]) -> Result<Vec<Option<Device>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let accounts: Vec<String> = keys.iter().map(|k| k.account.to_string()).collect();
+        let ids: Vec<i32> = keys.iter().map(|k| device_param(k.device_id)).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices d JOIN UNNEST($1::text[]::uuid[], $2::int[]) AS k(a, n) \
+             ON d.account_id = k.a AND d.device_id = k.n"
+        ))
+        .bind(accounts)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let found = rows.iter().map(device_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(plan::align_devices(keys, found))
+    }
+
     async fn remove_device(&self, key: DeviceKey) -> Result<bool, StoreError> {
         // Its prekeys and envelopes go with it (ON DELETE CASCADE).
         let done = sqlx::query("DELETE FROM devices WHERE account_id = $1::uuid AND device_id = $2")
@@ -579,7 +598,7 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         // Every device row the batch may touch is locked here, in pk order, before any write.
         let mut sets = load_sets(&mut tx, &accounts, true).await?;
-        let plan = plan(&mut sets, items, max_mailbox);
+        let plan = plan::plan(&mut sets, items, max_mailbox);
         write_plan(&mut tx, &plan).await?;
         tx.commit().await.map_err(backend)?;
         Ok(plan.outcomes)
@@ -606,6 +625,41 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn fetch_many(&self, reads: &[MailboxRead]) -> Result<Vec<Vec<StoredEnvelope>>, StoreError> {
+        if reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pks: Vec<i64> = reads.iter().map(|r| r.mailbox.0).collect();
+        let afters: Vec<i64> = reads.iter().map(|r| to_i64(r.after_seq)).collect();
+        let limits: Vec<i64> = reads.iter().map(|r| i64::from(r.limit)).collect();
+        let rows = sqlx::query(
+            "SELECT w.i, e.seq, e.server_ts, e.kind, e.content \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS w(pk, after_seq, lim, i) \
+             CROSS JOIN LATERAL (SELECT seq, server_ts, kind, content FROM envelopes \
+                 WHERE device_pk = w.pk AND seq > w.after_seq ORDER BY seq LIMIT w.lim) e \
+             ORDER BY w.i, e.seq",
+        )
+        .bind(pks)
+        .bind(afters)
+        .bind(limits)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut out = vec![Vec::new(); reads.len()];
+        for r in &rows {
+            // WITH ORDINALITY counts from 1.
+            let i = usize::try_from(get::<i64>(r, "i")? - 1).map_err(|_| corrupt("read index"))?;
+            let Some(list) = out.get_mut(i) else { continue };
+            list.push(StoredEnvelope {
+                seq: to_u64(get(r, "seq")?),
+                server_ts: to_u64(get(r, "server_ts")?),
+                kind: get(r, "kind")?,
+                content: Bytes::from(get::<Vec<u8>>(r, "content")?),
+            });
+        }
+        Ok(out)
     }
 
     async fn ack(&self, acks: &[(MailboxId, Vec<u64>)]) -> Result<u64, StoreError> {

@@ -13,9 +13,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::plan::{CheckMode, DeviceRow, DeviceSets, Plan, batch_accounts, plan};
+use super::plan::{self, CheckMode, DeviceRow, DeviceSets, Plan, batch_accounts};
 use super::{
-    Account, Bundle, Device, DeviceKey, MailboxId, NewAccount, NewDeviceRecord, OneTimeKey, PreKeyCounts,
+    Account, Bundle, Device, DeviceKey, MailboxId, MailboxRead, NewAccount, NewDeviceRecord, OneTimeKey, PreKeyCounts,
     PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey, Store, StoreError,
     StoredEnvelope, day_floor,
 };
@@ -469,6 +469,21 @@ impl Store for SqliteStore {
         row.as_ref().map(device_from_row).transpose()
     }
 
+    async fn devices_by_keys(&self, keys: &[DeviceKey]) -> Result<Vec<Option<Device>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values = vec!["(?, ?)"; keys.len()].join(", ");
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE (account_id, device_id) IN (VALUES {values})");
+        let mut query = sqlx::query(&sql);
+        for key in keys {
+            query = query.bind(key.account.as_bytes().to_vec()).bind(key.device_id);
+        }
+        let rows = query.fetch_all(&self.read).await.map_err(backend)?;
+        let found = rows.iter().map(device_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(plan::align_devices(keys, found))
+    }
+
     async fn remove_device(&self, key: DeviceKey) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM devices WHERE account_id = ? AND device_id = ?")
             .bind(key.account.as_bytes().as_slice())
@@ -565,7 +580,7 @@ impl Store for SqliteStore {
         let mut conn = begin(&self.write).await?;
         let result = async {
             let mut sets = Self::load_sets(&mut conn, &batch_accounts(items)).await?;
-            let plan = plan(&mut sets, items, max_mailbox);
+            let plan = plan::plan(&mut sets, items, max_mailbox);
             Self::write_plan(&mut conn, &plan).await?;
             Ok(plan.outcomes)
         }
@@ -592,6 +607,42 @@ impl Store for SqliteStore {
                 content: Bytes::from(r.get::<Vec<u8>, _>(3)),
             })
             .collect())
+    }
+
+    async fn fetch_many(&self, reads: &[MailboxRead]) -> Result<Vec<Vec<StoredEnvelope>>, StoreError> {
+        if reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One indexed range read per mailbox, tagged with its position, in one statement.
+        let parts: Vec<String> = (0..reads.len())
+            .map(|i| {
+                format!(
+                    "SELECT * FROM (SELECT {i} AS i, seq, server_ts, kind, content FROM envelopes \
+                     WHERE device_pk = ? AND seq > ? ORDER BY seq LIMIT ?)"
+                )
+            })
+            .collect();
+        let sql = parts.join(" UNION ALL ");
+        let mut query = sqlx::query(&sql);
+        for read in reads {
+            query = query.bind(read.mailbox.0).bind(to_i64(read.after_seq)).bind(read.limit);
+        }
+        let rows = query.fetch_all(&self.read).await.map_err(backend)?;
+        let mut out = vec![Vec::new(); reads.len()];
+        for r in &rows {
+            let i = usize::try_from(r.get::<i64, _>(0)).unwrap_or(usize::MAX);
+            let Some(list) = out.get_mut(i) else { continue };
+            list.push(StoredEnvelope {
+                seq: to_u64(r.get(1)),
+                server_ts: to_u64(r.get(2)),
+                kind: r.get(3),
+                content: Bytes::from(r.get::<Vec<u8>, _>(4)),
+            });
+        }
+        for list in &mut out {
+            list.sort_by_key(|e| e.seq);
+        }
+        Ok(out)
     }
 
     async fn ack(&self, acks: &[(MailboxId, Vec<u64>)]) -> Result<u64, StoreError> {

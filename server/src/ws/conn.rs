@@ -5,13 +5,18 @@
 //! connection with a code and a reason, and nothing else is affected.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use hush_keys::auth::DeviceAuthKey;
 use hush_wire::close;
 use hush_wire::frames::{
@@ -20,14 +25,16 @@ use hush_wire::frames::{
 };
 use hush_wire::limits::CHALLENGE_BYTES;
 use rand::RngCore;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::send;
 use crate::commit::SendResult;
 use crate::hub::{CloseRequest, Push};
 use crate::metrics as m;
-use crate::state::{AppState, now_ms};
-use crate::store::{Device, DeviceKey, SendItem, StoredEnvelope};
+use crate::state::{AppState, TokioClock, now_ms};
+use crate::store::{Device, DeviceKey, MailboxRead, SendItem, StoredEnvelope};
+use crate::ws::admission::Ticket;
 
 /// Sends awaiting their commit per connection; beyond this the connection stops reading.
 const MAX_PENDING_SENDS: usize = 512;
@@ -74,14 +81,29 @@ fn frame(f: server_frame::Frame) -> Message {
     Message::Binary(ServerFrame::from(f).to_bytes().into())
 }
 
-/// Sends a close frame, then waits briefly for the peer to close so the frame is not lost to a reset.
+/// One write (or flush) to the socket, bounded: a peer that has stopped reading is closed
+/// as a slow consumer after `write_timeout`, and shutdown does not wait for it.
+async fn bounded(state: &AppState, op: impl Future<Output = Result<(), axum::Error>>) -> Result<(), End> {
+    tokio::select! {
+        biased;
+        done = tokio::time::timeout(state.config.write_timeout, op) => match done {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => Err(End::Close(close::SLOW_CONSUMER, close::REASON_SLOW_CONSUMER)),
+        },
+        () = state.shutdown.cancelled() => Err(End::Close(close::GOING_AWAY, close::REASON_SHUTDOWN)),
+    }
+}
+
+/// Sends a close frame, then waits briefly for the peer to close so the frame is not lost to a
+/// reset. Both steps are bounded: a peer that stopped reading cannot even take the close frame.
 async fn close_with<S>(socket: &mut S, code: u16, reason: &'static str)
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
 {
     metrics::counter!(m::CLOSED, "reason" => reason).increment(1);
     let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
-    if socket.send(close).await.is_err() {
+    if !matches!(tokio::time::timeout(CLOSE_GRACE, socket.send(close)).await, Ok(Ok(()))) {
         return;
     }
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
@@ -94,46 +116,90 @@ where
     .await;
 }
 
-/// Runs one connection to completion.
-pub async fn run<S>(state: AppState, mut socket: S)
+/// Logs an abnormal close at info, naming the device by its internal mailbox id only, at most
+/// ten a second (a storm of them is counted in `/metrics`, not written to the log).
+fn log_abnormal_close(mailbox: i64, code: u16, reason: &'static str) {
+    type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
+    static LIMIT: OnceLock<Limiter> = OnceLock::new();
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let quota = Quota::per_second(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
+    let limit = LIMIT.get_or_init(|| RateLimiter::new(quota, InMemoryState::default(), TokioClock));
+    if limit.check().is_ok() {
+        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+        tracing::info!(device = mailbox, code, reason, suppressed, "closed a connection");
+    } else {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs one connection to completion, or until the shutdown deadline drops it.
+/// `ticket` holds its admission slots until it ends.
+pub async fn run<S>(state: AppState, socket: S, ticket: Ticket)
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send,
 {
-    state.open_connections.fetch_add(1, Ordering::Relaxed);
-    if let Some(device) = authenticate(&state, &mut socket).await {
+    let abort = state.abort.clone();
+    tokio::select! {
+        () = serve(state, socket, ticket) => {}
+        () = abort.cancelled() => {}
+    }
+}
+
+async fn serve<S>(state: AppState, mut socket: S, mut ticket: Ticket)
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send,
+{
+    let Some(device) = Box::pin(authenticate(&state, &mut socket, &ticket)).await else { return };
+    ticket.authenticated();
+    let registration = state.hub.register(device.key);
+    let online = Online { state: &state, key: device.key, conn_id: registration.conn_id };
+    online.enter();
+    // Last-seen has day precision: most connections need no write at all.
+    let now = now_ms();
+    if device.last_seen != Some(crate::store::day_floor(now)) {
+        if let Err(e) = state.store.touch_device(device.key, now).await {
+            tracing::warn!(error = %e, "recording last-seen failed");
+        }
+    }
+    let session = Session::new(&state, device, registration);
+    session.run(&mut socket).await;
+}
+
+/// An authenticated connection's presence in the routing tables; leaving them happens on
+/// drop, so a connection dropped at the shutdown deadline leaves them too.
+struct Online<'a> {
+    state: &'a AppState,
+    key: DeviceKey,
+    conn_id: u64,
+}
+
+impl Online<'_> {
+    fn enter(&self) {
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
-        let key = device.key;
-        let registration = state.hub.register(key);
-        let conn_id = registration.conn_id;
-        if let Some(cluster) = &state.cluster {
-            cluster.connected(key);
+        if let Some(cluster) = &self.state.cluster {
+            cluster.connected(self.key);
         }
-        // Last-seen has day precision: most connections need no write at all.
-        let now = now_ms();
-        if device.last_seen != Some(crate::store::day_floor(now)) {
-            if let Err(e) = state.store.touch_device(key, now).await {
-                tracing::warn!(error = %e, "recording last-seen failed");
-            }
-        }
-        let session = Session::new(&state, device, registration);
-        session.run(&mut socket).await;
-        state.hub.unregister(key, conn_id);
-        if let Some(cluster) = &state.cluster {
-            cluster.disconnected(key);
+    }
+}
+
+impl Drop for Online<'_> {
+    fn drop(&mut self) {
+        self.state.hub.unregister(self.key, self.conn_id);
+        if let Some(cluster) = &self.state.cluster {
+            cluster.disconnected(self.key);
         }
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
     }
-    state.open_connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn authenticate<S>(state: &AppState, socket: &mut S) -> Option<Device>
+async fn authenticate<S>(state: &AppState, socket: &mut S, ticket: &Ticket) -> Option<Device>
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send,
 {
     let mut nonce = [0u8; CHALLENGE_BYTES];
     rand::rng().fill_bytes(&mut nonce);
     let challenge = Challenge { nonce: nonce.to_vec().into(), server_time: now_ms() };
-    socket.send(frame(server_frame::Frame::Challenge(challenge))).await.ok()?;
+    bounded(state, socket.send(frame(server_frame::Frame::Challenge(challenge)))).await.ok()?;
     let deadline = tokio::time::Instant::now() + state.config.auth_timeout;
     let auth = loop {
         let next = tokio::select! {
@@ -144,6 +210,10 @@ where
             }
             () = state.shutdown.cancelled() => {
                 close_with(socket, close::GOING_AWAY, close::REASON_SHUTDOWN).await;
+                return None;
+            }
+            () = ticket.evicted() => {
+                close_with(socket, close::TRY_AGAIN_LATER, close::REASON_BUSY).await;
                 return None;
             }
         };
@@ -167,14 +237,14 @@ where
         return None;
     }
     let ok = AuthOk { server_time: now_ms(), window: state.config.limits.window };
-    socket.send(frame(server_frame::Frame::AuthOk(ok))).await.ok()?;
+    bounded(state, socket.send(frame(server_frame::Frame::AuthOk(ok)))).await.ok()?;
     verified
 }
 
 async fn verify_auth(state: &AppState, nonce: &[u8], auth: &hush_wire::frames::Auth) -> Option<Device> {
     let account = Uuid::from_slice(&auth.account_id).ok()?;
     let key = DeviceKey { account, device_id: auth.device_id };
-    let device = match state.store.device(key).await {
+    let device = match state.reads.device(key).await {
         Ok(d) => d?,
         Err(e) => {
             tracing::error!(error = %e, "device lookup failed during authentication");
@@ -237,6 +307,16 @@ impl<'a> Session<'a> {
     {
         let end = self.drive(socket).await;
         if let End::Close(code, reason) = end {
+            if matches!(
+                code,
+                close::TOO_BIG
+                    | close::MALFORMED
+                    | close::UNSUPPORTED_DATA
+                    | close::PING_TIMEOUT
+                    | close::SLOW_CONSUMER
+            ) {
+                log_abnormal_close(self.device.mailbox.0, code, reason);
+            }
             close_with(socket, code, reason).await;
         }
     }
@@ -263,7 +343,7 @@ impl<'a> Session<'a> {
                 self.fetch(socket).await?;
             }
             if self.unflushed {
-                socket.flush().await.map_err(|_| End::Gone)?;
+                bounded(self.state, socket.flush()).await?;
                 self.unflushed = false;
             }
             let accepting = self.pending.len() < MAX_PENDING_SENDS;
@@ -301,9 +381,13 @@ impl<'a> Session<'a> {
                         return Err(End::Close(close::PING_TIMEOUT, close::REASON_PING_TIMEOUT));
                     }
                     self.feed(socket, Message::Ping(Default::default())).await?;
-                    // A wake-up can be lost (another node, a full queue); the mailbox is the
-                    // truth, so re-read it now and then.
-                    self.need_fetch = true;
+                    // A wake-up from another node can be lost (Redis is not on the durable
+                    // path); the mailbox is the truth, so re-read it now and then. On one node
+                    // none is lost (a full queue marks the connection lagged), so an idle
+                    // connection costs no reads.
+                    if self.state.cluster.is_some() {
+                        self.need_fetch = true;
+                    }
                 }
             }
         }
@@ -313,7 +397,7 @@ impl<'a> Session<'a> {
     where
         S: Sink<Message, Error = axum::Error> + Unpin,
     {
-        socket.feed(msg).await.map_err(|_| End::Gone)?;
+        bounded(self.state, socket.feed(msg)).await?;
         self.unflushed = true;
         Ok(())
     }
@@ -338,7 +422,8 @@ impl<'a> Session<'a> {
         S: Sink<Message, Error = axum::Error> + Unpin,
     {
         let room = self.window() - self.in_flight.len();
-        let batch = match self.state.store.fetch(self.device.mailbox, self.cursor, room as u32).await {
+        let read = MailboxRead { mailbox: self.device.mailbox, after_seq: self.cursor, limit: room as u32 };
+        let batch = match self.state.reads.fetch(read).await {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(error = %e, "reading a mailbox failed");
@@ -468,53 +553,4 @@ impl<'a> Session<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use futures_util::stream;
-
-    /// The state machine each connection task carries is most of what an idle connection
-    /// costs beyond its buffers (1.5 KiB today; the idle target is 2 KiB per connection in
-    /// all). A change that inlines a large future into the loop fails here, not in production.
-    #[tokio::test]
-    async fn connection_task_stays_small() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let config = crate::config::Config::for_data_dir(dir.path());
-        let state = crate::serve::build_state(config).await.unwrap_or_else(|e| panic!("{e}")).0;
-        let io = TestSocket(stream::empty());
-        let fut = run(state, io);
-        let size = std::mem::size_of_val(&fut);
-        assert!(size <= 2048, "a connection's task is {size} bytes; box large, rare futures (auth, fetch, close)");
-    }
-
-    struct TestSocket<S>(S);
-    impl<S: Stream<Item = Result<Message, axum::Error>> + Unpin> Stream for TestSocket<S> {
-        type Item = Result<Message, axum::Error>;
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
-            Pin::new(&mut self.0).poll_next(cx)
-        }
-    }
-    impl<S: Unpin> Sink<Message> for TestSocket<S> {
-        type Error = axum::Error;
-        fn poll_ready(
-            self: Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), axum::Error>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-        fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), axum::Error> {
-            Ok(())
-        }
-        fn poll_flush(
-            self: Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), axum::Error>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-        fn poll_close(
-            self: Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), axum::Error>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
-}
+mod tests;

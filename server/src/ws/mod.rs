@@ -1,37 +1,60 @@
-//! The WebSocket endpoint `/v1/websocket`: authentication, delivery with an
+//! The WebSocket endpoint `/v1/websocket`: admission, authentication, delivery with an
 //! in-flight window, acks, sends. See docs/PROTOCOL.md.
 
-use axum::extract::State;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::Extension;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use std::sync::atomic::Ordering;
 
 use crate::http::error::HttpError;
+use crate::metrics as m;
 use crate::state::AppState;
 
+pub mod admission;
 pub mod conn;
 pub mod send;
 
 /// What tungstenite itself accepts; larger frames than [`hush_wire::limits::MAX_FRAME_BYTES`]
 /// but below this are refused by the connection with a clean `frame_too_large` close.
 const TRANSPORT_MAX_MESSAGE: usize = 1024 * 1024;
+/// Bytes tungstenite may hold for a connection's writes beyond what the kernel took: the
+/// largest frame, twice. (It holds at most one unflushed message anyway; this is the bound
+/// should that ever change.)
+const MAX_WRITE_BUFFER: usize = 2 * TRANSPORT_MAX_MESSAGE;
 
-/// Upgrades to a WebSocket unless the connection limit is reached.
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    if state.open_connections.load(Ordering::Relaxed) >= state.config.limits.max_connections {
-        return HttpError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "the server is full; retry later",
-        )
-        .into_response();
-    }
+/// Upgrades to a WebSocket if the connection and handshake budgets allow it.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let addr = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(ConnectInfo(a))| a.ip());
+    let ticket = match state.admission.admit(addr) {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            let (status, code, message) = match refusal {
+                admission::Refusal::Full => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "the server is full; retry later")
+                }
+                admission::Refusal::AddressBusy => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_handshakes",
+                    "too many connections from this address are still authenticating; retry later",
+                ),
+            };
+            metrics::counter!(m::REFUSED, "code" => code).increment(1);
+            return HttpError::new(status, code, message).into_response();
+        }
+    };
     let tasks = state.tasks.clone();
     ws.max_message_size(TRANSPORT_MAX_MESSAGE)
         .max_frame_size(TRANSPORT_MAX_MESSAGE)
         // Small buffers: most connections are idle most of the time.
         .read_buffer_size(512)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| tasks.track_future(conn::run(state, socket)))
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .on_upgrade(move |socket| tasks.track_future(conn::run(state, socket, ticket)))
 }

@@ -60,6 +60,7 @@ macro_rules! store_conformance {
             mailbox::expire_removes_exactly_the_due_envelopes,
             mailbox::expiry_makes_room_in_a_full_mailbox,
             mailbox::removing_a_device_deletes_its_mailbox_and_prekeys,
+            mailbox::batched_reads_answer_each_read_as_a_single_one_would,
         );
     };
     (@tests $backend:ident, $open:expr; $($group:ident :: $test:ident),* $(,)?) => {

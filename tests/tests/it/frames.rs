@@ -106,15 +106,3 @@ async fn envelope_over_96_kib_is_refused_and_the_connection_stays_open() {
     scene.bob_ws.ack(&[env.seq]).await;
     scene.assert_others_unaffected("an oversize envelope").await;
 }
-
-#[tokio::test]
-async fn a_silent_peer_is_closed_with_ping_timeout() {
-    let server = TestServer::builder().arg("--ping-interval-secs").arg("1").start().await;
-    let bob = TestAccount::register(&server, "bob").await;
-    let mut silent = WsClient::connect_drained(&server, bob.primary()).await;
-    // A dead peer answers nothing: not reading means no pong goes back. The server drops a
-    // connection it has not heard from in two ping intervals.
-    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
-    let (code, reason) = silent.expect_close().await;
-    assert_eq!((code, reason.as_str()), (close::PING_TIMEOUT, close::REASON_PING_TIMEOUT));
-}

@@ -9,4 +9,5 @@ mod device_set;
 mod frames;
 mod limits;
 mod ops;
+mod robustness;
 mod storage;

@@ -90,3 +90,40 @@ pub async fn removing_a_device_deletes_its_mailbox_and_prekeys(store: &dyn Store
     let fresh = store.prekey_counts(dk(alice, 2)).await.unwrap();
     assert_eq!((fresh.ec, fresh.kyber), (0, 0), "the next device 2 inherits no prekeys");
 }
+
+pub async fn batched_reads_answer_each_read_as_a_single_one_would(store: &dyn Store) {
+    use hush_server::store::MailboxRead;
+    let alice = create(store, "alice").await;
+    let bob = create(store, "bob").await;
+    store.add_device(alice, &record(102), 6).await.unwrap();
+    for i in 0..5 {
+        accepted(
+            commit(store, send(dk(bob, 1), vec![to(alice, &[(1, 100), (2, 102)], &format!("m{i}"))]), ROOMY).await,
+        );
+    }
+    let (one, two) = (mailbox(store, dk(alice, 1)).await, mailbox(store, dk(alice, 2)).await);
+    let empty = mailbox(store, dk(bob, 1)).await;
+    let reads = [
+        MailboxRead { mailbox: one, after_seq: 0, limit: 2 },
+        MailboxRead { mailbox: two, after_seq: 3, limit: 100 },
+        MailboxRead { mailbox: empty, after_seq: 0, limit: 100 },
+        // The same mailbox twice (an old and a new connection of one device).
+        MailboxRead { mailbox: one, after_seq: 4, limit: 100 },
+    ];
+    let batched = store.fetch_many(&reads).await.unwrap();
+    assert_eq!(batched.len(), reads.len());
+    for (read, got) in reads.iter().zip(&batched) {
+        let single = store.fetch(read.mailbox, read.after_seq, read.limit).await.unwrap();
+        assert_eq!(got, &single, "{read:?}");
+    }
+    let seqs: Vec<Vec<u64>> = batched.iter().map(|b| b.iter().map(|e| e.seq).collect()).collect();
+    assert_eq!(seqs, [vec![1, 2], vec![4, 5], vec![], vec![5]]);
+    assert!(store.fetch_many(&[]).await.unwrap().is_empty());
+
+    let unknown = dk(uuid::Uuid::new_v4(), 1);
+    let devices = store.devices_by_keys(&[dk(alice, 2), unknown, dk(bob, 1), dk(alice, 2)]).await.unwrap();
+    let keys: Vec<_> = devices.iter().map(|d| d.as_ref().map(|d| d.key)).collect();
+    assert_eq!(keys, [Some(dk(alice, 2)), None, Some(dk(bob, 1)), Some(dk(alice, 2))]);
+    assert_eq!(devices[0], store.device(dk(alice, 2)).await.unwrap(), "the same record as a single lookup");
+    assert!(store.devices_by_keys(&[]).await.unwrap().is_empty());
+}
