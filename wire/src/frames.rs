@@ -72,7 +72,6 @@ impl ServerFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn empty_frame_is_an_error_not_a_panic() {
@@ -128,11 +127,6 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    proptest! {
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = decode_client_frame(&bytes);
-            let _ = decode_server_frame(&bytes);
-        }
-    }
+    // The fuzz properties (arbitrary bytes, structured frames, mutations of valid frames)
+    // are in `wire/tests/it/frames_fuzz.rs`.
 }

@@ -4,6 +4,8 @@
 
 mod auth;
 mod certs;
+mod fuzz;
+mod fuzz_support;
 mod header;
 mod prekeys;
 mod support;
