@@ -69,7 +69,11 @@ impl Client {
         let (to_server, incoming) = mpsc::unbounded_channel();
         let (outgoing, from_server) = mpsc::unbounded_channel();
         let state = fixture.state.clone();
-        let task = tokio::spawn(hush_server::ws::conn::run(state, Socket { incoming, outgoing }));
+        let ticket = state
+            .admission
+            .admit(std::net::Ipv4Addr::LOCALHOST.into())
+            .unwrap_or_else(|e| panic!("admission refused: {e:?}"));
+        let task = tokio::spawn(hush_server::ws::conn::run(state, Socket { incoming, outgoing }, ticket));
         Client { to_server: Some(to_server), from_server, task }
     }
 
