@@ -2,7 +2,6 @@
 //! reason, and the server goes on serving everyone else.
 
 use hush_e2e::{TestAccount, TestServer, WsClient, message, recipient, send_request};
-use hush_wire::close;
 use hush_wire::frames::{SendErrorCode, SendRequest};
 use hush_wire::limits::{MAX_ENVELOPE_BYTES, MAX_FRAME_BYTES};
 use tokio_tungstenite::tungstenite::Message;

@@ -168,7 +168,7 @@ async fn sockets_that_never_authenticate_from_one_address_cannot_lock_out_a_real
     }
     assert_eq!((held.len(), refused), (16, 94), "one address holds at most 16 handshakes");
     let start = Instant::now();
-    let mut bob_ws = WsClient::connect_drained(&server, bob.primary()).await;
+    let bob_ws = WsClient::connect_drained(&server, bob.primary()).await;
     eprintln!("a real client connected in {:?} during a 110-socket handshake flood", start.elapsed());
     bob_ws.close().await;
 }
@@ -187,7 +187,7 @@ async fn a_handshake_flood_from_many_addresses_evicts_the_oldest_and_lets_a_real
         held.push(half_open(&server, from).await.unwrap_or_else(|e| panic!("upgrade from {from}: {e}")));
     }
     let start = Instant::now();
-    let mut bob_ws = WsClient::connect_drained(&server, bob.primary()).await;
+    let bob_ws = WsClient::connect_drained(&server, bob.primary()).await;
     eprintln!("a real client connected in {:?} during a 110-address handshake flood", start.elapsed());
     bob_ws.close().await;
     // The oldest flood sockets were told to come back later.
