@@ -236,7 +236,6 @@ pub async fn run(mut cmd: Command, args: &[&str], stdin: Option<&str>) -> Output
 }
 
 impl User {
-
     /// Sends `text` to `to` and checks it was accepted.
     pub async fn send(&self, to: &str, text: &str) -> Value {
         let out = self.hush(&["send", to, text, "--json"]).await.ok();

@@ -25,8 +25,7 @@ pub(crate) struct DirLock {
 impl DirLock {
     /// Takes the lock of `dir` (which must exist), or says who holds it.
     pub fn acquire(dir: &Path) -> Result<DirLock, ClientError> {
-        let mut file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(lock_path(dir))?;
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(lock_path(dir))?;
         match file.try_lock() {
             Ok(()) => {
                 file.set_len(0)?;

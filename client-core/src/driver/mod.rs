@@ -205,7 +205,9 @@ impl Handle {
             .name("hush-client".into())
             .spawn(move || actor::run(config, rx, subs, ready_tx))?;
         match ready_rx.await {
-            Ok(Ok(())) => Ok(Handle { tx, subscribers, thread: Mutex::new(Some(thread)), lock: Mutex::new(Some(lock)) }),
+            Ok(Ok(())) => {
+                Ok(Handle { tx, subscribers, thread: Mutex::new(Some(thread)), lock: Mutex::new(Some(lock)) })
+            }
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)

@@ -16,7 +16,9 @@ use uuid::Uuid;
 use hush_wire::limits::{MAX_ENVELOPE_BYTES, MAX_SEND_BYTES};
 
 use super::{MAX_DEVICE_FIXES, MAX_SEND_ATTEMPTS, Machine, OutgoingRequest, Purpose, RestCall};
-use crate::content::{self, Content, DataMessage, PAD_BLOCK, ReceiptMessage, SentTranscript, TypingMessage, content::Body};
+use crate::content::{
+    self, Content, DataMessage, PAD_BLOCK, ReceiptMessage, SentTranscript, TypingMessage, content::Body,
+};
 use crate::error::{MachineError, TooLarge};
 use crate::store::{Batch, ContactRow, MessageRow, NewOutbox, OutboxKind, OutboxRow};
 use crate::types::{Event, MessageDirection, MessageId, MessageStatus, OutboxEntry, OutboxState, TrustState};
@@ -64,7 +66,10 @@ fn oversized(request: &SendRequest) -> Option<String> {
     }
     let total = request.encoded_len();
     (total > MAX_SEND_BYTES).then(|| {
-        format!("the send is {total} bytes, over the server's {} KiB per send across all devices", MAX_SEND_BYTES / 1024)
+        format!(
+            "the send is {total} bytes, over the server's {} KiB per send across all devices",
+            MAX_SEND_BYTES / 1024
+        )
     })
 }
 
@@ -564,11 +569,14 @@ impl Machine {
                         }
                     }
                     SendErrorCode::MailboxFull => {
-                        let reason = format!("a recipient's mailbox on the server is full ({})", err.message);
+                        let reason = match err.message.as_str() {
+                            "" => "a recipient's mailbox on the server is full".to_owned(),
+                            said => format!("the server did not take the message: {said}"),
+                        };
                         self.head_delayed(&head, now, "mailbox_full", &reason).await?;
                     }
                     SendErrorCode::Internal => {
-                        let reason = format!("the server could not store the message ({})", err.message);
+                        let reason = format!("the server could not store the message: {}", err.message);
                         self.head_delayed(&head, now, "server_error", &reason).await?;
                     }
                     _ => self.fail_head(&head, &format!("the server refused the message: {}", err.message)).await?,

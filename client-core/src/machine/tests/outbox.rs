@@ -9,7 +9,11 @@ use crate::store::ClientStore;
 use crate::types::{Event, MessageStatus, OutboxState};
 
 fn failed(party: &Party) -> Vec<String> {
-    party.events.iter().filter_map(|e| if let Event::SendFailed { reason, .. } = e { Some(reason.clone()) } else { None }).collect()
+    party
+        .events
+        .iter()
+        .filter_map(|e| if let Event::SendFailed { reason, .. } = e { Some(reason.clone()) } else { None })
+        .collect()
 }
 
 fn delays(party: &Party) -> Vec<(String, u64)> {
@@ -192,10 +196,7 @@ async fn outbox_lists_pending_and_failed_and_cancel_and_retry_act_on_one() {
 
     assert!(alice.machine.cancel(first, relay.now, rng).await.unwrap());
     assert!(!alice.machine.cancel(first, relay.now, rng).await.unwrap(), "gone");
-    assert_eq!(
-        alice.store.message(first).await.unwrap().unwrap().status,
-        MessageStatus::Failed("cancelled".into())
-    );
+    assert_eq!(alice.store.message(first).await.unwrap().unwrap().status, MessageStatus::Failed("cancelled".into()));
     relay.connect(&mut alice).await;
     relay.connect(&mut bob).await;
     relay.settle(&mut [&mut alice, &mut bob]).await;

@@ -295,8 +295,11 @@ impl Relay {
         }
         if self.mailbox_full_next > 0 && !req.online_only {
             self.mailbox_full_next -= 1;
-            let error =
-                SendError { code: SendErrorCode::MailboxFull as i32, message: "mailbox full".into(), ..Default::default() };
+            let error = SendError {
+                code: SendErrorCode::MailboxFull as i32,
+                message: "mailbox full".into(),
+                ..Default::default()
+            };
             return SendResponse { request_id: req.request_id, result: Some(send_response::Result::Error(error)) };
         }
         let mut mismatches = Vec::new();
