@@ -26,7 +26,8 @@ impl DirLock {
     /// Takes the lock of `dir` (which must exist), or says who holds it.
     pub fn acquire(dir: &Path) -> Result<DirLock, ClientError> {
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(lock_path(dir))?;
-        match file.try_lock() {
+        // `File::try_lock` needs Rust 1.89; rustix's flock is the same call, safe, on 1.85.
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {
                 file.set_len(0)?;
                 file.rewind()?;
@@ -34,12 +35,12 @@ impl DirLock {
                 file.flush()?;
                 Ok(DirLock { _file: file })
             }
-            Err(std::fs::TryLockError::WouldBlock) => {
+            Err(rustix::io::Errno::WOULDBLOCK) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
                 Err(ClientError::Locked { dir: dir.display().to_string(), pid: text.trim().parse().ok() })
             }
-            Err(std::fs::TryLockError::Error(e)) => Err(ClientError::Io(e)),
+            Err(e) => Err(ClientError::Io(e.into())),
         }
     }
 }
