@@ -11,6 +11,7 @@
 //! drop it) is committed; a ciphertext only after the ratchet step that produced it is committed.
 
 mod keys;
+mod limits;
 mod receive;
 mod send;
 

@@ -13,65 +13,15 @@ use libsignal_protocol::{
 use prost::Message as _;
 use uuid::Uuid;
 
-use hush_wire::limits::{MAX_ENVELOPE_BYTES, MAX_SEND_BYTES};
-
+use super::limits::{check_size, oversized};
 use super::{MAX_DEVICE_FIXES, MAX_SEND_ATTEMPTS, Machine, OutgoingRequest, Purpose, RestCall};
-use crate::content::{
-    self, Content, DataMessage, PAD_BLOCK, ReceiptMessage, SentTranscript, TypingMessage, content::Body,
-};
-use crate::error::{MachineError, TooLarge};
+use crate::content::{self, Content, DataMessage, ReceiptMessage, SentTranscript, TypingMessage, content::Body};
+use crate::error::MachineError;
 use crate::store::{Batch, ContactRow, MessageRow, NewOutbox, OutboxKind, OutboxRow};
 use crate::types::{Event, MessageDirection, MessageId, MessageStatus, OutboxEntry, OutboxState, TrustState};
 
 /// Most receipts merged into one send.
 const MAX_MERGED_RECEIPTS: usize = 200;
-
-/// Bytes sealing adds to a padded plaintext, at most: the sealed-sender wrapping (ephemeral
-/// key, encrypted static key, MACs), the sender certificate, and the header of a PreKey message
-/// with its Kyber ciphertext. `the_longest_text_fits_the_server_limits` checks this bound
-/// against real ciphertexts.
-pub(crate) const SEAL_OVERHEAD: usize = 4096;
-/// Bytes of a `SendRequest` besides the ciphertexts: per device message, and per request.
-const DEVICE_FRAMING: usize = 32;
-const REQUEST_FRAMING: usize = 1024;
-
-/// The longest padded plaintext that can go to each of `devices` devices in one send, within
-/// the per-envelope and the per-send limit.
-pub(crate) fn max_padded_plaintext(devices: usize) -> usize {
-    let per_device = ((MAX_SEND_BYTES - REQUEST_FRAMING) / devices.max(1)).saturating_sub(DEVICE_FRAMING);
-    per_device.min(MAX_ENVELOPE_BYTES).saturating_sub(SEAL_OVERHEAD) / PAD_BLOCK * PAD_BLOCK
-}
-
-/// Checks that `contents` (the message and its transcript) fit for `devices` devices; the error
-/// names the longest text that would.
-fn check_size(body_len: usize, contents: &[&Content], devices: usize) -> Result<(), TooLarge> {
-    let max = max_padded_plaintext(devices);
-    let encoded = contents.iter().map(|c| c.encoded_len()).max().unwrap_or(0);
-    // Padding appends at least one byte.
-    if encoded < max {
-        return Ok(());
-    }
-    let framing = encoded.saturating_sub(body_len);
-    Err(TooLarge { size: body_len, longest: max.saturating_sub(1 + framing), devices })
-}
-
-/// Why a send request is over the server's limits, if it is.
-fn oversized(request: &SendRequest) -> Option<String> {
-    let largest = request.recipients.iter().flat_map(|r| &r.messages).map(|m| m.content.len()).max().unwrap_or(0);
-    if largest > MAX_ENVELOPE_BYTES {
-        return Some(format!(
-            "a ciphertext is {largest} bytes, over the server's {} KiB per device envelope",
-            MAX_ENVELOPE_BYTES / 1024
-        ));
-    }
-    let total = request.encoded_len();
-    (total > MAX_SEND_BYTES).then(|| {
-        format!(
-            "the send is {total} bytes, over the server's {} KiB per send across all devices",
-            MAX_SEND_BYTES / 1024
-        )
-    })
-}
 
 /// What sealing needs besides the plaintext: the sender certificate and the time.
 struct Seal<'a> {
