@@ -9,21 +9,29 @@ use clap::{Args, Parser, Subcommand};
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 ok, 1 other error, 2 usage error, 3 network error (server unreachable or a wait \
-timed out), 4 untrusted identity (a contact's key changed: compare safety numbers, then \
-`hush trust`), 5 rate limited.
+Exit codes: 0 ok, 1 other error (also: message too long, data directory in use), 2 usage error, \
+3 network error (server unreachable or a wait timed out), 4 untrusted identity (a contact's key \
+changed: compare safety numbers, then `hush trust`), 5 rate limited, 6 a recipient's mailbox is full \
+(the message stays queued).
+
+Message size: the server takes at most 96 KiB per device envelope and 256 KiB per send across all \
+devices of the recipient and your own other devices, so the longest text (a bit under 92 KiB with \
+one device each) shrinks as devices are added; `hush send` refuses a longer one before queuing it.
 
 Data directory: --data-dir, else $HUSH_DATA_DIR, else $HOME/.local/share/hush, else ./hush-client. \
-One data directory holds one account on one device; use it from one hush process at a time.
+One data directory holds one account on one device; one hush process at a time may use it (a \
+second one is refused, naming the first one's pid). `register` remembers the server, so later \
+commands need no --server.
 Logs go to stderr (HUSH_LOG=debug for more); message bodies are never logged.";
 
 /// hush: end-to-end-encrypted messaging from the command line, for people, bots and scripts.
 #[derive(Debug, Parser)]
 #[command(name = "hush", version, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Base URL of the hushd server.
-    #[arg(long, global = true, env = "HUSH_SERVER", value_name = "URL", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    /// Base URL of the hushd server, e.g. http://127.0.0.1:7878 [default: the one given at
+    /// `register`; for `register`: http://127.0.0.1:7878].
+    #[arg(long, global = true, env = "HUSH_SERVER", value_name = "URL", value_parser = parse_server_url)]
+    pub server: Option<String>,
 
     /// Directory of this device's account and messages
     /// [default: $HOME/.local/share/hush, or ./hush-client without HOME].
@@ -48,6 +56,10 @@ pub enum Command {
         username: String,
     },
     /// Send a text message and wait until the server has stored it.
+    ///
+    /// The server takes at most 96 KiB per device envelope and 256 KiB per send across all of
+    /// the recipient's devices and your own other devices; a longer text is refused before it
+    /// is queued, and the error names the longest text for the current devices.
     Send {
         /// Who to write to.
         username: String,
@@ -93,12 +105,37 @@ pub enum Command {
         #[command(flatten)]
         timeout: TimeoutArg,
     },
+    /// List the messages waiting in the outbox (pending and failed), or act on one.
+    Outbox {
+        /// What to do; without one, list.
+        #[command(subcommand)]
+        action: Option<OutboxAction>,
+    },
     /// Serve JSON-RPC 2.0 (one JSON object per line) on stdio, or on a Unix socket.
     ///
-    /// Methods: send, history, contacts, safety_number, trust, status, mark_read, typing, retry,
-    /// subscribe, ack, unsubscribe. Message events are numbered and replayed after a restart
+    /// Methods: send, history, contacts, safety_number, trust, status, mark_read, typing,
+    /// outbox, retry, cancel, subscribe, ack, unsubscribe. The daemon reconnects by itself
+    /// (connection events and `status` say how it stands), except after this device was
+    /// removed or a copy of it connected from elsewhere. Message events are numbered and replayed after a restart
     /// until acknowledged. See the README, "Using the hush CLI".
     Daemon(DaemonArgs),
+}
+
+/// What `hush outbox` does.
+#[derive(Debug, Subcommand)]
+pub enum OutboxAction {
+    /// List pending and failed messages (the default).
+    List,
+    /// Drop a pending or failed message: it is never sent, and shows as failed ("cancelled").
+    Cancel {
+        /// The message id (from `hush outbox` or `hush send`).
+        id: String,
+    },
+    /// Queue a failed message again, or send a pending one now instead of after its backoff.
+    Retry {
+        /// The message id.
+        id: String,
+    },
 }
 
 /// `--timeout SECONDS` with a default of 30.
@@ -116,6 +153,18 @@ pub struct DaemonArgs {
     /// socket file is replaced; the file is removed on exit.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+}
+
+/// Checks a server URL: `http://` or `https://`, then a host.
+fn parse_server_url(s: &str) -> Result<String, String> {
+    let url = s.trim().trim_end_matches('/');
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(url.to_owned()),
+        Some(_) => Err(format!("{s:?} has no host; write it like http://127.0.0.1:7878")),
+        None if url.contains("://") => Err(format!("{s:?}: only http:// and https:// servers are supported")),
+        None => Err(format!("{s:?} has no scheme; did you mean http://{url} ?")),
+    }
 }
 
 /// Parses a number of seconds (fractions allowed) into a duration.
@@ -145,6 +194,16 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_server_url_without_a_scheme_is_refused_with_a_hint() {
+        assert_eq!(parse_server_url("http://127.0.0.1:7878/"), Ok("http://127.0.0.1:7878".into()));
+        assert_eq!(parse_server_url("https://hush.example"), Ok("https://hush.example".into()));
+        let e = parse_server_url("127.0.0.1:7878").err().unwrap_or_default();
+        assert!(e.contains("did you mean http://127.0.0.1:7878"), "{e}");
+        assert!(parse_server_url("ws://x").is_err());
+        assert!(parse_server_url("http://").is_err());
     }
 
     #[test]

@@ -4,10 +4,13 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hush_client_core::{Client, ClientConfig, ConnectionState, Event, EventStream, MessageDirection, MessageRecord};
+use hush_client_core::{
+    Client, ClientConfig, ClientError, ConnectionState, Event, EventStream, MessageDirection, MessageId, MessageRecord,
+};
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::cli::OutboxAction;
 use crate::cursor::{Cursor, RECEIVE_CURSOR};
 use crate::exit::{CliError, Kind};
 use crate::output::{self, Printer};
@@ -27,11 +30,18 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Opens the account of the data directory.
+    /// Opens the account of the data directory (creating nothing if there is none).
     pub async fn open(&self) -> anyhow::Result<Client> {
-        Client::open(self.config.clone())
-            .await
-            .with_context(|| format!("cannot open the account in {}", self.config.data_dir.display()))
+        let dir = self.config.data_dir.display();
+        match Client::open(self.config.clone()).await {
+            Ok(client) => Ok(client),
+            Err(ClientError::NotRegistered) => Err(CliError::new(
+                Kind::Other,
+                format!("no account in {dir}; run `hush register USERNAME` first, or pick the account's --data-dir"),
+            )
+            .into()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot open the account in {dir}"))),
+        }
     }
 }
 
@@ -53,10 +63,11 @@ pub async fn register(ctx: &Ctx, username: &str) -> anyhow::Result<()> {
     let result = async {
         let s = client.status().await?;
         let text = format!(
-            "registered {} (account {}, device {}) in {}",
+            "registered {} (account {}, device {}) on {} in {}; later commands use this server",
             s.username,
             s.account_id,
             s.device_id,
+            s.server_url,
             ctx.config.data_dir.display()
         );
         let value = json!({
@@ -94,6 +105,10 @@ pub fn message_text(arg: String) -> anyhow::Result<String> {
 struct Reachability {
     connected: bool,
     last_failure: Option<String>,
+    /// Why the server did not take the message yet (it is retried).
+    delayed: Option<String>,
+    /// The connection stopped for good: why, and what to do.
+    stopped: Option<String>,
 }
 
 impl Reachability {
@@ -104,14 +119,20 @@ impl Reachability {
                 tracing::info!(%reason, "no connection to the server; retrying");
                 self.last_failure = Some(reason.clone());
             }
+            Event::Connection(ConnectionState::Stopped(reason)) => self.stopped = Some(reason.clone()),
+            Event::SendDelayed { reason, .. } => self.delayed = Some(reason.clone()),
             _ => {}
         }
     }
 
     /// The error for a wait for `what` that ran out after `waited`.
     fn timeout_error(&self, server: &str, what: &str, waited: Duration) -> CliError {
+        if let Some(stopped) = &self.stopped {
+            return CliError::new(Kind::Other, stopped.clone());
+        }
         let message = if self.connected {
-            format!("{what} took longer than {waited:?}")
+            let why = self.delayed.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+            format!("{what} took longer than {waited:?}{why}")
         } else {
             let why = self.last_failure.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
             format!("cannot reach the server at {server} (tried for {waited:?}){why}")
@@ -149,6 +170,18 @@ pub async fn send(ctx: &Ctx, to: &str, text: &str, timeout: Duration) -> anyhow:
                 }
                 Event::SendFailed { id: failed, reason, .. } if failed == id => {
                     break Err(CliError::new(Kind::Other, format!("message {id} was not sent: {reason}")).into());
+                }
+                Event::SendDelayed { id: delayed, code, reason, .. } if delayed == id && code == "mailbox_full" => {
+                    let msg = format!(
+                        "{reason}; message {id} stays queued and is tried again (at least once a minute while a \
+                         hush command or the daemon is connected, and on every reconnect); \
+                         `hush outbox cancel {id}` drops it"
+                    );
+                    break Err(CliError::new(Kind::MailboxFull, msg).into());
+                }
+                Event::Connection(ConnectionState::Stopped(reason)) => {
+                    let msg = format!("{reason}; message {id} stays queued");
+                    break Err(CliError::new(Kind::Other, msg).into());
                 }
                 // Waiting out the limit is fine if it fits in the timeout; otherwise say so (exit 5).
                 Event::RateLimited { id: limited, retry_after_ms, .. }
@@ -324,6 +357,10 @@ pub async fn status(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
                     reach.last_failure = Some(reason);
                     break false;
                 }
+                Ok(Some(Event::Connection(ConnectionState::Stopped(reason)))) => {
+                    reach.stopped = Some(reason);
+                    break false;
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break false,
             }
@@ -333,5 +370,38 @@ pub async fn status(ctx: &Ctx, timeout: Duration) -> anyhow::Result<()> {
         ctx.printer
             .emit(&output::status_json(&status, Some(reachable)), &output::status_text(&status, Some(reachable)))?;
         if reachable { Ok(()) } else { Err(reach.timeout_error(&ctx.config.server_url, "connecting", timeout).into()) }
+    })
+}
+
+/// `hush outbox [list | cancel ID | retry ID]`.
+pub async fn outbox(ctx: &Ctx, action: Option<OutboxAction>) -> anyhow::Result<()> {
+    let parse = |id: &str| {
+        MessageId::parse_hex(id.trim())
+            .ok_or_else(|| CliError::new(Kind::Usage, format!("{id:?} is not a message id (32 hex digits)")))
+    };
+    with_client!(ctx, |client| {
+        match action {
+            None | Some(OutboxAction::List) => {
+                let entries = client.outbox().await?;
+                if entries.is_empty() && !ctx.printer.json {
+                    println!("the outbox is empty");
+                }
+                for e in &entries {
+                    ctx.printer.emit(&output::outbox_json(e), &output::outbox_text(e))?;
+                }
+                Ok(())
+            }
+            Some(OutboxAction::Cancel { id }) => {
+                let id = parse(&id)?;
+                client.cancel(id).await.with_context(|| format!("cannot cancel {id}"))?;
+                ctx.printer.emit(&json!({ "id": id.to_string(), "status": "cancelled" }), &format!("cancelled {id}"))
+            }
+            Some(OutboxAction::Retry { id }) => {
+                let id = parse(&id)?;
+                client.retry(id).await.with_context(|| format!("cannot retry {id}"))?;
+                let text = format!("{id} is queued again; it goes out with the next hush command that connects");
+                ctx.printer.emit(&json!({ "id": id.to_string(), "status": "pending" }), &text)
+            }
+        }
     })
 }

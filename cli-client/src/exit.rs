@@ -15,6 +15,8 @@ pub enum Kind {
     UntrustedIdentity,
     /// The server refused because of its rate limit (exit 5).
     RateLimited,
+    /// A recipient's mailbox on the server is full; the message stays queued (exit 6).
+    MailboxFull,
 }
 
 impl Kind {
@@ -26,6 +28,7 @@ impl Kind {
             Kind::Network => 3,
             Kind::UntrustedIdentity => 4,
             Kind::RateLimited => 5,
+            Kind::MailboxFull => 6,
         }
     }
 
@@ -37,6 +40,7 @@ impl Kind {
             Kind::Network => "network",
             Kind::UntrustedIdentity => "untrusted_identity",
             Kind::RateLimited => "rate_limited",
+            Kind::MailboxFull => "mailbox_full",
         }
     }
 }
@@ -109,6 +113,9 @@ mod tests {
             (ClientError::Server { status: 409, code: "username_taken".into(), message: String::new() }, 1),
             (ClientError::Invalid("empty message".into()), 2),
             (ClientError::NotRegistered, 1),
+            (ClientError::Locked { dir: "/d".into(), pid: Some(7) }, 1),
+            (ClientError::Stopped("removed".into()), 1),
+            (ClientError::TooLarge(hush_client_core::TooLarge { size: 9, longest: 8, devices: 1 }), 1),
             (ClientError::UnknownUser("carol".into()), 1),
         ];
         for (error, code) in cases {

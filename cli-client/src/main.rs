@@ -43,8 +43,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx =
-        Ctx { config: ClientConfig::new(cli.data_dir(), cli.server.clone()), printer: Printer { json: cli.json } };
+    // `register` takes the given server (or the default) and stores it; every other command
+    // uses the stored one unless --server says otherwise (an empty URL means "the stored one").
+    let server = match (&cli.server, &cli.command) {
+        (Some(url), _) => url.clone(),
+        (None, Command::Register { .. }) => cli::DEFAULT_SERVER.to_owned(),
+        (None, _) => String::new(),
+    };
+    let ctx = Ctx { config: ClientConfig::new(cli.data_dir(), server), printer: Printer { json: cli.json } };
     match cli.command {
         Command::Register { username } => commands::register(&ctx, &username).await,
         Command::Send { username, text, timeout } => {
@@ -57,6 +63,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SafetyNumber { username } => commands::safety_number(&ctx, &username).await,
         Command::Trust { username } => commands::trust(&ctx, &username).await,
         Command::Status { timeout } => commands::status(&ctx, timeout.value).await,
+        Command::Outbox { action } => commands::outbox(&ctx, action).await,
         Command::Daemon(args) => daemon::run(&ctx, args).await,
     }
 }

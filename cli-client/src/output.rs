@@ -3,8 +3,8 @@
 use std::io::Write as _;
 
 use hush_client_core::{
-    ConnectionState, Contact, Event, MessageDirection, MessageRecord, MessageStatus, ReceiptKind, SafetyNumber, Status,
-    TrustState,
+    ConnectionState, Contact, Event, MessageDirection, MessageRecord, MessageStatus, OutboxEntry, OutboxState,
+    ReceiptKind, SafetyNumber, Status, TrustState,
 };
 use serde_json::{Value, json};
 
@@ -114,7 +114,41 @@ pub fn connection_name(c: &ConnectionState) -> &'static str {
         ConnectionState::Connecting(_) => "connecting",
         ConnectionState::Connected => "connected",
         ConnectionState::Disconnected(_) => "disconnected",
+        ConnectionState::Stopped(_) => "stopped",
     }
+}
+
+/// Why the connection is down (disconnected: and when it retries; stopped: what to do).
+pub fn connection_detail(c: &ConnectionState) -> Option<&str> {
+    match c {
+        ConnectionState::Disconnected(reason) | ConnectionState::Stopped(reason) => Some(reason),
+        _ => None,
+    }
+}
+
+/// An outbox entry as JSON (`hush outbox`, the daemon's `outbox`).
+pub fn outbox_json(e: &OutboxEntry) -> Value {
+    json!({
+        "id": e.id.to_string(),
+        "to": e.to,
+        "body": e.body,
+        "state": match e.state { OutboxState::Pending => "pending", OutboxState::Failed => "failed" },
+        "reason": e.reason,
+        "attempts": e.attempts,
+        "not_before": e.not_before,
+    })
+}
+
+/// An outbox entry as one line of text.
+pub fn outbox_text(e: &OutboxEntry) -> String {
+    let preview: String = e.body.chars().take(40).collect();
+    let more = if e.body.chars().count() > 40 { "…" } else { "" };
+    let state = match e.state {
+        OutboxState::Pending => "pending",
+        OutboxState::Failed => "FAILED",
+    };
+    let why = e.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+    format!("{} {state} to {} ({} bytes, \"{preview}{more}\"){why}", e.id, e.to, e.body.len())
 }
 
 /// The account status as JSON.
@@ -125,6 +159,7 @@ pub fn status_json(s: &Status, server_reachable: Option<bool>) -> Value {
         "device_id": s.device_id,
         "server": s.server_url,
         "connection": connection_name(&s.connection),
+        "connection_detail": connection_detail(&s.connection),
         "outbox_pending": s.outbox_pending,
         "outbox_failed": s.outbox_failed,
     });
@@ -141,8 +176,9 @@ pub fn status_text(s: &Status, server_reachable: Option<bool>) -> String {
         Some(false) => "UNREACHABLE",
         None => connection_name(&s.connection),
     };
+    let detail = connection_detail(&s.connection).map(|d| format!("\nconnection: {d}")).unwrap_or_default();
     format!(
-        "{} (device {}, account {})\nserver: {} ({reach})\noutbox: {} pending, {} failed",
+        "{} (device {}, account {})\nserver: {} ({reach}){detail}\noutbox: {} pending, {} failed",
         s.username, s.device_id, s.account_id, s.server_url, s.outbox_pending, s.outbox_failed
     )
 }
@@ -173,9 +209,13 @@ pub fn live_event_json(event: &Event) -> Option<Value> {
         Event::RateLimited { id, to, retry_after_ms } => {
             json!({ "type": "rate_limited", "id": id.to_string(), "to": to, "retry_after_ms": retry_after_ms })
         }
+        Event::SendDelayed { id, to, code, reason, retry_in_ms } => json!({
+            "type": "send_delayed", "id": id.to_string(), "to": to, "code": code, "reason": reason,
+            "retry_in_ms": retry_in_ms,
+        }),
         Event::Connection(state) => {
             let mut v = json!({ "type": "connection", "state": connection_name(state) });
-            if let (ConnectionState::Disconnected(reason), Some(obj)) = (state, v.as_object_mut()) {
+            if let (Some(reason), Some(obj)) = (connection_detail(state), v.as_object_mut()) {
                 obj.insert("reason".into(), json!(reason));
             }
             v

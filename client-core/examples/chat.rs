@@ -90,6 +90,10 @@ fn print_event(event: &Event) {
         Event::RateLimited { to, retry_after_ms, .. } => {
             println!("sending to {to} is rate-limited; retrying in {retry_after_ms} ms")
         }
+        Event::SendDelayed { to, reason, retry_in_ms, .. } => {
+            println!("a message to {to} waits ({reason}); retrying in {retry_in_ms} ms")
+        }
+        Event::Connection(hush_client_core::ConnectionState::Stopped(why)) => println!("offline: {why}"),
         Event::Sent { .. } | Event::QueueEmpty | Event::Connection(_) => {}
     }
 }

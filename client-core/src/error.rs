@@ -39,6 +39,39 @@ pub enum MachineError {
     /// The contact's identity key changed and is not trusted again yet.
     #[error("the identity key of {0} changed; compare safety numbers, then trust the new key to send again")]
     IdentityUntrusted(String),
+    /// A message is too long for the server's limits with the current device set.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    /// The server's answer to this message is awaited; it cannot be cancelled now.
+    #[error("message {0} is being sent right now; wait for the server's answer")]
+    InFlight(String),
+    /// An input the machine does not accept (an empty message, a message to oneself).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A message longer than the server accepts: 96 KiB per device envelope
+/// ([`hush_wire::limits::MAX_ENVELOPE_BYTES`]) and 256 KiB per send across all recipient and own
+/// devices ([`hush_wire::limits::MAX_SEND_BYTES`]), so the longest text depends on the device count.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the message is {size} bytes, but a message to {devices} device(s) can be at most {longest} bytes \
+     (the server takes {envelope_kib} KiB per device envelope and {send_kib} KiB per send across all recipient \
+     and own devices); shorten it or split it",
+    envelope_kib = hush_wire::limits::MAX_ENVELOPE_BYTES / 1024,
+    send_kib = hush_wire::limits::MAX_SEND_BYTES / 1024
+)]
+pub struct TooLarge {
+    /// The text's length in bytes (UTF-8).
+    pub size: usize,
+    /// The longest text that fits, in bytes.
+    pub longest: usize,
+    /// Devices the message is encrypted for (the recipient's and this account's other ones).
+    pub devices: usize,
+}
+
+fn pid_note(pid: &Option<u32>) -> String {
+    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
 }
 
 /// What the public API reports.
@@ -53,6 +86,27 @@ pub enum ClientError {
     /// The data directory holds no account: register first.
     #[error("no account in this data directory; register one first")]
     NotRegistered,
+    /// Another process uses this data directory.
+    #[error(
+        "the data directory {dir} is in use by another hush process{}; stop it, or use another data directory",
+        pid_note(.pid)
+    )]
+    Locked {
+        /// The data directory.
+        dir: String,
+        /// The holder's process id, if it wrote one.
+        pid: Option<u32>,
+    },
+    /// The server ended the connection for good (device removed, account unknown, this
+    /// device connected elsewhere); the text says what to do.
+    #[error("{0}")]
+    Stopped(String),
+    /// A message is too long for the server's limits.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    /// The server's answer to this message is awaited; it cannot be cancelled now.
+    #[error("message {0} is being sent right now; wait for the server's answer")]
+    MessageInFlight(String),
     /// The data directory already holds an account.
     #[error("this data directory already holds the account {0}; use another directory for a new account")]
     AlreadyRegistered(String),
@@ -75,8 +129,8 @@ pub enum ClientError {
     /// Sending to this contact is blocked because their identity key changed.
     #[error("the identity key of {0} changed; compare safety numbers, then trust the new key to send again")]
     IdentityUntrusted(String),
-    /// No message has this id, or it cannot be retried.
-    #[error("no failed message {0} to retry")]
+    /// No message in the outbox has this id.
+    #[error("no pending or failed message {0} in the outbox (see `hush outbox`)")]
     NoSuchMessage(String),
     /// A wait ran past its deadline.
     #[error("timed out: {0}")]

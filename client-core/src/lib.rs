@@ -51,10 +51,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use error::{ClientError, MachineError, StoreError};
+pub use error::{ClientError, MachineError, StoreError, TooLarge};
 pub use types::{
-    ClientConfig, ConnectionState, Contact, Event, MessageDirection, MessageId, MessageRecord, MessageStatus, Receipt,
-    ReceiptKind, ReceivedMessage, SafetyNumber, Status, TrustState,
+    ClientConfig, ConnectionState, Contact, Event, MessageDirection, MessageId, MessageRecord, MessageStatus,
+    OutboxEntry, OutboxState, Receipt, ReceiptKind, ReceivedMessage, SafetyNumber, Status, TrustState,
 };
 
 use driver::Command;
@@ -153,9 +153,21 @@ impl Client {
         self.call(|reply| Command::MarkRead { peer, reply }).await
     }
 
-    /// Queues a failed message again.
+    /// Queues a failed message again, or sends a pending one now instead of after its backoff.
     pub async fn retry(&self, id: MessageId) -> Result<(), ClientError> {
         self.call(|reply| Command::Retry { id, reply }).await
+    }
+
+    /// Drops a pending or failed message from the outbox; it is marked failed ("cancelled") in
+    /// the history. Fails with [`ClientError::MessageInFlight`] while the server's answer to
+    /// it is awaited.
+    pub async fn cancel(&self, id: MessageId) -> Result<(), ClientError> {
+        self.call(|reply| Command::Cancel { id, reply }).await
+    }
+
+    /// The text messages in the outbox, pending and failed, oldest first.
+    pub async fn outbox(&self) -> Result<Vec<OutboxEntry>, ClientError> {
+        self.call(|reply| Command::Outbox { reply }).await
     }
 
     /// The last `limit` messages of the conversation with `username`, oldest first, in the
@@ -202,7 +214,7 @@ impl Client {
         let waiter = self.call(|reply| Command::WaitQueueEmpty { reply }).await?;
         let outcome = match tokio::time::timeout(timeout, waiter).await {
             Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(reason))) => Err(ClientError::Network(reason)),
+            Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(ClientError::Shutdown),
             Err(_) => {
                 let waiting = self.call(|reply| Command::WaitingFor { reply }).await.unwrap_or_default();

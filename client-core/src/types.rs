@@ -167,8 +167,14 @@ pub enum ConnectionState {
     Connecting(u32),
     /// Authenticated; envelopes flow.
     Connected,
-    /// The connection was lost; a reconnect follows after a backoff. The text says why.
+    /// The connection was lost; a reconnect follows after a backoff. The text says why and
+    /// when the next attempt is.
     Disconnected(String),
+    /// Not connected, and not trying again by itself: the server ended the connection for a
+    /// reason reconnecting cannot fix (this device was removed, the server does not know this
+    /// account, or a copy of this device connected from elsewhere). The text says why and what
+    /// to do. [`crate::Client::connect`] tries again.
+    Stopped(String),
 }
 
 /// Something that happened, in the order it happened.
@@ -222,6 +228,21 @@ pub enum Event {
         /// How long until it is tried again, in milliseconds.
         retry_after_ms: u64,
     },
+    /// The server did not take an outgoing message for a reason that may pass (the
+    /// recipient's mailbox is full, the server had an error). The message stays queued and is
+    /// tried again after `retry_in_ms`, and at once on every reconnect.
+    SendDelayed {
+        /// Which message.
+        id: MessageId,
+        /// To whom.
+        to: String,
+        /// Machine-readable cause: `mailbox_full` or `server_error`.
+        code: String,
+        /// What happened, for people.
+        reason: String,
+        /// How long until the next attempt, in milliseconds (at most a minute).
+        retry_in_ms: u64,
+    },
     /// The server has delivered every stored envelope and the outbox is empty.
     QueueEmpty,
     /// The connection state changed.
@@ -268,6 +289,36 @@ impl fmt::Display for SafetyNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.grouped())
     }
+}
+
+/// Where an outbox message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    /// Waiting to be sent (or being sent right now).
+    Pending,
+    /// Failed for good; [`crate::Client::retry`] queues it again, [`crate::Client::cancel`]
+    /// drops it.
+    Failed,
+}
+
+/// A text message in the outbox (see [`crate::Client::outbox`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// The message id.
+    pub id: MessageId,
+    /// The recipient's username.
+    pub to: String,
+    /// The text.
+    pub body: String,
+    /// Pending or failed.
+    pub state: OutboxState,
+    /// Why it failed, or why the last attempt did not go through.
+    pub reason: Option<String>,
+    /// Send attempts that did not go through so far.
+    pub attempts: u32,
+    /// Not sent before this time (ms since the Unix epoch; 0: as soon as connected).
+    pub not_before: u64,
 }
 
 /// A snapshot of the client.
@@ -321,8 +372,16 @@ mod tests {
             Event::Sent { id: MessageId([2; 16]), to: "bob".into(), server_timestamp: 9 },
             Event::SendFailed { id: MessageId([3; 16]), to: "bob".into(), reason: "why".into() },
             Event::RateLimited { id: MessageId([4; 16]), to: "bob".into(), retry_after_ms: 1500 },
+            Event::SendDelayed {
+                id: MessageId([5; 16]),
+                to: "bob".into(),
+                code: "mailbox_full".into(),
+                reason: "full".into(),
+                retry_in_ms: 2000,
+            },
             Event::QueueEmpty,
             Event::Connection(ConnectionState::Disconnected("gone".into())),
+            Event::Connection(ConnectionState::Stopped("removed".into())),
             Event::Connection(ConnectionState::Connected),
         ]
     }

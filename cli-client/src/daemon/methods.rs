@@ -161,6 +161,16 @@ impl Session {
                 client.retry(id).await?;
                 Ok(json!({ "id": p.id, "status": "pending" }))
             }
+            "outbox" => {
+                let entries = client.outbox().await?;
+                Ok(json!({ "messages": entries.iter().map(output::outbox_json).collect::<Vec<_>>() }))
+            }
+            "cancel" => {
+                let p: RetryParams = params(p)?;
+                let id = MessageId::parse_hex(&p.id).ok_or_else(|| RpcError::params("id must be 32 hex digits"))?;
+                client.cancel(id).await?;
+                Ok(json!({ "id": p.id, "status": "cancelled" }))
+            }
             "ack" => {
                 let p: AckParams = params(p)?;
                 let (reply, rx) = oneshot::channel();

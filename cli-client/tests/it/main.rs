@@ -4,4 +4,5 @@
 mod commands;
 mod daemon;
 mod errors;
+mod hardening;
 mod support;

@@ -40,6 +40,8 @@ pub struct Hushd {
     child: Option<Child>,
     url: String,
     args: Vec<String>,
+    /// The port of the first start, kept across restarts (0: pick one).
+    port: u16,
 }
 
 impl Hushd {
@@ -52,7 +54,7 @@ impl Hushd {
     pub async fn start_with(args: &[&str]) -> Hushd {
         let dir = tempfile::Builder::new().prefix("hushd-").tempdir().expect("tempdir");
         let args = args.iter().map(|a| (*a).to_owned()).collect();
-        let mut server = Hushd { dir, child: None, url: String::new(), args };
+        let mut server = Hushd { dir, child: None, url: String::new(), args, port: 0 };
         server.spawn().await;
         server
     }
@@ -69,10 +71,26 @@ impl Hushd {
         }
     }
 
+    /// Stops the server gracefully (SIGTERM) and starts it again on the same port and data.
+    pub async fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().expect("pid");
+            let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill");
+            assert!(status.success());
+            tokio::time::timeout(DEADLINE, child.wait()).await.expect("hushd stops on SIGTERM").expect("wait");
+        }
+        self.spawn().await;
+    }
+
     async fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("hushd.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("hushd.log"))
+            .expect("log file");
+        let listen = format!("127.0.0.1:{}", self.port);
         let mut child = Command::new(hushd_binary())
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", &listen, "--data-dir"])
             .arg(self.dir.path())
             .args(&self.args)
             .stdin(Stdio::null())
@@ -88,6 +106,7 @@ impl Hushd {
             };
             if let Some(addr) = line.strip_prefix("hushd listening on ") {
                 self.url = format!("http://{}", addr.trim());
+                self.port = addr.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
                 break;
             }
         }
@@ -182,28 +201,41 @@ impl User {
         self.hush_with_stdin(args, None).await
     }
 
-    /// Runs `hush ARGS` with `stdin` as its standard input.
-    pub async fn hush_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+    /// Runs `hush ARGS` without `HUSH_SERVER` (the server comes from `--server` or the store).
+    pub async fn hush_without_server(&self, args: &[&str]) -> Output {
         let mut cmd = self.command(args);
-        if stdin.is_some() {
-            cmd.stdin(Stdio::piped());
-        }
-        let mut child = cmd.spawn().expect("start hush");
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).await.expect("write stdin");
-            drop(pipe);
-        }
-        let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("hush {args:?} did not finish within {DEADLINE:?}"))
-            .expect("wait for hush");
-        Output {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        cmd.env_remove("HUSH_SERVER");
+        run(cmd, args, None).await
     }
 
+    /// Runs `hush ARGS` with `stdin` as its standard input.
+    pub async fn hush_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run(self.command(args), args, stdin).await
+    }
+}
+
+/// Runs a prepared `hush` command to the end, feeding it `stdin`.
+pub async fn run(mut cmd: Command, args: &[&str], stdin: Option<&str>) -> Output {
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("start hush");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).await.expect("write stdin");
+        drop(pipe);
+    }
+    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("hush {args:?} did not finish within {DEADLINE:?}"))
+        .expect("wait for hush");
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl User {
     /// Sends `text` to `to` and checks it was accepted.
     pub async fn send(&self, to: &str, text: &str) -> Value {
         let out = self.hush(&["send", to, text, "--json"]).await.ok();

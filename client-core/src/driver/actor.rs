@@ -8,6 +8,7 @@ use hush_wire::frames::{Ack, ClientFrame, client_frame, server_frame};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::rest::{DeviceAuth, Rest};
@@ -22,7 +23,10 @@ use crate::types::{ClientConfig, ConnectionState, Event, Status};
 const TICK: Duration = Duration::from_millis(250);
 /// Reconnect backoff: first delay and cap.
 const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection that stayed up this long resets the backoff; one closed sooner (say, by the
+/// server right after a send) makes the next wait longer.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// Entry point of the actor thread.
 pub(super) fn run(
@@ -52,13 +56,18 @@ pub(super) fn run(
         };
         actor.run(commands).await;
     });
+    // Whatever is left in the set is dropped inside the runtime: HTTP and socket resources
+    // deregister from its reactor when dropped, and panic outside it.
+    let _inside = runtime.enter();
+    drop(local);
 }
 
 /// The live connection, if any.
 struct Connection {
     generation: u64,
     out: mpsc::UnboundedSender<ClientFrame>,
-    authenticated: bool,
+    /// When authentication succeeded.
+    authenticated: Option<Instant>,
 }
 
 struct Actor {
@@ -72,13 +81,17 @@ struct Actor {
     /// The app asked to stay connected.
     want_online: bool,
     /// Waiters of `run_until_queue_empty`; while any, the actor stays connected too.
-    drain_waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    drain_waiters: Vec<oneshot::Sender<Result<(), ClientError>>>,
     draining: bool,
     conn: Option<Connection>,
     generation: u64,
     state: ConnectionState,
     attempt: u32,
+    /// Connections in a row that ended before [`STABLE_AFTER`]: the backoff exponent.
+    failures: u32,
     reconnect_at: Option<Instant>,
+    /// Every task of this actor (connections, REST calls): cancelled and awaited on shutdown.
+    tasks: JoinSet<()>,
     ws_tx: mpsc::UnboundedSender<WsEvent>,
     ws_rx: mpsc::UnboundedReceiver<WsEvent>,
     rest_tx: mpsc::UnboundedSender<(u64, Result<RestAnswer, RestFailure>)>,
@@ -86,11 +99,24 @@ struct Actor {
 }
 
 impl Actor {
-    async fn start(config: ClientConfig, subscribers: Subscribers) -> Result<Actor, ClientError> {
+    async fn start(mut config: ClientConfig, subscribers: Subscribers) -> Result<Actor, ClientError> {
         let sqlite = open_store(&config).await?;
         let store: Arc<dyn ClientStore> = Arc::new(sqlite.clone());
-        let machine = Machine::load(store).await?.ok_or(ClientError::NotRegistered)?;
+        let machine = match Machine::load(store).await {
+            Ok(Some(machine)) => machine,
+            Ok(None) => {
+                sqlite.close().await;
+                return Err(ClientError::NotRegistered);
+            }
+            Err(e) => {
+                sqlite.close().await;
+                return Err(e.into());
+            }
+        };
         let account = machine.account();
+        if config.server_url.is_empty() {
+            config.server_url = account.server_url.clone();
+        }
         let seed: [u8; 32] =
             account.auth_key.as_slice().try_into().map_err(|_| ClientError::Invalid("stored auth key".into()))?;
         let auth = DeviceAuth {
@@ -116,7 +142,9 @@ impl Actor {
             generation: 0,
             state: ConnectionState::Offline,
             attempt: 0,
+            failures: 0,
             reconnect_at: None,
+            tasks: JoinSet::new(),
             ws_tx,
             ws_rx,
             rest_tx,
@@ -133,8 +161,7 @@ impl Actor {
                 command = commands.recv() => match command {
                     None => break,
                     Some(Command::Shutdown { reply }) => {
-                        self.close_connection();
-                        self.sqlite.close().await;
+                        self.stop().await;
                         let _ = reply.send(Ok(()));
                         return;
                     }
@@ -154,13 +181,22 @@ impl Actor {
                     let now = now_ms();
                     self.machine.tick(now, &mut self.rng).await
                 }
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => Ok(()),
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "client step failed");
             }
             self.flush();
         }
+        self.stop().await;
+    }
+
+    /// Closes the connection, cancels every task still running (a REST call in flight, the
+    /// connection) and waits until they are gone, then closes the store.
+    async fn stop(&mut self) {
         self.close_connection();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
         self.sqlite.close().await;
     }
 
@@ -172,7 +208,7 @@ impl Actor {
                 OutgoingRequest::Ack(seqs) => self.send_frame(client_frame::Frame::Ack(Ack { seqs })),
                 OutgoingRequest::Rest { id, call } => {
                     let (rest, tx) = (self.rest.clone(), self.rest_tx.clone());
-                    tokio::task::spawn_local(async move {
+                    self.tasks.spawn_local(async move {
                         let _ = tx.send((id, rest.execute(call).await));
                     });
                 }
@@ -202,7 +238,7 @@ impl Actor {
     }
 
     fn send_frame(&mut self, frame: client_frame::Frame) {
-        if let Some(conn) = self.conn.as_ref().filter(|c| c.authenticated) {
+        if let Some(conn) = self.conn.as_ref().filter(|c| c.authenticated.is_some()) {
             let _ = conn.out.send(ClientFrame::from(frame));
         }
     }
@@ -217,11 +253,11 @@ impl Actor {
         }
         self.generation += 1;
         let (out, out_rx) = mpsc::unbounded_channel();
-        self.conn = Some(Connection { generation: self.generation, out, authenticated: false });
+        self.conn = Some(Connection { generation: self.generation, out, authenticated: None });
         self.attempt += 1;
         self.set_state(ConnectionState::Connecting(self.attempt));
         let url = ws::ws_url(&self.config.server_url);
-        tokio::task::spawn_local(ws::run(url, self.auth.clone(), self.generation, self.ws_tx.clone(), out_rx));
+        self.tasks.spawn_local(ws::run(url, self.auth.clone(), self.generation, self.ws_tx.clone(), out_rx));
     }
 
     fn close_connection(&mut self) {
@@ -237,7 +273,7 @@ impl Actor {
         match event {
             WsEvent::Connected(g) if Some(g) == current => {
                 if let Some(c) = self.conn.as_mut() {
-                    c.authenticated = true;
+                    c.authenticated = Some(Instant::now());
                 }
                 self.attempt = 0;
                 self.set_state(ConnectionState::Connected);
@@ -252,25 +288,33 @@ impl Actor {
             WsEvent::Closed(g, ended) if Some(g) == current => {
                 let reason = ended.reason.clone();
                 tracing::info!(%reason, "connection closed");
-                self.conn = None;
-                self.machine.disconnected();
-                if ended.is_final() {
-                    // Auth failed, device removed, or this device connected elsewhere: retrying
-                    // cannot help. The app decides what to do (the reason says what happened).
+                let lasted = self.conn.take().and_then(|c| c.authenticated).map(|at| at.elapsed());
+                self.failures = match lasted {
+                    Some(up) if up >= STABLE_AFTER => 0,
+                    _ => self.failures.saturating_add(1),
+                };
+                let closed = self.machine.connection_closed(ended.code).await;
+                if let Some(stop) = ended.stop_reason(&self.config.server_url) {
+                    // Device removed, account unknown, or a copy of this device connected
+                    // elsewhere: reconnecting cannot help (or would fight the other copy).
+                    tracing::warn!(reason = %stop, "not reconnecting");
                     self.want_online = false;
                     self.draining = false;
                     for waiter in self.drain_waiters.drain(..) {
-                        let _ = waiter.send(Err(reason.clone()));
+                        let _ = waiter.send(Err(ClientError::Stopped(stop.clone())));
                     }
-                    self.set_state(ConnectionState::Disconnected(reason));
-                    self.set_state(ConnectionState::Offline);
+                    self.set_state(ConnectionState::Stopped(stop));
                 } else if self.should_be_online() {
-                    self.set_state(ConnectionState::Disconnected(reason));
-                    self.reconnect_at = Some(Instant::now() + self.backoff());
+                    let wait = self.backoff();
+                    self.set_state(ConnectionState::Disconnected(format!(
+                        "{reason}; reconnecting in {:.1} s",
+                        wait.as_secs_f64()
+                    )));
+                    self.reconnect_at = Some(Instant::now() + wait);
                 } else {
                     self.set_state(ConnectionState::Offline);
                 }
-                Ok(())
+                closed
             }
             _ => Ok(()), // from an older connection
         }
@@ -278,7 +322,7 @@ impl Actor {
 
     /// Exponential backoff with jitter (50%..100% of the step).
     fn backoff(&mut self) -> Duration {
-        let step = BACKOFF_START.saturating_mul(1 << self.attempt.min(8)).min(BACKOFF_MAX);
+        let step = BACKOFF_START.saturating_mul(1 << self.failures.min(8)).min(BACKOFF_MAX);
         step.mul_f64(self.rng.random_range(0.5..=1.0))
     }
 
@@ -338,6 +382,17 @@ impl Actor {
                     Err(e) => Err(client_error(e)),
                 };
                 let _ = reply.send(result);
+            }
+            Command::Cancel { id, reply } => {
+                let result = match self.machine.cancel(id, now, &mut self.rng).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(ClientError::NoSuchMessage(id.to_string())),
+                    Err(e) => Err(client_error(e)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Outbox { reply } => {
+                let _ = reply.send(self.machine.outbox().await.map_err(ClientError::from));
             }
             Command::History { peer, limit, reply } => {
                 let result = match self.contact(&peer).await {
@@ -406,6 +461,7 @@ impl Actor {
     }
 
     async fn send_text(&mut self, to: &str, text: &str, now: u64) -> Result<crate::types::MessageId, ClientError> {
+        // Checked before the lookup too, so a typo costs no server round trip.
         if text.is_empty() {
             return Err(ClientError::Invalid("empty message".into()));
         }
@@ -434,6 +490,9 @@ impl Actor {
 fn client_error(e: MachineError) -> ClientError {
     match e {
         MachineError::IdentityUntrusted(u) => ClientError::IdentityUntrusted(u),
+        MachineError::TooLarge(t) => ClientError::TooLarge(t),
+        MachineError::InFlight(id) => ClientError::MessageInFlight(id),
+        MachineError::Invalid(why) => ClientError::Invalid(why),
         other => ClientError::Machine(other),
     }
 }

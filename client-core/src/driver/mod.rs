@@ -3,6 +3,7 @@
 //! REST and the WebSocket, reconnects with backoff, and answers the [`crate::Client`] handle.
 
 mod actor;
+mod lock;
 mod rest;
 mod ws;
 
@@ -15,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::account::{Registration, RegistrationParams};
 use crate::error::ClientError;
 use crate::store::{ClientStore, SqliteStore};
-use crate::types::{ClientConfig, Contact, Event, MessageId, MessageRecord, SafetyNumber, Status};
+use crate::types::{ClientConfig, Contact, Event, MessageId, MessageRecord, OutboxEntry, SafetyNumber, Status};
+use lock::DirLock;
 
 pub(crate) use rest::now_ms;
 
@@ -48,6 +50,13 @@ pub(crate) enum Command {
         id: MessageId,
         reply: Reply<()>,
     },
+    Cancel {
+        id: MessageId,
+        reply: Reply<()>,
+    },
+    Outbox {
+        reply: Reply<Vec<OutboxEntry>>,
+    },
     History {
         peer: String,
         limit: usize,
@@ -77,7 +86,7 @@ pub(crate) enum Command {
     },
     /// The receiver is told `Ok` once idle, or why draining cannot succeed.
     WaitQueueEmpty {
-        reply: Reply<oneshot::Receiver<Result<(), String>>>,
+        reply: Reply<oneshot::Receiver<Result<(), ClientError>>>,
     },
     EndDrain {
         reply: Reply<()>,
@@ -95,6 +104,8 @@ pub(crate) struct Handle {
     tx: mpsc::UnboundedSender<Command>,
     subscribers: Subscribers,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held until shutdown: no other process may use the data directory meanwhile.
+    lock: Mutex<Option<DirLock>>,
 }
 
 /// The database file inside a data directory.
@@ -103,34 +114,89 @@ pub(crate) fn db_path(config: &ClientConfig) -> PathBuf {
 }
 
 async fn open_store(config: &ClientConfig) -> Result<SqliteStore, ClientError> {
-    std::fs::create_dir_all(&config.data_dir)?;
     Ok(SqliteStore::open(&db_path(config)).await?)
+}
+
+/// Removes what a failed registration left: the database files, the lock, and the directory
+/// itself if registration created it.
+fn remove_half_made(config: &ClientConfig, created_dir: bool) {
+    let db = db_path(config);
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = db.clone().into_os_string();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
+    let _ = std::fs::remove_file(lock::lock_path(&config.data_dir));
+    if created_dir {
+        let _ = std::fs::remove_dir(&config.data_dir);
+    }
 }
 
 impl Handle {
     pub async fn register(config: ClientConfig, username: &str) -> Result<Handle, ClientError> {
-        let store = open_store(&config).await?;
-        if let Some(existing) = store.account().await? {
-            store.close().await;
-            return Err(ClientError::AlreadyRegistered(existing.username));
+        if config.server_url.is_empty() {
+            return Err(ClientError::Invalid("no server URL to register on".into()));
         }
-        let rest = rest::Rest::new(&config.server_url, None)?;
-        let info = rest.server_info().await?;
-        let params = RegistrationParams {
-            username: username.to_owned(),
-            server_url: config.server_url.clone(),
-            trust_root: info.trust_root.0,
-            now_ms: now_ms(),
+        let created_dir = !config.data_dir.exists();
+        std::fs::create_dir_all(&config.data_dir)?;
+        let lock = match DirLock::acquire(&config.data_dir) {
+            Ok(lock) => lock,
+            Err(e) => {
+                if created_dir {
+                    let _ = std::fs::remove_dir(&config.data_dir);
+                }
+                return Err(e);
+            }
         };
-        let registration = Registration::generate(params, &mut rand::rngs::StdRng::from_os_rng())?;
-        let response = rest.register(&registration.request).await?;
-        let (_, batch) = registration.finish(&response);
-        store.commit(batch).await?;
-        store.close().await;
-        Self::open(config).await
+        let had_db = db_path(&config).exists();
+        match Self::create_account(&config, username).await {
+            Ok(()) => Self::start(config, lock).await,
+            Err(e) => {
+                drop(lock);
+                if !had_db {
+                    remove_half_made(&config, created_dir);
+                }
+                Err(e)
+            }
+        }
     }
 
+    async fn create_account(config: &ClientConfig, username: &str) -> Result<(), ClientError> {
+        let store = open_store(config).await?;
+        let result = async {
+            if let Some(existing) = store.account().await? {
+                return Err(ClientError::AlreadyRegistered(existing.username));
+            }
+            let rest = rest::Rest::new(&config.server_url, None)?;
+            let info = rest.server_info().await?;
+            let params = RegistrationParams {
+                username: username.to_owned(),
+                server_url: config.server_url.clone(),
+                trust_root: info.trust_root.0,
+                now_ms: now_ms(),
+            };
+            let registration = Registration::generate(params, &mut rand::rngs::StdRng::from_os_rng())?;
+            let response = rest.register(&registration.request).await?;
+            let (_, batch) = registration.finish(&response);
+            store.commit(batch).await?;
+            Ok::<(), ClientError>(())
+        }
+        .await;
+        store.close().await;
+        result
+    }
+
+    /// Opens the account of `config.data_dir`; refuses a directory without one (creating
+    /// nothing) and a directory another process holds.
     pub async fn open(config: ClientConfig) -> Result<Handle, ClientError> {
+        if !db_path(&config).is_file() {
+            return Err(ClientError::NotRegistered);
+        }
+        let lock = DirLock::acquire(&config.data_dir)?;
+        Self::start(config, lock).await
+    }
+
+    async fn start(config: ClientConfig, lock: DirLock) -> Result<Handle, ClientError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let subscribers: Subscribers = Arc::default();
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -139,7 +205,9 @@ impl Handle {
             .name("hush-client".into())
             .spawn(move || actor::run(config, rx, subs, ready_tx))?;
         match ready_rx.await {
-            Ok(Ok(())) => Ok(Handle { tx, subscribers, thread: Mutex::new(Some(thread)) }),
+            Ok(Ok(())) => {
+                Ok(Handle { tx, subscribers, thread: Mutex::new(Some(thread)), lock: Mutex::new(Some(lock)) })
+            }
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -164,10 +232,15 @@ impl Handle {
             let _ = rx.await;
         }
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        let mut result = Ok(());
         if let Some(thread) = thread {
             // The actor has answered and is returning; joining is quick.
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(tokio::task::spawn_blocking(move || thread.join()).await, Ok(Ok(()))) {
+                result = Err(ClientError::Io(std::io::Error::other("the client's thread panicked while stopping")));
+            }
         }
-        Ok(())
+        // The store is closed: another process may use the data directory now.
+        drop(self.lock.lock().ok().and_then(|mut l| l.take()));
+        result
     }
 }

@@ -37,8 +37,25 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn network(e: impl std::fmt::Display) -> RestFailure {
-    RestFailure { status: None, code: "network".into(), message: e.to_string() }
+/// `e` and its causes, e.g. "error sending request for url (…): client error (Connect):
+/// tcp connect error: Connection refused (os error 111)": the cause is what tells people what
+/// to do.
+pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+fn network(e: impl std::error::Error + 'static) -> RestFailure {
+    RestFailure { status: None, code: "network".into(), message: with_causes(&e) }
 }
 
 impl From<RestFailure> for ClientError {

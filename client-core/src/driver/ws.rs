@@ -38,10 +38,28 @@ impl Ended {
         Ended { code: None, reason: reason.into() }
     }
 
-    /// Close codes after which reconnecting cannot help (or would fight another connection).
-    pub fn is_final(&self) -> bool {
+    /// For a close after which reconnecting cannot help (or would fight another connection):
+    /// what happened and what to do. `None` for every other close, unknown codes included:
+    /// those reconnect with backoff.
+    pub fn stop_reason(&self, server: &str) -> Option<String> {
         use hush_wire::close::{AUTH_FAILED, DEVICE_REMOVED, REPLACED};
-        matches!(self.code, Some(AUTH_FAILED | DEVICE_REMOVED | REPLACED))
+        Some(match self.code? {
+            AUTH_FAILED => format!(
+                "the server at {server} does not know this account or device ({}): was it registered on \
+                 another server, or was the server's data reset? Register again in a new data directory",
+                self.reason
+            ),
+            DEVICE_REMOVED => {
+                format!("this device was removed from its account ({}); it can no longer send or receive", self.reason)
+            }
+            REPLACED => format!(
+                "a copy of this device (the same data directory, copied elsewhere) connected to the server ({}); \
+                 two copies would evict each other forever, so this one stopped reconnecting: stop the other copy, \
+                 then connect again",
+                self.reason
+            ),
+            _ => return None,
+        })
     }
 }
 
@@ -87,7 +105,7 @@ async fn connection(
         tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async_with_config(url, Some(config), false))
             .await
             .map_err(|_| Ended::new("connect timed out"))?
-            .map_err(|e| Ended::new(format!("cannot connect: {e}")))?;
+            .map_err(|e| Ended::new(format!("cannot connect: {}", super::rest::with_causes(&e))))?;
 
     // Challenge -> Auth -> AuthOk.
     let handshake = async {

@@ -11,6 +11,7 @@
 //! drop it) is committed; a ciphertext only after the ratchet step that produced it is committed.
 
 mod keys;
+mod limits;
 mod receive;
 mod send;
 
@@ -171,6 +172,8 @@ pub struct Machine {
     lookups: HashSet<Uuid>,
     /// Contacts whose identity key changed in the envelope being processed.
     pending_identity_events: Vec<String>,
+    /// Until when the server's rate limit holds sends back (ms).
+    rate_limited_until: u64,
 }
 
 impl std::fmt::Debug for Machine {
@@ -226,6 +229,7 @@ impl Machine {
             deferred: HashMap::new(),
             lookups: HashSet::new(),
             pending_identity_events: Vec::new(),
+            rate_limited_until: 0,
         }))
     }
 
@@ -260,10 +264,12 @@ impl Machine {
         for account in self.deferred.keys().copied().collect::<Vec<_>>() {
             self.lookup(account);
         }
+        self.head_due_on_connect(now).await?;
         self.pump(now, rng).await
     }
 
-    /// The WebSocket closed. An unanswered send is sent again after the next `connected`.
+    /// The WebSocket closed. An unanswered send is sent again after the next `connected`
+    /// (see also [`Machine::connection_closed`], which knows the close code).
     pub fn disconnected(&mut self) {
         self.connected = false;
         self.server_queue_empty = false;

@@ -13,11 +13,12 @@ use libsignal_protocol::{
 use prost::Message as _;
 use uuid::Uuid;
 
+use super::limits::{check_size, oversized};
 use super::{MAX_DEVICE_FIXES, MAX_SEND_ATTEMPTS, Machine, OutgoingRequest, Purpose, RestCall};
 use crate::content::{self, Content, DataMessage, ReceiptMessage, SentTranscript, TypingMessage, content::Body};
 use crate::error::MachineError;
 use crate::store::{Batch, ContactRow, MessageRow, NewOutbox, OutboxKind, OutboxRow};
-use crate::types::{Event, MessageDirection, MessageId, MessageStatus, TrustState};
+use crate::types::{Event, MessageDirection, MessageId, MessageStatus, OutboxEntry, OutboxState, TrustState};
 
 /// Most receipts merged into one send.
 const MAX_MERGED_RECEIPTS: usize = 200;
@@ -47,6 +48,12 @@ impl Machine {
         now: u64,
         rng: &mut R,
     ) -> Result<MessageId, MachineError> {
+        if body.is_empty() {
+            return Err(MachineError::Invalid("empty message".into()));
+        }
+        if peer.account_id == self.account.account_id {
+            return Err(MachineError::Invalid("cannot send a message to yourself".into()));
+        }
         if peer.trust == TrustState::Changed {
             return Err(MachineError::IdentityUntrusted(peer.username.clone()));
         }
@@ -60,6 +67,10 @@ impl Machine {
             body: body.to_owned(),
         };
         let content = Content { sender_username: self.account.username.clone(), body: Some(Body::Data(data)) };
+        let (peer_devices, own_devices) = self.device_counts(peer.account_id).await?;
+        let transcript = if own_devices > 0 { self.transcript(&content, peer.account_id).await? } else { None };
+        let contents: Vec<&Content> = std::iter::once(&content).chain(transcript.as_ref()).collect();
+        check_size(body.len(), &contents, peer_devices + own_devices)?;
         let mut batch = Batch::default();
         batch.clocks.push((peer.account_id, lamport));
         batch.messages.push(MessageRow {
@@ -84,6 +95,20 @@ impl Machine {
         self.store.commit(batch).await?;
         self.pump(now, rng).await?;
         Ok(id)
+    }
+
+    /// How many devices a message to `peer` goes to: theirs (at least one, before their
+    /// devices are known) and this account's other ones.
+    async fn device_counts(&self, peer: Uuid) -> Result<(usize, usize), MachineError> {
+        let peer_devices = self.signal.session_devices(&hush_keys::aci_string(peer)).await?.len().max(1);
+        let own_devices = match &self.own_devices {
+            Some(list) => list.len(),
+            None => {
+                let own = self.signal.session_devices(&hush_keys::aci_string(self.account.account_id)).await?;
+                own.iter().filter(|d| **d != self.account.device_id).count()
+            }
+        };
+        Ok((peer_devices, own_devices))
     }
 
     /// Queues a receipt to `peer` (into `batch`, committed by the caller).
@@ -129,16 +154,26 @@ impl Machine {
         self.pump(now, rng).await
     }
 
-    /// Queues a failed message again.
+    /// Queues a failed message again, or makes a pending one due now. False if the outbox
+    /// holds no text message `id`.
     pub async fn retry<R: rand::Rng + rand::CryptoRng>(
         &mut self,
         id: MessageId,
         now: u64,
         rng: &mut R,
     ) -> Result<bool, MachineError> {
-        let Some(mut row) = self.store.outbox_by_message(id).await? else { return Ok(false) };
-        if row.failed.is_none() {
+        let Some(mut row) = self.store.outbox_by_message(id).await?.filter(|r| r.kind == OutboxKind::Text) else {
             return Ok(false);
+        };
+        if row.failed.is_none() {
+            if row.not_before > now {
+                row.not_before = 0;
+                let mut batch = Batch::default();
+                batch.outbox_update.push(row);
+                self.store.commit(batch).await?;
+            }
+            self.pump(now, rng).await?;
+            return Ok(true);
         }
         if let Some(contact) = self.store.contact(row.peer).await? {
             if contact.trust == TrustState::Changed {
@@ -146,6 +181,7 @@ impl Machine {
             }
         }
         row.failed = None;
+        row.last_error = None;
         row.attempts = 0;
         row.not_before = 0;
         let mut batch = Batch::default();
@@ -154,6 +190,51 @@ impl Machine {
         self.store.commit(batch).await?;
         self.pump(now, rng).await?;
         Ok(true)
+    }
+
+    /// Drops a pending or failed text message from the outbox and marks it failed
+    /// ("cancelled"). False if the outbox holds no text message `id`; an error while the
+    /// server's answer to it is awaited.
+    pub async fn cancel<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        id: MessageId,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<bool, MachineError> {
+        let Some(row) = self.store.outbox_by_message(id).await?.filter(|r| r.kind == OutboxKind::Text) else {
+            return Ok(false);
+        };
+        if self.in_flight.as_ref().is_some_and(|(_, seqs)| seqs.contains(&row.seq)) {
+            return Err(MachineError::InFlight(id.to_string()));
+        }
+        let mut batch = Batch::default();
+        batch.outbox_remove.push(row.seq);
+        batch.message_status.push((id, MessageStatus::Failed("cancelled".into())));
+        self.store.commit(batch).await?;
+        self.pump(now, rng).await?;
+        Ok(true)
+    }
+
+    /// The text messages in the outbox, pending and failed, in sending order.
+    pub async fn outbox(&self) -> Result<Vec<OutboxEntry>, MachineError> {
+        let mut out = Vec::new();
+        for row in self.store.outbox_all(usize::MAX).await?.into_iter().filter(|r| r.kind == OutboxKind::Text) {
+            let body = self.store.message(row.message_id).await?.map(|m| m.body).unwrap_or_default();
+            let (state, reason) = match row.failed {
+                Some(reason) => (OutboxState::Failed, Some(reason)),
+                None => (OutboxState::Pending, row.last_error),
+            };
+            out.push(OutboxEntry {
+                id: row.message_id,
+                to: self.username_of(row.peer).await?,
+                body,
+                state,
+                reason,
+                attempts: row.attempts,
+                not_before: row.not_before,
+            });
+        }
+        Ok(out)
     }
 
     /// Sends a typing indicator to every known device of `peer` (online only; dropped offline).
@@ -253,7 +334,9 @@ impl Machine {
             if self.fetch_missing_devices(head.peer).await? {
                 return Ok(());
             }
-            return self.encrypt_and_send(head, now, rng).await;
+            if !self.encrypt_and_send(head, now, rng).await? {
+                return Ok(());
+            }
         }
     }
 
@@ -276,13 +359,15 @@ impl Machine {
         Ok(!self.send_waits.is_empty())
     }
 
+    /// Encrypts the head for every device and hands out the send. True if the head failed for
+    /// good instead, so the next one may go.
     async fn encrypt_and_send<R: rand::Rng + rand::CryptoRng>(
         &mut self,
         head: OutboxRow,
         now: u64,
         rng: &mut R,
-    ) -> Result<(), MachineError> {
-        let Some(cert) = self.cert.clone() else { return Ok(()) };
+    ) -> Result<bool, MachineError> {
+        let Some(cert) = self.cert.clone() else { return Ok(false) };
         let (content, seqs) = self.merged_content(&head).await?;
         let peer_name = hush_keys::aci_string(head.peer);
         let own_name = hush_keys::aci_string(self.account.account_id);
@@ -316,11 +401,13 @@ impl Machine {
                 let mut batch = Batch::default();
                 batch.sessions.insert((address.name().to_owned(), u32::from(address.device_id())), None);
                 self.store.commit(batch).await?;
-                return self.head_failed_attempt(now, "a session had expired and is being renewed", false).await;
+                self.head_failed_attempt(now, "a session had expired and is being renewed", false).await?;
+                return Ok(false);
             }
             Err(e) => {
                 self.signal.discard();
-                return self.head_failed_attempt(now, &e.to_string(), false).await;
+                self.head_failed_attempt(now, &e.to_string(), false).await?;
+                return Ok(false);
             }
         };
         recipients
@@ -329,14 +416,21 @@ impl Machine {
             let account_id = self.account.account_id.as_bytes().to_vec().into();
             recipients.push(RecipientMessages { account_id, messages: own_messages });
         }
+        let request_id = self.next_request_id();
+        let request = SendRequest { request_id, recipients, online_only: false };
+        // Refused here rather than by the server, which would close the connection on it.
+        if let Some(reason) = oversized(&request) {
+            self.signal.discard();
+            self.fail_head(&head, &format!("the message is too large to send: {reason}")).await?;
+            return Ok(true);
+        }
         // The ratchet steps are committed before the ciphertexts leave: a message key is never
         // used twice, even if we crash right after sending.
         let (batch, _) = self.signal.take();
         self.store.commit(batch).await?;
-        let request_id = self.next_request_id();
         self.in_flight = Some((request_id, seqs));
-        self.requests.push_back(OutgoingRequest::Send(SendRequest { request_id, recipients, online_only: false }));
-        Ok(())
+        self.requests.push_back(OutgoingRequest::Send(request));
+        Ok(false)
     }
 
     /// The head's content and the outbox entries it covers: receipts of one kind to the same
@@ -413,6 +507,7 @@ impl Machine {
                     SendErrorCode::DeviceMismatch => self.fix_devices(&head, &err.mismatches).await?,
                     SendErrorCode::RateLimited => {
                         let retry_after_ms = err.retry_after_ms.max(100);
+                        self.rate_limited_until = now + retry_after_ms;
                         let mut row = head.clone();
                         row.not_before = now + retry_after_ms;
                         let mut batch = Batch::default();
@@ -423,8 +518,16 @@ impl Machine {
                             self.events.push_back(Event::RateLimited { id: head.message_id, to, retry_after_ms });
                         }
                     }
-                    SendErrorCode::MailboxFull | SendErrorCode::Internal => {
-                        self.head_failed_attempt(now, &err.message, false).await?;
+                    SendErrorCode::MailboxFull => {
+                        let reason = match err.message.as_str() {
+                            "" => "a recipient's mailbox on the server is full".to_owned(),
+                            said => format!("the server did not take the message: {said}"),
+                        };
+                        self.head_delayed(&head, now, "mailbox_full", &reason).await?;
+                    }
+                    SendErrorCode::Internal => {
+                        let reason = format!("the server could not store the message: {}", err.message);
+                        self.head_delayed(&head, now, "server_error", &reason).await?;
                     }
                     _ => self.fail_head(&head, &format!("the server refused the message: {}", err.message)).await?,
                 }
@@ -551,6 +654,62 @@ impl Machine {
         }
     }
 
+    /// The server did not take the head for a reason that passes by itself: back off (at most
+    /// a minute, and the next connection tries at once), never fail for good, tell the app.
+    async fn head_delayed(&mut self, head: &OutboxRow, now: u64, code: &str, reason: &str) -> Result<(), MachineError> {
+        let mut row = head.clone();
+        row.attempts = row.attempts.saturating_add(1);
+        let retry_in_ms = backoff_ms(row.attempts);
+        row.not_before = now + retry_in_ms;
+        row.last_error = Some(reason.to_owned());
+        tracing::info!(attempts = row.attempts, code, "the server did not take a message yet; backing off");
+        let mut batch = Batch::default();
+        batch.outbox_update.push(row);
+        self.store.commit(batch).await?;
+        if head.kind == OutboxKind::Text {
+            let to = self.username_of(head.peer).await?;
+            self.events.push_back(Event::SendDelayed {
+                id: head.message_id,
+                to,
+                code: code.to_owned(),
+                reason: reason.to_owned(),
+                retry_in_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// The connection closed with the server's close `code`. A close because a frame was too
+    /// large refuses the send in flight for good: that message fails and the queue moves on
+    /// (sending it again would only close the next connection too).
+    pub async fn connection_closed(&mut self, code: Option<u16>) -> Result<(), MachineError> {
+        let in_flight = self.in_flight.clone();
+        self.disconnected();
+        let Some((_, seqs)) = in_flight.filter(|_| code == Some(hush_wire::close::TOO_BIG)) else { return Ok(()) };
+        let Some(head) = self.store.outbox_head().await?.filter(|h| seqs.first() == Some(&h.seq)) else {
+            return Ok(());
+        };
+        let reason = format!(
+            "the server refused the message as too large ({} {})",
+            hush_wire::close::TOO_BIG,
+            hush_wire::close::REASON_TOO_BIG
+        );
+        self.fail_head(&head, &reason).await
+    }
+
+    /// After a (re)connect the head is due at once, unless the server's rate limit holds it.
+    pub(super) async fn head_due_on_connect(&mut self, now: u64) -> Result<(), MachineError> {
+        let Some(mut head) = self.store.outbox_head().await? else { return Ok(()) };
+        if head.not_before <= now || now < self.rate_limited_until {
+            return Ok(());
+        }
+        head.not_before = now;
+        let mut batch = Batch::default();
+        batch.outbox_update.push(head);
+        self.store.commit(batch).await?;
+        Ok(())
+    }
+
     /// One more failed attempt for the head: back off, or fail it for good.
     pub(super) async fn head_failed_attempt(
         &mut self,
@@ -565,6 +724,7 @@ impl Machine {
         }
         tracing::info!(attempts = head.attempts, "send attempt failed; backing off");
         head.not_before = now + backoff_ms(head.attempts);
+        head.last_error = Some(reason.to_owned());
         let mut batch = Batch::default();
         batch.outbox_update.push(head);
         self.store.commit(batch).await?;

@@ -169,6 +169,16 @@ macro_rules! store_conformance_tests {
                 assert_eq!(s.outbox_pending(1).await.unwrap().len(), 1);
                 let by_id = s.outbox_by_message(MessageId([1; 16])).await.unwrap().unwrap();
                 assert_eq!((by_id.attempts, by_id.failed.as_deref()), (3, Some("no")));
+                let all: Vec<(u64, bool)> =
+                    s.outbox_all(10).await.unwrap().iter().map(|o| (o.seq, o.failed.is_some())).collect();
+                assert_eq!(all, vec![(head.seq, true), (next.seq, false), (next.seq + 1, false)]);
+                let mut delayed = next.clone();
+                delayed.last_error = Some("mailbox full".into());
+                let mut b = Batch::default();
+                b.outbox_update.push(delayed);
+                s.commit(b).await.unwrap();
+                let head_now = s.outbox_head().await.unwrap().unwrap();
+                assert_eq!(head_now.last_error.as_deref(), Some("mailbox full"));
                 let mut b = Batch::default();
                 b.outbox_remove.push(next.seq);
                 s.commit(b).await.unwrap();

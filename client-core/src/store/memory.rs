@@ -126,6 +126,7 @@ impl ClientStore for MemoryStore {
                     attempts: 0,
                     not_before: 0,
                     failed: None,
+                    last_error: None,
                 },
             );
         }
@@ -223,6 +224,10 @@ impl ClientStore for MemoryStore {
 
     async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         Ok(self.lock().outbox.values().filter(|o| o.failed.is_none()).take(limit).cloned().collect())
+    }
+
+    async fn outbox_all(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        Ok(self.lock().outbox.values().take(limit).cloned().collect())
     }
 
     async fn outbox_by_message(&self, id: MessageId) -> Result<Option<OutboxRow>, StoreError> {

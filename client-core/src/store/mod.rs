@@ -134,6 +134,8 @@ pub struct OutboxRow {
     pub not_before: u64,
     /// `Some(reason)` once failed for good; failed entries are skipped until retried.
     pub failed: Option<String>,
+    /// Why the last attempt did not go through (while still pending), for people.
+    pub last_error: Option<String>,
 }
 
 /// A new outbox entry ([`OutboxRow`] without `seq`).
@@ -274,6 +276,8 @@ pub trait ClientStore: Send + Sync + 'static {
     async fn outbox_head(&self) -> Result<Option<OutboxRow>, StoreError>;
     /// The first `limit` outbox entries that have not failed, in `seq` order.
     async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Up to `limit` outbox entries, pending and failed, in `seq` order.
+    async fn outbox_all(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
     /// The outbox entry for a message id.
     async fn outbox_by_message(&self, id: MessageId) -> Result<Option<OutboxRow>, StoreError>;
     /// (pending, failed) outbox counts.

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS processed_envelopes (seq INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS clocks (peer TEXT PRIMARY KEY, clock INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id BLOB NOT NULL,
     peer TEXT NOT NULL, kind TEXT NOT NULL, content BLOB NOT NULL, attempts INTEGER NOT NULL,
-    not_before INTEGER NOT NULL, failed TEXT);
+    not_before INTEGER NOT NULL, failed TEXT, last_error TEXT);
 CREATE TABLE IF NOT EXISTS named_values (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 "#;
 
@@ -102,6 +102,7 @@ impl SqliteStore {
             .await
             .map_err(db)?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(db)?;
+        migrate(&pool).await?;
         Ok(Self { pool })
     }
 
@@ -118,6 +119,19 @@ impl SqliteStore {
         let row = bind(sqlx::query(sql)).fetch_optional(&self.pool).await.map_err(db)?;
         row.map(|r| r.try_get::<Vec<u8>, _>(0).map_err(db)).transpose()
     }
+}
+
+/// Brings a database made by an older version up to [`SCHEMA`].
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let has_last_error: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'last_error'")
+            .fetch_one(pool)
+            .await
+            .map_err(db)?;
+    if has_last_error == 0 {
+        sqlx::query("ALTER TABLE outbox ADD COLUMN last_error TEXT").execute(pool).await.map_err(db)?;
+    }
+    Ok(())
 }
 
 type SqlQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
@@ -153,6 +167,7 @@ fn outbox_from_row(r: &SqliteRow) -> Result<OutboxRow, StoreError> {
         attempts: u32::try_from(r.try_get::<i64, _>("attempts").map_err(db)?).unwrap_or(u32::MAX),
         not_before: u(r.try_get("not_before").map_err(db)?),
         failed: r.try_get("failed").map_err(db)?,
+        last_error: r.try_get("last_error").map_err(db)?,
     })
 }
 
@@ -309,10 +324,11 @@ async fn apply_outbox(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), 
         exec(conn, q).await?;
     }
     for o in &batch.outbox_update {
-        let q = sqlx::query("UPDATE outbox SET attempts = ?, not_before = ?, failed = ? WHERE seq = ?")
+        let q = sqlx::query("UPDATE outbox SET attempts = ?, not_before = ?, failed = ?, last_error = ? WHERE seq = ?")
             .bind(i64::from(o.attempts))
             .bind(i(o.not_before))
             .bind(&o.failed)
+            .bind(&o.last_error)
             .bind(i(o.seq));
         exec(conn, q).await?;
     }
@@ -489,6 +505,15 @@ impl ClientStore for SqliteStore {
         rows.iter().map(outbox_from_row).collect()
     }
 
+    async fn outbox_all(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM outbox ORDER BY seq LIMIT ?")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
     async fn outbox_by_message(&self, id: MessageId) -> Result<Option<OutboxRow>, StoreError> {
         let row = sqlx::query("SELECT * FROM outbox WHERE message_id = ? ORDER BY seq LIMIT 1")
             .bind(id.0.to_vec())
@@ -532,5 +557,28 @@ mod tests {
         store.close().await;
         let again = SqliteStore::open(&path).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(again.envelope_processed(7).await.unwrap_or_else(|e| panic!("{e}")));
+    }
+
+    #[tokio::test]
+    async fn an_outbox_made_before_last_error_existed_is_migrated() {
+        use super::*;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("client.db");
+        let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap_or_else(|e| panic!("{e}"));
+        sqlx::raw_sql(
+            "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id BLOB NOT NULL, \
+             peer TEXT NOT NULL, kind TEXT NOT NULL, content BLOB NOT NULL, attempts INTEGER NOT NULL, \
+             not_before INTEGER NOT NULL, failed TEXT); \
+             INSERT INTO outbox (message_id, peer, kind, content, attempts, not_before, failed) \
+             VALUES (x'01010101010101010101010101010101', '00000000-0000-0000-0000-000000000009', '\"text\"', x'01', 2, 0, NULL);",
+        )
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        pool.close().await;
+        let store = SqliteStore::open(&path).await.unwrap_or_else(|e| panic!("{e}"));
+        let head = store.outbox_head().await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no head"));
+        assert_eq!((head.attempts, head.last_error), (2, None));
     }
 }

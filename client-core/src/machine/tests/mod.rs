@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod outbox;
 mod relay;
 
 use relay::{Party, Relay};

@@ -21,6 +21,8 @@ use crate::types::Event;
 
 pub const NOW: u64 = 1_800_000_000_000;
 
+use hush_wire::limits::MAX_SEND_BYTES;
+
 struct Device {
     keys: NewDevice,
     mailbox: BTreeMap<u64, Envelope>,
@@ -57,6 +59,10 @@ pub struct Relay {
     pub uploads: usize,
     /// Refuse this many of the next sends with `RATE_LIMITED` (retry after 500 ms).
     pub rate_limit_next: u32,
+    /// Refuse this many of the next sends with `MAILBOX_FULL`.
+    pub mailbox_full_next: u32,
+    /// Sends refused for their size.
+    pub refused_too_large: u32,
 }
 
 impl Relay {
@@ -70,6 +76,8 @@ impl Relay {
             report_count: None,
             uploads: 0,
             rate_limit_next: 0,
+            mailbox_full_next: 0,
+            refused_too_large: 0,
         }
     }
 
@@ -278,6 +286,22 @@ impl Relay {
                 SendError { code: SendErrorCode::RateLimited as i32, retry_after_ms: 500, ..Default::default() };
             return SendResponse { request_id: req.request_id, result: Some(send_response::Result::Error(error)) };
         }
+        // The server's size limits, as hushd checks them.
+        let largest = req.recipients.iter().flat_map(|r| &r.messages).map(|m| m.content.len()).max().unwrap_or(0);
+        if largest > hush_wire::limits::MAX_ENVELOPE_BYTES || prost::Message::encoded_len(&req) > MAX_SEND_BYTES {
+            self.refused_too_large += 1;
+            let error = SendError { code: SendErrorCode::EnvelopeTooLarge as i32, ..Default::default() };
+            return SendResponse { request_id: req.request_id, result: Some(send_response::Result::Error(error)) };
+        }
+        if self.mailbox_full_next > 0 && !req.online_only {
+            self.mailbox_full_next -= 1;
+            let error = SendError {
+                code: SendErrorCode::MailboxFull as i32,
+                message: "mailbox full".into(),
+                ..Default::default()
+            };
+            return SendResponse { request_id: req.request_id, result: Some(send_response::Result::Error(error)) };
+        }
         let mut mismatches = Vec::new();
         for r in &req.recipients {
             let account = Uuid::from_slice(&r.account_id).unwrap_or_else(|e| panic!("{e}"));
@@ -322,7 +346,7 @@ impl Relay {
         SendResponse { request_id: req.request_id, result: Some(send_response::Result::Ok(ok)) }
     }
 
-    fn rest(&mut self, account: Uuid, device: u32, call: RestCall) -> Result<RestAnswer, RestFailure> {
+    pub fn rest(&mut self, account: Uuid, device: u32, call: RestCall) -> Result<RestAnswer, RestFailure> {
         let not_found =
             || RestFailure { status: Some(404), code: "unknown_account".into(), message: "no such account".into() };
         match call {
