@@ -173,6 +173,9 @@ pub fn live_event_json(event: &Event) -> Option<Value> {
         Event::RateLimited { id, to, retry_after_ms } => {
             json!({ "type": "rate_limited", "id": id.to_string(), "to": to, "retry_after_ms": retry_after_ms })
         }
+        Event::DecryptionFailed { from, from_device, retry_requested } => json!({
+            "type": "decryption_failed", "from": from, "from_device": from_device, "retry_requested": retry_requested,
+        }),
         Event::Connection(state) => {
             let mut v = json!({ "type": "connection", "state": connection_name(state) });
             if let (ConnectionState::Disconnected(reason), Some(obj)) = (state, v.as_object_mut()) {

@@ -90,6 +90,10 @@ fn print_event(event: &Event) {
         Event::RateLimited { to, retry_after_ms, .. } => {
             println!("sending to {to} is rate-limited; retrying in {retry_after_ms} ms")
         }
+        Event::DecryptionFailed { from, retry_requested, .. } => {
+            let then = if *retry_requested { "; asked them to send it again" } else { "" };
+            println!("a message from {from} could not be decrypted{then}")
+        }
         Event::Sent { .. } | Event::QueueEmpty | Event::Connection(_) => {}
     }
 }

@@ -12,7 +12,10 @@
 
 mod keys;
 mod receive;
+mod retry;
 mod send;
+
+pub use retry::{MAX_REQUESTS_PER_WINDOW, RETRY_WINDOW_MS, RetryStats, message_tag};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -171,6 +174,8 @@ pub struct Machine {
     lookups: HashSet<Uuid>,
     /// Contacts whose identity key changed in the envelope being processed.
     pending_identity_events: Vec<String>,
+    /// Rate limits and counters of retry requests and resends.
+    retries: retry::RetryState,
 }
 
 impl std::fmt::Debug for Machine {
@@ -226,6 +231,7 @@ impl Machine {
             deferred: HashMap::new(),
             lookups: HashSet::new(),
             pending_identity_events: Vec::new(),
+            retries: retry::RetryState::default(),
         }))
     }
 

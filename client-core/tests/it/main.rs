@@ -6,4 +6,5 @@
 mod crash;
 mod delivery;
 mod identity;
+mod retry;
 mod support;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod relay;
+mod retry;
 
 use relay::{Party, Relay};
 
