@@ -229,7 +229,7 @@ macro_rules! store_conformance_tests {
                     peer: uuid(2),
                     message_id: MessageId([n as u8; 16]),
                     content: vec![n as u8; 3],
-                    sent_at: 10 + n,
+                    sent_at: 10 + n % 1000,
                 }
             }
 
