@@ -83,8 +83,8 @@ pub async fn crash(target: &mut Target, o: &CrashOptions) -> anyhow::Result<(Str
 
     let mut receiver_tasks = Vec::new();
     for r in &receivers {
-        let task = receive(url.clone(), r.clone(), o.messages, stop_rx.clone(), counters.clone(), deadline);
-        receiver_tasks.push(tokio::spawn(task));
+        let job = RecvJob { url: url.clone(), device: r.clone(), expected: o.messages, deadline };
+        receiver_tasks.push(tokio::spawn(receive(job, stop_rx.clone(), counters.clone())));
     }
     let mut sender_tasks = Vec::new();
     for (i, s) in devices.iter().enumerate() {
@@ -234,16 +234,18 @@ async fn send(
     Ok(SenderEnd { acked })
 }
 
-/// Reads and acks everything, reconnecting after a crash. When told to stop, reconnects once
-/// more and reads until `QueueEmpty`, so every stored envelope is counted.
-async fn receive(
+/// One receiver's work.
+struct RecvJob {
     url: String,
     device: Arc<BenchDevice>,
     expected: u32,
-    mut stop: watch::Receiver<bool>,
-    counters: Arc<Counters>,
     deadline: tokio::time::Instant,
-) -> anyhow::Result<ReceiverEnd> {
+}
+
+/// Reads and acks everything, reconnecting after a crash. When told to stop, reconnects once
+/// more and reads until `QueueEmpty`, so every stored envelope is counted.
+async fn receive(job: RecvJob, mut stop: watch::Receiver<bool>, counters: Arc<Counters>) -> anyhow::Result<ReceiverEnd> {
+    let RecvJob { url, device, expected, deadline } = job;
     let mut end = ReceiverEnd { received: vec![false; expected as usize], ..ReceiverEnd::default() };
     // Per message number: whether a copy marked as resent was seen.
     let mut resent_seen = vec![false; expected as usize];

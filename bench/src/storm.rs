@@ -72,8 +72,8 @@ pub async fn reconnect(target: &Target, o: &ReconnectOptions) -> anyhow::Result<
 
     eprintln!("connecting {} devices", o.devices);
     for (i, d) in devices.iter().enumerate() {
-        let task = storm_device(target.ws_url(i), d.clone(), o.backlog, phase_rx.clone(), go_rx.clone(), shared.clone());
-        tokio::spawn(task);
+        let job = StormJob { url: target.ws_url(i), device: d.clone(), backlog: o.backlog };
+        tokio::spawn(storm_device(job, phase_rx.clone(), go_rx.clone(), shared.clone()));
         if i % 256 == 255 {
             tokio::task::yield_now().await;
         }
@@ -146,14 +146,20 @@ pub async fn reconnect(target: &Target, o: &ReconnectOptions) -> anyhow::Result<
 }
 
 /// One storm device: connect, wait, drop, wait, reconnect and read its backlog to `QueueEmpty`.
-async fn storm_device(
+/// One storm device: where it connects, as whom, and how many envelopes wait for it.
+struct StormJob {
     url: String,
     device: Arc<BenchDevice>,
     backlog: u32,
+}
+
+async fn storm_device(
+    job: StormJob,
     mut phase: watch::Receiver<Phase>,
     mut go: watch::Receiver<Option<Instant>>,
     shared: Arc<Shared>,
 ) {
+    let StormJob { url, device, backlog } = job;
     let result = async {
         let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
         let (mut ws, _) = client::connect_retry(&url, &device, deadline).await?;
@@ -163,7 +169,7 @@ async fn storm_device(
         let _ = ws.close(None).await;
         drop(ws);
         shared.dropped.fetch_add(1, Ordering::Relaxed);
-        let start = go.wait_for(Option::is_some).await?.context("no start time")?;
+        let start = (*go.wait_for(Option::is_some).await?).context("no start time")?;
         let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
         let (mut ws, retries) = client::connect_retry(&url, &device, deadline).await?;
         shared.retries.fetch_add(u64::from(retries), Ordering::Relaxed);
