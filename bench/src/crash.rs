@@ -244,7 +244,11 @@ struct RecvJob {
 
 /// Reads and acks everything, reconnecting after a crash. When told to stop, reconnects once
 /// more and reads until `QueueEmpty`, so every stored envelope is counted.
-async fn receive(job: RecvJob, mut stop: watch::Receiver<bool>, counters: Arc<Counters>) -> anyhow::Result<ReceiverEnd> {
+async fn receive(
+    job: RecvJob,
+    mut stop: watch::Receiver<bool>,
+    counters: Arc<Counters>,
+) -> anyhow::Result<ReceiverEnd> {
     let RecvJob { url, device, expected, deadline } = job;
     let mut end = ReceiverEnd { received: vec![false; expected as usize], ..ReceiverEnd::default() };
     // Per message number: whether a copy marked as resent was seen.

@@ -159,7 +159,8 @@ async fn main() -> anyhow::Result<()> {
             if !kill_every.is_finite() || kill_every <= 0.0 {
                 bail!("--kill-every must be a positive number of seconds");
             }
-            let o = crash::CrashOptions { pairs, messages, size, rate, kill_every: Duration::from_secs_f64(kill_every) };
+            let o =
+                crash::CrashOptions { pairs, messages, size, rate, kill_every: Duration::from_secs_f64(kill_every) };
             let (line, clean) = crash::crash(&mut target(&cli.target)?, &o).await?;
             println!("{line}");
             ok &= clean;
@@ -206,7 +207,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if !ok {
-        bail!("envelopes were lost, duplicated or refused (crash: an acknowledged message was lost): see the figures above");
+        bail!(
+            "envelopes were lost, duplicated or refused (crash: an acknowledged message was lost): see the figures above"
+        );
     }
     Ok(())
 }

@@ -120,7 +120,11 @@ pub async fn reconnect(target: &Target, o: &ReconnectOptions) -> anyhow::Result<
         t.await??;
     }
     if !finished {
-        bail!("only {} of {} devices finished within {PHASE_TIMEOUT:?}", shared.done.load(Ordering::Relaxed), o.devices);
+        bail!(
+            "only {} of {} devices finished within {PHASE_TIMEOUT:?}",
+            shared.done.load(Ordering::Relaxed),
+            o.devices
+        );
     }
 
     let mut times = shared.times_us.lock().await.clone();
@@ -231,9 +235,7 @@ async fn queue_backlog(ws: Ws, devices: &[Arc<BenchDevice>], backlog: u32, paylo
     Ok(())
 }
 
-async fn backlog_answer(
-    stream: &mut futures_util::stream::SplitStream<Ws>,
-) -> anyhow::Result<u64> {
+async fn backlog_answer(stream: &mut futures_util::stream::SplitStream<Ws>) -> anyhow::Result<u64> {
     loop {
         let msg = tokio::time::timeout(PHASE_TIMEOUT, stream.next()).await.context("backlog send timed out")?;
         let Some(msg) = msg else { bail!("the server closed the backlog sender") };

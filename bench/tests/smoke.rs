@@ -66,7 +66,8 @@ fn idle_reports_memory_per_connection() {
 
 #[test]
 fn crash_survives_restarts_and_loses_nothing_acknowledged() {
-    let f = run(&["crash", "--pairs", "2", "--messages", "400", "--size", "64", "--rate", "400", "--kill-every", "0.4"]);
+    let f =
+        run(&["crash", "--pairs", "2", "--messages", "400", "--size", "64", "--rate", "400", "--kill-every", "0.4"]);
     let n = |key: &str| value(&f, key).parse::<u64>().unwrap_or_else(|e| panic!("{key}: {e}"));
     assert!(n("crash_kills") >= 1, "the server was killed at least once: {f:?}");
     assert_eq!((n("sent"), n("acked"), n("delivered")), (800, 800, 800));

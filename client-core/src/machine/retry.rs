@@ -288,8 +288,8 @@ impl Machine {
         cert: &libsignal_protocol::SenderCertificate,
         rng: &mut R,
     ) -> Result<DeviceMessage, MachineError> {
-        let device_id =
-            libsignal_protocol::DeviceId::try_from(device).map_err(|_| MachineError::Content("bad device id".into()))?;
+        let device_id = libsignal_protocol::DeviceId::try_from(device)
+            .map_err(|_| MachineError::Content("bad device id".into()))?;
         let address = ProtocolAddress::new(name.to_owned(), device_id);
         let registration_id = libsignal_protocol::SessionStore::load_session(&self.signal, &address)
             .await?
@@ -306,6 +306,11 @@ impl Machine {
             None,
         )?;
         let content = sealed_sender_encrypt_from_usmc(&address, &usmc, &self.signal, rng).await?;
-        Ok(DeviceMessage { device_id: device, registration_id, kind: EnvelopeKind::SealedSender as i32, content: content.into() })
+        Ok(DeviceMessage {
+            device_id: device,
+            registration_id,
+            kind: EnvelopeKind::SealedSender as i32,
+            content: content.into(),
+        })
     }
 }

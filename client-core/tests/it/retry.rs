@@ -33,7 +33,8 @@ async fn a_message_sent_over_a_session_the_recipient_lost_is_reported_and_resent
     alice.client.connect().await.unwrap();
     bob.client.connect().await.unwrap();
     let mut seen = Vec::new();
-    let failed = bob.wait_for("the decryption failure", &mut seen, |e| matches!(e, Event::DecryptionFailed { .. })).await;
+    let failed =
+        bob.wait_for("the decryption failure", &mut seen, |e| matches!(e, Event::DecryptionFailed { .. })).await;
     assert_eq!(failed, Event::DecryptionFailed { from: alice.name.clone(), from_device: 1, retry_requested: true });
     let resent = bob.wait_for("the resent message", &mut seen, |e| matches!(e, Event::Message(_))).await;
     let Event::Message(m) = resent else { unreachable!() };
