@@ -131,6 +131,26 @@ pub async fn connect(url: &str, device: &BenchDevice) -> anyhow::Result<Ws> {
     }
 }
 
+/// Connects as `device`, retrying every 50 ms (while the server restarts, or refuses a
+/// burst of handshakes) until `deadline`. Returns the connection and the failed attempts.
+pub async fn connect_retry(
+    url: &str,
+    device: &BenchDevice,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<(Ws, u32)> {
+    let mut failures = 0;
+    loop {
+        match connect(url, device).await {
+            Ok(ws) => return Ok((ws, failures)),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.context("still failing at the deadline")),
+            Err(_) => {
+                failures += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// The next server frame (pings are answered by tungstenite on the next read/write).
 pub async fn next_frame(ws: &mut Ws) -> anyhow::Result<server_frame::Frame> {
     loop {
@@ -163,8 +183,13 @@ pub struct Payloads {
     epoch: Instant,
 }
 
+/// Bit of the header's sender field that marks a resent message.
+const RESENT: u32 = 1 << 31;
+
 /// What a payload header says.
 pub struct Header {
+    /// Whether the sender sent it again because the answer to the first send was lost.
+    pub resent: bool,
     /// Message number from that sender.
     pub number: u32,
     /// Nanoseconds since the bench epoch when it was sent.
@@ -188,7 +213,14 @@ impl Payloads {
 
     /// A send request for one message to one device.
     pub fn send(&self, request_id: u64, to: &BenchDevice, sender: u32, number: u32) -> Message {
+        self.send_marked(request_id, to, sender, number, false)
+    }
+
+    /// Like [`Payloads::send`], marked as sent again after a lost answer (`resent`), so the
+    /// receiver can tell a duplicate of a resend from any other duplicate.
+    pub fn send_marked(&self, request_id: u64, to: &BenchDevice, sender: u32, number: u32, resent: bool) -> Message {
         let mut content = BytesMut::from(&self.filler[..]);
+        let sender = if resent { sender | RESENT } else { sender & !RESENT };
         content[..4].copy_from_slice(&sender.to_be_bytes());
         content[4..8].copy_from_slice(&number.to_be_bytes());
         content[8..16].copy_from_slice(&self.now_ns().to_be_bytes());
@@ -214,6 +246,7 @@ impl Payloads {
             return None;
         }
         Some(Header {
+            resent: u32::from_be_bytes(content[..4].try_into().ok()?) & RESENT != 0,
             number: u32::from_be_bytes(content[4..8].try_into().ok()?),
             sent_ns: u64::from_be_bytes(content[8..16].try_into().ok()?),
         })

@@ -40,15 +40,12 @@ async fn receive(mut ws: Ws, expected: u32, payloads: Arc<Payloads>) -> anyhow::
     let mut acks = Vec::new();
     while got.unique < u64::from(expected) {
         let first = tokio::time::timeout_at(deadline, ws.next()).await.context("receiver timed out")?;
-        let mut batch = vec![first];
-        while let Some(more) = ws.next().now_or_never() {
-            batch.push(more);
-        }
+        let batch = take_ready(&mut ws, first);
         for msg in batch {
             let msg = match msg {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => return Err(e.into()),
-                None => bail!("receiver connection ended"),
+                None => bail!("the server closed the receiver's connection (run `crash` to measure restarts)"),
             };
             let Some(server_frame::Frame::Envelope(env)) = client::decode(&msg) else { continue };
             acks.push(env.seq);
@@ -68,6 +65,25 @@ async fn receive(mut ws: Ws, expected: u32, payloads: Arc<Payloads>) -> anyhow::
         }
     }
     Ok(got)
+}
+
+/// `first` plus every item the stream has ready, up to and including its end (`None`). An
+/// ended stream stays ended, so polling on after `None` would spin forever: that is what made
+/// the bench grow to 24 GB when hushd was killed under `pairs`.
+fn take_ready<S: futures_util::Stream + Unpin>(stream: &mut S, first: Option<S::Item>) -> Vec<Option<S::Item>> {
+    let ended = first.is_none();
+    let mut batch = vec![first];
+    if ended {
+        return batch;
+    }
+    while let Some(more) = stream.next().now_or_never() {
+        let ended = more.is_none();
+        batch.push(more);
+        if ended {
+            break;
+        }
+    }
+    batch
 }
 
 /// What a sender got back.
@@ -116,7 +132,8 @@ async fn send_all(
     Ok(sent)
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+/// The `p` quantile of sorted microseconds, in milliseconds.
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -288,4 +305,39 @@ pub async fn drain(target: &Target, messages: u32, size: usize) -> anyhow::Resul
 pub fn fanout() -> String {
     eprintln!("fanout needs group messaging, which hushd does not implement yet");
     "fanout=unsupported reason=needs_groups".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::take_ready;
+
+    /// A stream that ends, and fails the test if it is polled in a loop after its end.
+    struct Ending {
+        items: VecDeque<u32>,
+        polls_after_end: u32,
+    }
+
+    impl futures_util::Stream for Ending {
+        type Item = u32;
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<u32>> {
+            if let Some(i) = self.items.pop_front() {
+                return Poll::Ready(Some(i));
+            }
+            self.polls_after_end += 1;
+            assert!(self.polls_after_end < 100, "an ended stream is polled in a loop");
+            Poll::Ready(None)
+        }
+    }
+
+    #[test]
+    fn a_closed_connection_ends_the_batch_instead_of_spinning() {
+        let mut stream = Ending { items: VecDeque::from([1, 2]), polls_after_end: 0 };
+        assert_eq!(take_ready(&mut stream, Some(0)), vec![Some(0), Some(1), Some(2), None]);
+        assert_eq!(take_ready(&mut stream, None), vec![None]);
+        assert_eq!(stream.polls_after_end, 1);
+    }
 }

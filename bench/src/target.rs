@@ -14,9 +14,18 @@ pub struct Target {
     pub urls: Vec<String>,
     /// Process ids to measure (CPU and memory are summed over them).
     pub pids: Vec<u32>,
-    child: Option<(Child, tempfile::TempDir)>,
+    spawned: Option<Spawned>,
+}
+
+/// A hushd the bench started, with what it needs to start it again on the same data.
+struct Spawned {
+    child: Child,
     /// Kept open for hushd's lifetime.
-    _stdout: Option<BufReader<std::process::ChildStdout>>,
+    _stdout: BufReader<std::process::ChildStdout>,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+    /// `ip:port` it listens on (kept across restarts, so clients reconnect to the same URL).
+    addr: String,
 }
 
 /// CPU and memory of the server processes at one moment.
@@ -41,38 +50,85 @@ fn hushd_binary() -> anyhow::Result<PathBuf> {
     bail!("no hushd next to {} (build it with `cargo build --release -p hush-server`, or set HUSHD_BIN)", exe.display())
 }
 
+/// Starts hushd on `listen` with its data in `dir`; returns it, its stdout and its address.
+fn start(
+    dir: &std::path::Path,
+    listen: &str,
+    extra_args: &[String],
+) -> anyhow::Result<(Child, BufReader<std::process::ChildStdout>, String)> {
+    let mut child = Command::new(hushd_binary()?)
+        .args(["--listen", listen, "--rate-burst", "1000000000", "--rate-per-second", "1000000000"])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(extra_args)
+        .env("HUSHD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting hushd")?;
+    let stdout = child.stdout.take().context("hushd stdout")?;
+    let mut line = String::new();
+    let mut stdout = BufReader::new(stdout);
+    stdout.read_line(&mut line)?;
+    let Some(addr) = line.trim().strip_prefix("hushd listening on ") else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("hushd did not print its address");
+    };
+    let addr = addr.to_owned();
+    Ok((child, stdout, addr))
+}
+
 impl Target {
     /// Starts a fresh hushd with a temporary SQLite database. The per-device
     /// rate limit is lifted: the bench measures the relay, not the limiter.
     pub fn spawn(extra_args: &[String]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut child = Command::new(hushd_binary()?)
-            .args(["--listen", "127.0.0.1:0", "--rate-burst", "1000000000", "--rate-per-second", "1000000000"])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(extra_args)
-            .env("HUSHD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting hushd")?;
-        let stdout = child.stdout.take().context("hushd stdout")?;
-        let mut line = String::new();
-        let mut stdout = BufReader::new(stdout);
-        stdout.read_line(&mut line)?;
-        let addr = line.trim().strip_prefix("hushd listening on ").context("hushd did not print its address")?;
+        let (child, stdout, addr) = start(dir.path(), "127.0.0.1:0", extra_args)?;
         let pid = child.id();
         Ok(Target {
             urls: vec![format!("http://{addr}")],
             pids: vec![pid],
-            child: Some((child, dir)),
-            _stdout: Some(stdout),
+            spawned: Some(Spawned { child, _stdout: stdout, dir, extra_args: extra_args.to_vec(), addr }),
         })
+    }
+
+    /// Whether the bench started this hushd (and so can kill and restart it).
+    pub fn is_spawned(&self) -> bool {
+        self.spawned.is_some()
+    }
+
+    /// SIGKILLs the spawned hushd (no graceful shutdown: what a crash or an OOM kill does).
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        let s = self.spawned.as_mut().context("only a hushd started with --spawn can be killed")?;
+        s.child.kill().context("killing hushd")?;
+        s.child.wait().context("reaping hushd")?;
+        Ok(())
+    }
+
+    /// Starts the spawned hushd again on the same address and data directory. Retries for a
+    /// few seconds while the port is still held by the dying process.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let s = self.spawned.as_mut().context("only a hushd started with --spawn can be restarted")?;
+        let mut last = None;
+        for _ in 0..50 {
+            match start(s.dir.path(), &s.addr, &s.extra_args) {
+                Ok((child, stdout, _)) => {
+                    self.pids = vec![child.id()];
+                    s.child = child;
+                    s._stdout = stdout;
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("hushd did not restart")))
     }
 
     /// A running server (or several nodes) given by URL and pid.
     pub fn attach(urls: Vec<String>, pids: Vec<u32>) -> Self {
-        Target { urls, pids, child: None, _stdout: None }
+        Target { urls, pids, spawned: None }
     }
 
     /// Summed CPU time and memory of the server processes.
@@ -112,9 +168,9 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        if let Some((child, _dir)) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(s) = &mut self.spawned {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
         }
     }
 }

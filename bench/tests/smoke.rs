@@ -63,3 +63,26 @@ fn idle_reports_memory_per_connection() {
     assert_eq!(value(&f, "idle_conns"), "20");
     assert!(value(&f, "server_rss_kib_per_conn").parse::<f64>().is_ok());
 }
+
+#[test]
+fn crash_survives_restarts_and_loses_nothing_acknowledged() {
+    let f =
+        run(&["crash", "--pairs", "2", "--messages", "400", "--size", "64", "--rate", "400", "--kill-every", "0.4"]);
+    let n = |key: &str| value(&f, key).parse::<u64>().unwrap_or_else(|e| panic!("{key}: {e}"));
+    assert!(n("crash_kills") >= 1, "the server was killed at least once: {f:?}");
+    assert_eq!((n("sent"), n("acked"), n("delivered")), (800, 800, 800));
+    assert_eq!((n("lost"), n("dup_other")), (0, 0));
+    assert!(n("reconnects") >= 1, "the clients reconnected: {f:?}");
+    assert!(n("dup_resent") <= n("resent"), "a duplicate comes from a resend: {f:?}");
+}
+
+#[test]
+fn reconnect_storm_brings_every_device_back_with_its_backlog() {
+    let f = run(&["reconnect", "--devices", "60", "--backlog", "2", "--size", "64", "--probes", "2"]);
+    assert_eq!(value(&f, "reconnect_devices"), "60");
+    assert_eq!((value(&f, "failed"), value(&f, "lost")), ("0", "0"));
+    for key in ["storm_ms", "device_p50_ms", "device_p99_ms", "probe_send_p50_ms", "probe_send_p99_ms"] {
+        let v: f64 = value(&f, key).parse().unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert!(v >= 0.0);
+    }
+}

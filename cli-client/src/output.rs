@@ -213,6 +213,9 @@ pub fn live_event_json(event: &Event) -> Option<Value> {
             "type": "send_delayed", "id": id.to_string(), "to": to, "code": code, "reason": reason,
             "retry_in_ms": retry_in_ms,
         }),
+        Event::DecryptionFailed { from, from_device, retry_requested } => json!({
+            "type": "decryption_failed", "from": from, "from_device": from_device, "retry_requested": retry_requested,
+        }),
         Event::Connection(state) => {
             let mut v = json!({ "type": "connection", "state": connection_name(state) });
             if let (Some(reason), Some(obj)) = (connection_detail(state), v.as_object_mut()) {

@@ -94,6 +94,10 @@ fn print_event(event: &Event) {
             println!("a message to {to} waits ({reason}); retrying in {retry_in_ms} ms")
         }
         Event::Connection(hush_client_core::ConnectionState::Stopped(why)) => println!("offline: {why}"),
+        Event::DecryptionFailed { from, retry_requested, .. } => {
+            let then = if *retry_requested { "; asked them to send it again" } else { "" };
+            println!("a message from {from} could not be decrypted{then}")
+        }
         Event::Sent { .. } | Event::QueueEmpty | Event::Connection(_) => {}
     }
 }

@@ -243,6 +243,18 @@ pub enum Event {
         /// How long until the next attempt, in milliseconds (at most a minute).
         retry_in_ms: u64,
     },
+    /// A message from a contact could not be decrypted (e.g. their session with this device
+    /// was lost). Unless `retry_requested` is false (too many failures from that device in a
+    /// short time), their client was asked to send it again; the message then arrives as an
+    /// ordinary [`Event::Message`].
+    DecryptionFailed {
+        /// Who sent it.
+        from: String,
+        /// From which of their devices.
+        from_device: u32,
+        /// Whether the sender was asked to send it again.
+        retry_requested: bool,
+    },
     /// The server has delivered every stored envelope and the outbox is empty.
     QueueEmpty,
     /// The connection state changed.
@@ -383,6 +395,7 @@ mod tests {
             Event::Connection(ConnectionState::Disconnected("gone".into())),
             Event::Connection(ConnectionState::Stopped("removed".into())),
             Event::Connection(ConnectionState::Connected),
+            Event::DecryptionFailed { from: "bob".into(), from_device: 2, retry_requested: true },
         ]
     }
 

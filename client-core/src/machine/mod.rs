@@ -13,7 +13,10 @@
 mod keys;
 mod limits;
 mod receive;
+mod retry;
 mod send;
+
+pub use retry::{MAX_REQUESTS_PER_WINDOW, RETRY_WINDOW_MS, RetryStats, message_tag};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -174,6 +177,8 @@ pub struct Machine {
     pending_identity_events: Vec<String>,
     /// Until when the server's rate limit holds sends back (ms).
     rate_limited_until: u64,
+    /// Rate limits and counters of retry requests and resends.
+    retries: retry::RetryState,
 }
 
 impl std::fmt::Debug for Machine {
@@ -230,6 +235,7 @@ impl Machine {
             lookups: HashSet::new(),
             pending_identity_events: Vec::new(),
             rate_limited_until: 0,
+            retries: retry::RetryState::default(),
         }))
     }
 

@@ -27,8 +27,9 @@ struct Origin<'a> {
 impl Machine {
     /// Processes one envelope: decrypts it, drops it if it is a duplicate (by envelope seq, by
     /// message id, or by libsignal's duplicate detection), stores its effect, and only then
-    /// queues its ack. An error means nothing was committed and nothing is acked: the server
-    /// delivers the envelope again later.
+    /// queues its ack. An envelope that cannot be decrypted is reported and its sender asked to
+    /// send it again (see `machine/retry.rs`). An error means nothing was committed and nothing
+    /// is acked: the server delivers the envelope again later.
     pub async fn receive_envelope<R: rand::Rng + rand::CryptoRng>(
         &mut self,
         envelope: Envelope,
@@ -105,7 +106,11 @@ impl Machine {
             Err(SignalProtocolError::InvalidState("local store", e)) => {
                 return Err(MachineError::Store(crate::error::StoreError::Corrupt(e)));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                // Nothing of the failed attempt is kept; the sealed layer still names the sender.
+                self.signal.discard();
+                return self.undecryptable(envelope, e, now, rng).await;
+            }
         };
         let account = libsignal_protocol::Aci::parse_from_service_id_string(&result.sender_uuid)
             .map(Uuid::from)

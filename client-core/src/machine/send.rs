@@ -7,8 +7,8 @@ use hush_wire::frames::{
     DeviceMessage, EnvelopeKind, RecipientMessages, SendErrorCode, SendRequest, SendResponse, send_response,
 };
 use libsignal_protocol::{
-    DeviceId, IdentityKey, PreKeyBundle, ProtocolAddress, PublicKey, SignalProtocolError, kem, process_prekey_bundle,
-    sealed_sender_encrypt,
+    ContentHint, DeviceId, IdentityKey, PreKeyBundle, ProtocolAddress, PublicKey, SignalProtocolError,
+    UnidentifiedSenderMessageContent, kem, message_encrypt, process_prekey_bundle, sealed_sender_encrypt_from_usmc,
 };
 use prost::Message as _;
 use uuid::Uuid;
@@ -17,11 +17,17 @@ use super::limits::{check_size, oversized};
 use super::{MAX_DEVICE_FIXES, MAX_SEND_ATTEMPTS, Machine, OutgoingRequest, Purpose, RestCall};
 use crate::content::{self, Content, DataMessage, ReceiptMessage, SentTranscript, TypingMessage, content::Body};
 use crate::error::MachineError;
-use crate::store::{Batch, ContactRow, MessageRow, NewOutbox, OutboxKind, OutboxRow};
+use crate::store::{Batch, ContactRow, MessageRow, NewOutbox, OutboxKind, OutboxRow, SentLogRow};
 use crate::types::{Event, MessageDirection, MessageId, MessageStatus, OutboxEntry, OutboxState, TrustState};
 
 /// Most receipts merged into one send.
 const MAX_MERGED_RECEIPTS: usize = 200;
+
+/// One device's ciphertext and the tag a retry request would name it by.
+struct Sealed {
+    message: DeviceMessage,
+    tag: u64,
+}
 
 /// What sealing needs besides the plaintext: the sender certificate and the time.
 struct Seal<'a> {
@@ -259,7 +265,7 @@ impl Machine {
         let mut messages = Vec::new();
         for device in devices {
             match self.encrypt_for((&name, device), &plain, &Seal { cert: &cert.cert, now }, rng).await {
-                Ok(m) => messages.push(m),
+                Ok(sealed) => messages.push(sealed.message),
                 Err(e) => tracing::debug!(error = %e, "typing indicator not encrypted for a device"),
             }
         }
@@ -274,14 +280,15 @@ impl Machine {
         Ok(())
     }
 
-    /// Seals `plain` for one device (the ratchet step stays in the pending batch).
+    /// Seals `plain` for one device (the ratchet step stays in the pending batch); the tag
+    /// names the message in a retry request.
     async fn encrypt_for<R: rand::Rng + rand::CryptoRng>(
         &mut self,
         (name, device): (&str, u32),
         plain: &[u8],
         seal: &Seal<'_>,
         rng: &mut R,
-    ) -> Result<DeviceMessage, MachineError> {
+    ) -> Result<Sealed, MachineError> {
         let (cert, now) = (seal.cert, seal.now);
         let device_id = DeviceId::try_from(device).map_err(|_| MachineError::Content("bad device id".into()))?;
         let address = ProtocolAddress::new(name.to_owned(), device_id);
@@ -291,13 +298,24 @@ impl Machine {
             .map(|s| s.remote_registration_id())
             .transpose()?
             .unwrap_or(0);
-        let ciphertext = sealed_sender_encrypt(&address, cert, plain, &mut s1, &mut s2, system_time(now), rng).await?;
-        Ok(DeviceMessage {
+        // What `sealed_sender_encrypt` does, keeping the inner message to compute its tag.
+        let inner = message_encrypt(plain, &address, &mut s1, &mut s2, system_time(now), rng).await?;
+        let tag = super::message_tag(inner.serialize());
+        let usmc = UnidentifiedSenderMessageContent::new(
+            inner.message_type(),
+            cert.clone(),
+            inner.serialize().to_vec(),
+            ContentHint::Default,
+            None,
+        )?;
+        let ciphertext = sealed_sender_encrypt_from_usmc(&address, &usmc, &s2, rng).await?;
+        let message = DeviceMessage {
             device_id: device,
             registration_id,
             kind: EnvelopeKind::SealedSender as i32,
             content: ciphertext.into(),
-        })
+        };
+        Ok(Sealed { message, tag })
     }
 
     /// Sends the outbox head if everything it needs is at hand, or asks for what is missing.
@@ -368,6 +386,9 @@ impl Machine {
         rng: &mut R,
     ) -> Result<bool, MachineError> {
         let Some(cert) = self.cert.clone() else { return Ok(false) };
+        if head.kind == OutboxKind::RetryRequest {
+            return self.send_retry_request(head, &cert.cert, now, rng).await.map(|()| false);
+        }
         let (content, seqs) = self.merged_content(&head).await?;
         let peer_name = hush_keys::aci_string(head.peer);
         let own_name = hush_keys::aci_string(self.account.account_id);
@@ -375,9 +396,27 @@ impl Machine {
         let mut recipients = Vec::new();
         let mut peer_messages = Vec::new();
         let seal = Seal { cert: &cert.cert, now };
+        // Texts are kept per device for a while, to be sent again if a device cannot decrypt
+        // them; resends are not, so a message is resent at most once.
+        let log = head.kind == OutboxKind::Text;
+        let mut sent_log = Vec::new();
+        let mut logged = |address: (&str, u32), tag: u64, content: &Content| {
+            if log {
+                sent_log.push(SentLogRow {
+                    address: (address.0.to_owned(), address.1),
+                    timestamp: tag,
+                    peer: head.peer,
+                    message_id: head.message_id,
+                    content: content.encode_to_vec(),
+                    sent_at: now,
+                });
+            }
+        };
         let result = async {
             for device in self.signal.session_devices(&peer_name).await? {
-                peer_messages.push(self.encrypt_for((&peer_name, device), &plain, &seal, rng).await?);
+                let sealed = self.encrypt_for((&peer_name, device), &plain, &seal, rng).await?;
+                logged((&peer_name, device), sealed.tag, &content);
+                peer_messages.push(sealed.message);
             }
             let mut own_messages = Vec::new();
             if let (Some(transcript), true) =
@@ -386,7 +425,9 @@ impl Machine {
                 let own_plain = content::encode(&transcript);
                 for device in self.signal.session_devices(&own_name).await? {
                     if device != self.account.device_id {
-                        own_messages.push(self.encrypt_for((&own_name, device), &own_plain, &seal, rng).await?);
+                        let sealed = self.encrypt_for((&own_name, device), &own_plain, &seal, rng).await?;
+                        logged((&own_name, device), sealed.tag, &transcript);
+                        own_messages.push(sealed.message);
                     }
                 }
             }
@@ -426,7 +467,8 @@ impl Machine {
         }
         // The ratchet steps are committed before the ciphertexts leave: a message key is never
         // used twice, even if we crash right after sending.
-        let (batch, _) = self.signal.take();
+        let (mut batch, _) = self.signal.take();
+        batch.sent_log = sent_log;
         self.store.commit(batch).await?;
         self.in_flight = Some((request_id, seqs));
         self.requests.push_back(OutgoingRequest::Send(request));

@@ -231,6 +231,43 @@ macro_rules! store_conformance_tests {
                 s.commit(b).await.unwrap();
                 assert!(s.value("cert").await.unwrap().is_none());
             }
+
+            fn logged(n: u64) -> SentLogRow {
+                SentLogRow {
+                    address: ("acct".into(), 2),
+                    timestamp: n,
+                    peer: uuid(2),
+                    message_id: MessageId([n as u8; 16]),
+                    content: vec![n as u8; 3],
+                    sent_at: 10 + n % 1000,
+                }
+            }
+
+            #[tokio::test]
+            async fn the_resend_log_finds_removes_and_keeps_only_the_newest() {
+                let s = store().await;
+                let mut b = Batch::default();
+                b.sent_log.push(logged(1));
+                b.sent_log.push(logged(u64::MAX >> 1));
+                s.commit(b).await.unwrap();
+                let address: Address = ("acct".into(), 2);
+                assert_eq!(s.sent_log(&address, 1).await.unwrap(), Some(logged(1)));
+                assert_eq!(s.sent_log(&address, u64::MAX >> 1).await.unwrap(), Some(logged(u64::MAX >> 1)));
+                assert!(s.sent_log(&("acct".into(), 3), 1).await.unwrap().is_none(), "another device");
+                let mut b = Batch::default();
+                b.sent_log_remove.push((address.clone(), 1));
+                s.commit(b).await.unwrap();
+                assert!(s.sent_log(&address, 1).await.unwrap().is_none());
+
+                let mut b = Batch::default();
+                for n in 100..(100 + SENT_LOG_CAPACITY as u64 + 5) {
+                    b.sent_log.push(logged(n));
+                }
+                s.commit(b).await.unwrap();
+                assert!(s.sent_log(&address, 104).await.unwrap().is_none(), "the oldest are dropped");
+                assert!(s.sent_log(&address, 105).await.unwrap().is_some());
+                assert!(s.sent_log(&address, 100 + SENT_LOG_CAPACITY as u64 + 4).await.unwrap().is_some());
+            }
         }
     };
 }

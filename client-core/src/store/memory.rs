@@ -1,13 +1,14 @@
 //! [`MemoryStore`]: the in-memory [`ClientStore`], for tests and throwaway clients.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    Address, Batch, ClientStore, ContactRow, KyberRow, LocalAccount, MessageRow, OutboxRow, display_order, next_status,
+    Address, Batch, ClientStore, ContactRow, KyberRow, LocalAccount, MessageRow, OutboxRow, SENT_LOG_CAPACITY,
+    SentLogRow, display_order, next_status,
 };
 use crate::error::StoreError;
 use crate::types::MessageId;
@@ -30,6 +31,8 @@ struct State {
     next_outbox: u64,
     next_message: u64,
     values: HashMap<String, Vec<u8>>,
+    /// Oldest first.
+    sent_log: VecDeque<SentLogRow>,
 }
 
 /// A [`ClientStore`] that keeps everything in memory (lost when dropped).
@@ -139,6 +142,16 @@ impl ClientStore for MemoryStore {
             s.outbox.remove(&seq);
         }
         apply(&mut s.values, batch.values);
+        for row in batch.sent_log {
+            s.sent_log.retain(|r| (&r.address, r.timestamp) != (&row.address, row.timestamp));
+            s.sent_log.push_back(row);
+        }
+        while s.sent_log.len() > SENT_LOG_CAPACITY {
+            s.sent_log.pop_front();
+        }
+        for (address, timestamp) in batch.sent_log_remove {
+            s.sent_log.retain(|r| (&r.address, r.timestamp) != (&address, timestamp));
+        }
         Ok(())
     }
 
@@ -242,6 +255,10 @@ impl ClientStore for MemoryStore {
 
     async fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.lock().values.get(key).cloned())
+    }
+
+    async fn sent_log(&self, address: &Address, timestamp: u64) -> Result<Option<SentLogRow>, StoreError> {
+        Ok(self.lock().sent_log.iter().find(|r| &r.address == address && r.timestamp == timestamp).cloned())
     }
 }
 

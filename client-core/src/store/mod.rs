@@ -113,6 +113,12 @@ pub enum OutboxKind {
     Text,
     /// A delivery or read receipt.
     Receipt,
+    /// A text sent again because a recipient device could not decrypt it (no new
+    /// [`MessageRow`]; never resent a second time).
+    Resend,
+    /// A sealed `DecryptionErrorMessage` asking the sender of an undecryptable envelope to
+    /// send it again (`content` is the serialized message).
+    RetryRequest,
 }
 
 /// One entry of the persistent outbox, sent in `seq` order.
@@ -149,6 +155,27 @@ pub struct NewOutbox {
     pub kind: OutboxKind,
     /// Encoded `Content`.
     pub content: Vec<u8>,
+}
+
+/// How many sent messages the resend log keeps (the oldest go first).
+pub const SENT_LOG_CAPACITY: usize = 500;
+
+/// One entry of the resend log: what was encrypted for one device, kept for a while after the
+/// send so that it can be sent again if that device asks (see `machine::retry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentLogRow {
+    /// The recipient device.
+    pub address: Address,
+    /// The message's tag, unique per sender device (the `timestamp` a retry request names).
+    pub timestamp: u64,
+    /// The account the outbox entry was addressed to (the conversation peer).
+    pub peer: Uuid,
+    /// The message id.
+    pub message_id: MessageId,
+    /// The unpadded encoded `Content` that was encrypted for this device.
+    pub content: Vec<u8>,
+    /// When it was sent (ms).
+    pub sent_at: u64,
 }
 
 /// A stored Kyber prekey with the flag libsignal does not keep.
@@ -198,6 +225,11 @@ pub struct Batch {
     pub outbox_remove: Vec<u64>,
     /// Small named values (sender certificate...).
     pub values: BTreeMap<String, Option<Vec<u8>>>,
+    /// Resend-log entries to add (replacing one with the same address and timestamp); the
+    /// store then keeps only the newest [`SENT_LOG_CAPACITY`].
+    pub sent_log: Vec<SentLogRow>,
+    /// Resend-log entries to remove, by (address, timestamp).
+    pub sent_log_remove: Vec<(Address, u64)>,
 }
 
 impl Batch {
@@ -227,6 +259,8 @@ impl Batch {
         self.outbox_update.extend(other.outbox_update);
         self.outbox_remove.extend(other.outbox_remove);
         self.values.extend(other.values);
+        self.sent_log.extend(other.sent_log);
+        self.sent_log_remove.extend(other.sent_log_remove);
     }
 }
 
@@ -284,6 +318,8 @@ pub trait ClientStore: Send + Sync + 'static {
     async fn outbox_counts(&self) -> Result<(u64, u64), StoreError>;
     /// A named value.
     async fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The resend-log entry for a message sent to `address` with `timestamp`.
+    async fn sent_log(&self, address: &Address, timestamp: u64) -> Result<Option<SentLogRow>, StoreError>;
 }
 
 /// Display order of messages: Lamport clock, then author, then device, then id.

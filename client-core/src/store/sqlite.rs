@@ -8,7 +8,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::{Address, Batch, ClientStore, ContactRow, KyberRow, LocalAccount, MessageRow, OutboxKind, OutboxRow};
+use super::{
+    Address, Batch, ClientStore, ContactRow, KyberRow, LocalAccount, MessageRow, OutboxKind, OutboxRow,
+    SENT_LOG_CAPACITY, SentLogRow,
+};
 use crate::error::StoreError;
 use crate::types::{MessageDirection, MessageId, MessageStatus, TrustState};
 
@@ -36,6 +39,9 @@ CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, messag
     peer TEXT NOT NULL, kind TEXT NOT NULL, content BLOB NOT NULL, attempts INTEGER NOT NULL,
     not_before INTEGER NOT NULL, failed TEXT, last_error TEXT);
 CREATE TABLE IF NOT EXISTS named_values (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sent_log (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+    device INTEGER NOT NULL, timestamp INTEGER NOT NULL, peer TEXT NOT NULL, message_id BLOB NOT NULL,
+    content BLOB NOT NULL, sent_at INTEGER NOT NULL, UNIQUE (name, device, timestamp));
 "#;
 
 const ACCOUNT_KEY: &str = "account";
@@ -335,6 +341,37 @@ async fn apply_outbox(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), 
     for seq in &batch.outbox_remove {
         exec(conn, sqlx::query("DELETE FROM outbox WHERE seq = ?").bind(i(*seq))).await?;
     }
+    apply_sent_log(conn, batch).await
+}
+
+async fn apply_sent_log(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), StoreError> {
+    for r in &batch.sent_log {
+        let q = sqlx::query(
+            "INSERT OR REPLACE INTO sent_log (name, device, timestamp, peer, message_id, content, sent_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.address.0)
+        .bind(i64::from(r.address.1))
+        .bind(i(r.timestamp))
+        .bind(r.peer.to_string())
+        .bind(r.message_id.0.to_vec())
+        .bind(&r.content)
+        .bind(i(r.sent_at));
+        exec(conn, q).await?;
+    }
+    if !batch.sent_log.is_empty() {
+        let keep = i64::try_from(SENT_LOG_CAPACITY).unwrap_or(i64::MAX);
+        let q = sqlx::query("DELETE FROM sent_log WHERE id NOT IN (SELECT id FROM sent_log ORDER BY id DESC LIMIT ?)")
+            .bind(keep);
+        exec(conn, q).await?;
+    }
+    for ((name, device), timestamp) in &batch.sent_log_remove {
+        let q = sqlx::query("DELETE FROM sent_log WHERE name = ? AND device = ? AND timestamp = ?")
+            .bind(name)
+            .bind(i64::from(*device))
+            .bind(i(*timestamp));
+        exec(conn, q).await?;
+    }
     Ok(())
 }
 
@@ -534,6 +571,26 @@ impl ClientStore for SqliteStore {
 
     async fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.blob("SELECT value FROM named_values WHERE key = ?", |q| q.bind(key.to_owned())).await
+    }
+
+    async fn sent_log(&self, address: &Address, timestamp: u64) -> Result<Option<SentLogRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM sent_log WHERE name = ? AND device = ? AND timestamp = ?")
+            .bind(&address.0)
+            .bind(i64::from(address.1))
+            .bind(i(timestamp))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(r) = row else { return Ok(None) };
+        let id: Vec<u8> = r.try_get("message_id").map_err(db)?;
+        Ok(Some(SentLogRow {
+            address: address.clone(),
+            timestamp,
+            peer: uuid(&r.try_get::<String, _>("peer").map_err(db)?)?,
+            message_id: MessageId::from_slice(&id).ok_or_else(|| corrupt("sent log message id"))?,
+            content: r.try_get("content").map_err(db)?,
+            sent_at: u(r.try_get("sent_at").map_err(db)?),
+        }))
     }
 }
 

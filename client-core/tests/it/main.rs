@@ -7,4 +7,5 @@ mod crash;
 mod delivery;
 mod identity;
 mod lifecycle;
+mod retry;
 mod support;

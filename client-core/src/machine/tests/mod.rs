@@ -4,6 +4,7 @@
 
 mod outbox;
 mod relay;
+mod retry;
 
 use relay::{Party, Relay};
 
