@@ -134,8 +134,9 @@ impl Ticket {
         }
     }
 
-    /// The connection authenticated: it leaves the handshake budget and keeps its connection slot.
-    pub fn authenticated(&mut self) {
+    /// The client has answered the challenge: the connection leaves the handshake budget (which
+    /// bounds sockets that make the server wait for them) and keeps its connection slot.
+    pub fn answered(&mut self) {
         if let Some(h) = self.handshake.take() {
             self.admission.lock().remove(h.id);
         }
@@ -144,7 +145,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.authenticated();
+        self.answered();
         self.admission.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -167,7 +168,7 @@ mod tests {
         let t1 = a.admit(ip(1)).unwrap_or_else(|e| panic!("{e:?}"));
         let mut t2 = a.admit(ip(1)).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(a.admit(ip(2)).err(), Some(Refusal::Full));
-        t2.authenticated();
+        t2.answered();
         assert_eq!((a.open(), a.handshaking()), (2, 1));
         drop(t1);
         drop(t2);
@@ -181,8 +182,8 @@ mod tests {
         let mut t2 = a.admit(ip(9)).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(a.admit(ip(9)).err(), Some(Refusal::AddressBusy));
         assert!(a.admit(ip(1)).is_ok(), "another address still gets in");
-        t2.authenticated();
-        assert!(a.admit(ip(9)).is_ok(), "an authenticated connection no longer counts as a handshake");
+        t2.answered();
+        assert!(a.admit(ip(9)).is_ok(), "a connection that answered no longer counts as a handshake");
         // A refused admission released its connection slot.
         assert_eq!(a.open(), 2);
     }

@@ -149,8 +149,7 @@ async fn serve<S>(state: AppState, mut socket: S, mut ticket: Ticket)
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send,
 {
-    let Some(device) = Box::pin(authenticate(&state, &mut socket, &ticket)).await else { return };
-    ticket.authenticated();
+    let Some(device) = Box::pin(authenticate(&state, &mut socket, &mut ticket)).await else { return };
     let registration = state.hub.register(device.key);
     let online = Online { state: &state, key: device.key, conn_id: registration.conn_id };
     online.enter();
@@ -192,7 +191,7 @@ impl Drop for Online<'_> {
     }
 }
 
-async fn authenticate<S>(state: &AppState, socket: &mut S, ticket: &Ticket) -> Option<Device>
+async fn authenticate<S>(state: &AppState, socket: &mut S, ticket: &mut Ticket) -> Option<Device>
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send,
 {
@@ -231,6 +230,9 @@ where
             }
         }
     };
+    // Verifying is the server's own work, bounded by the database: from here the connection
+    // no longer counts against the handshake budget.
+    ticket.answered();
     let verified = verify_auth(state, &nonce, &auth).await;
     if verified.is_none() {
         close_with(socket, close::AUTH_FAILED, close::REASON_AUTH_FAILED).await;
