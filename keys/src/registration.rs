@@ -108,13 +108,15 @@ impl ChallengeKey {
     /// Derives the key from a secret (the trust root's private key): HMAC-SHA256 of the
     /// domain `hush-registration-challenge-v1` keyed by the secret.
     pub fn derive(secret: &[u8]) -> Self {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(KEY_DOMAIN);
         ChallengeKey(mac.finalize().into_bytes().into())
     }
 
     fn tag(&self, random: &[u8], server_time_ms: u64) -> [u8; 32] {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(random);
         mac.update(&server_time_ms.to_be_bytes());
         mac.finalize().into_bytes().into()
@@ -134,7 +136,8 @@ impl ChallengeKey {
         if nonce.len() != CHALLENGE_NONCE_LEN {
             return false;
         }
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(&nonce[..RANDOM_LEN]);
         mac.update(&server_time_ms.to_be_bytes());
         mac.verify_truncated_left(&nonce[RANDOM_LEN..]).is_ok()
@@ -146,7 +149,13 @@ mod tests {
     use super::*;
 
     fn input<'a>(username: &'a str, nonce: &'a [u8]) -> RegistrationSigningInput<'a> {
-        RegistrationSigningInput { username, server_time_ms: 1_700_000_000_000, nonce, auth_key: &[7; 32], registration_id: 42 }
+        RegistrationSigningInput {
+            username,
+            server_time_ms: 1_700_000_000_000,
+            nonce,
+            auth_key: &[7; 32],
+            registration_id: 42,
+        }
     }
 
     #[test]
@@ -156,9 +165,15 @@ mod tests {
         let nonce = [1u8; 32];
         let sig = sign_registration(&identity, &input("alice", &nonce), &mut rng).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(verify_registration(identity.identity_key(), &input("alice", &nonce), &sig), Ok(()));
-        assert_eq!(verify_registration(identity.identity_key(), &input("mallory", &nonce), &sig), Err(KeyError::BadSignature));
+        assert_eq!(
+            verify_registration(identity.identity_key(), &input("mallory", &nonce), &sig),
+            Err(KeyError::BadSignature)
+        );
         let other = IdentityKeyPair::generate(&mut rng);
-        assert_eq!(verify_registration(other.identity_key(), &input("alice", &nonce), &sig), Err(KeyError::BadSignature));
+        assert_eq!(
+            verify_registration(other.identity_key(), &input("alice", &nonce), &sig),
+            Err(KeyError::BadSignature)
+        );
     }
 
     #[test]

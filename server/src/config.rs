@@ -354,7 +354,8 @@ mod tests {
         let file = dir.path().join("hushd.toml");
         std::fs::write(&file, "register_burst = 3\ntrusted_proxies = [\"10.0.0.1\", \"::1\"]\n")
             .unwrap_or_else(|e| panic!("{e}"));
-        let config = Config::from_args(Args { config: Some(file), ..Args::default() }).unwrap_or_else(|e| panic!("{e}"));
+        let config =
+            Config::from_args(Args { config: Some(file), ..Args::default() }).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.abuse.register.burst, 3);
         assert_eq!(config.abuse.trusted_proxies.len(), 2);
         let err = Config::from_args(Args { bundle_per_hour: Some(0), ..Args::default() });

@@ -53,11 +53,8 @@ pub async fn check_trust_root(
             Ok(())
         }
         TrustRootCheck::Matches => Ok(()),
-        TrustRootCheck::Differs { recorded } => Err(TrustRootError::Mismatch {
-            path,
-            file,
-            ours: fingerprint(&ours),
-            recorded: fingerprint(&recorded),
-        }),
+        TrustRootCheck::Differs { recorded } => {
+            Err(TrustRootError::Mismatch { path, file, ours: fingerprint(&ours), recorded: fingerprint(&recorded) })
+        }
     }
 }

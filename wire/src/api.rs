@@ -314,7 +314,11 @@ mod tests {
                 one_time_prekeys: vec![PreKey { id: 3, public_key: B64(vec![5; 4]) }],
                 one_time_kyber_prekeys: vec![],
             },
-            proof: RegistrationProof { nonce: B64(vec![3; 32]), server_time: 1_700_000_000_000, signature: B64(vec![4; 64]) },
+            proof: RegistrationProof {
+                nonce: B64(vec![3; 32]),
+                server_time: 1_700_000_000_000,
+                signature: B64(vec![4; 64]),
+            },
         };
         insta::assert_json_snapshot!(req);
         let back: RegisterRequest =

@@ -43,7 +43,12 @@ pub async fn challenge(
 
 /// Checks that the registration was signed, over a fresh challenge of ours, by the identity
 /// key it registers.
-fn check_proof(state: &AppState, req: &RegisterRequest, username: &str, identity: &IdentityKey) -> Result<(), HttpError> {
+fn check_proof(
+    state: &AppState,
+    req: &RegisterRequest,
+    username: &str,
+    identity: &IdentityKey,
+) -> Result<(), HttpError> {
     let proof = &req.proof;
     if !state.keys.challenge_key().check(&proof.nonce.0, proof.server_time) {
         return Err(HttpError::bad_request(

@@ -81,8 +81,7 @@ async fn verify(
         body_sha256: body_sha256(body),
     };
     auth_key.verify_rest(&input, &header.signature).map_err(|_| failed())?;
-    let replayed =
-        || HttpError::unauthorized("auth_replayed", "this request was already accepted once; sign it again");
+    let replayed = || HttpError::unauthorized("auth_replayed", "this request was already accepted once; sign it again");
     let valid_until = header.timestamp_ms + skew_ms;
     if !state.replay.insert(key, header.nonce, valid_until) {
         return Err(replayed());

@@ -64,7 +64,8 @@ impl HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(ApiError { code: self.code.into(), message: self.message })).into_response();
+        let mut response =
+            (self.status, Json(ApiError { code: self.code.into(), message: self.message })).into_response();
         if let Some(wait) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs()));
         }

@@ -194,12 +194,7 @@ pub(crate) struct Plan {
 /// later sends in the batch see earlier ones (mailbox counts, seqs). `seen` holds the
 /// idempotency keys already stored (with their first answer); a send with one of them, or
 /// with the key of a send stored earlier in this batch, is a duplicate and stores nothing.
-pub(crate) fn plan(
-    sets: &mut DeviceSets,
-    items: &[SendItem],
-    max_mailbox: u64,
-    seen: &HashMap<KeyHash, u64>,
-) -> Plan {
+pub(crate) fn plan(sets: &mut DeviceSets, items: &[SendItem], max_mailbox: u64, seen: &HashMap<KeyHash, u64>) -> Plan {
     let mut plan = Plan::default();
     let mut stored_now: HashMap<KeyHash, u64> = HashMap::new();
     for item in items {

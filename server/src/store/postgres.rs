@@ -24,9 +24,9 @@ use uuid::Uuid;
 
 use super::plan::{CheckMode, DeviceRow, DeviceSets, KeyHash, Plan, batch_accounts, batch_key_hashes, plan};
 use super::{
-    Account, Bundle, Device, DeviceKey, MailboxId, NewAccount, NewDeviceRecord, OneTimeKey, PreKeyCounts,
-    OneTimeAllowed, PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey, Store, StoreError,
-    StoredEnvelope, TrustRootCheck, day_floor,
+    Account, Bundle, Device, DeviceKey, MailboxId, NewAccount, NewDeviceRecord, OneTimeAllowed, OneTimeKey,
+    PreKeyCounts, PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey, Store,
+    StoreError, StoredEnvelope, TrustRootCheck, day_floor,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

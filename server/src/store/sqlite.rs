@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use super::plan::{CheckMode, DeviceRow, DeviceSets, KeyHash, Plan, batch_accounts, batch_key_hashes, plan};
 use super::{
-    Account, Bundle, Device, DeviceKey, MailboxId, NewAccount, NewDeviceRecord, OneTimeKey, PreKeyCounts,
-    OneTimeAllowed, PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey, Store, StoreError,
-    StoredEnvelope, TrustRootCheck, day_floor,
+    Account, Bundle, Device, DeviceKey, MailboxId, NewAccount, NewDeviceRecord, OneTimeAllowed, OneTimeKey,
+    PreKeyCounts, PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey, Store,
+    StoreError, StoredEnvelope, TrustRootCheck, day_floor,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -709,13 +709,12 @@ impl Store for SqliteStore {
     }
 
     async fn record_trust_root(&self, trust_root: &[u8]) -> Result<TrustRootCheck, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO server_meta (name, value) VALUES ('trust_root', ?) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(trust_root)
-        .execute(&self.write)
-        .await
-        .map_err(backend)?;
+        let inserted =
+            sqlx::query("INSERT INTO server_meta (name, value) VALUES ('trust_root', ?) ON CONFLICT (name) DO NOTHING")
+                .bind(trust_root)
+                .execute(&self.write)
+                .await
+                .map_err(backend)?;
         if inserted.rows_affected() > 0 {
             return Ok(TrustRootCheck::Recorded);
         }

@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
-use hush_wire::frames::{DeviceAddress, DeviceMismatch, EnvelopeKind, SendError, SendErrorCode, SendRequest};
 use bytes::Bytes;
+use hush_wire::frames::{DeviceAddress, DeviceMismatch, EnvelopeKind, SendError, SendErrorCode, SendRequest};
 use hush_wire::limits::{MAX_DEVICE_ID, MAX_ENVELOPE_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_SEND_BYTES};
 use uuid::Uuid;
 

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use hush_server::store::postgres::PostgresStore;
 use hush_server::store::sqlite::SqliteStore;
 use hush_server::store::{
-    Accepted, Committed, DeviceKey, MailboxId, NewAccount, NewDeviceRecord, OneTimeAllowed, OneTimeKey, OutgoingMessage, RecipientBatch,
-    SendItem, SendOutcome, SignedKey, Store,
+    Accepted, Committed, DeviceKey, MailboxId, NewAccount, NewDeviceRecord, OneTimeAllowed, OneTimeKey,
+    OutgoingMessage, RecipientBatch, SendItem, SendOutcome, SignedKey, Store,
 };
 use sqlx::{Connection, Executor, PgConnection};
 use uuid::Uuid;

@@ -50,7 +50,10 @@ pub async fn one_time_keys_are_handed_out_once_lowest_first(store: &dyn Store) {
 pub async fn a_refused_device_gets_last_resort_keys_and_keeps_its_one_time_keys(store: &dyn Store) {
     let alice = account_with_keys(store, &[1, 2], &[10, 11]).await;
     store.add_device(alice, &record(102), 6).await.unwrap();
-    store.upload_prekeys(dk(alice, 2), &PreKeyUploadRecord { one_time_prekeys: vec![one_time(5)], ..Default::default() }).await.unwrap();
+    store
+        .upload_prekeys(dk(alice, 2), &PreKeyUploadRecord { one_time_prekeys: vec![one_time(5)], ..Default::default() })
+        .await
+        .unwrap();
     let only_device_2 = |device_id: u32| device_id == 2;
     let bundles = store.take_bundles(alice, None, &only_device_2).await.unwrap();
     let first = &bundles[0];
