@@ -52,6 +52,7 @@ impl Target {
             .arg(dir.path())
             .args(extra_args)
             .env("HUSHD_LOG", "warn")
+            .envs(["HUSHD_REGISTER_BURST", "HUSHD_LOOKUP_BURST"].map(|name| (name, "1000000000")))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

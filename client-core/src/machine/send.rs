@@ -189,7 +189,12 @@ impl Machine {
         self.store.commit(batch).await?;
         let request_id = self.next_request_id();
         let recipients = vec![RecipientMessages { account_id: peer.account_id.as_bytes().to_vec().into(), messages }];
-        self.requests.push_back(OutgoingRequest::Send(SendRequest { request_id, recipients, online_only: true }));
+        self.requests.push_back(OutgoingRequest::Send(SendRequest {
+            request_id,
+            recipients,
+            online_only: true,
+            idempotency_key: Default::default(),
+        }));
         Ok(())
     }
 
@@ -334,8 +339,18 @@ impl Machine {
         let (batch, _) = self.signal.take();
         self.store.commit(batch).await?;
         let request_id = self.next_request_id();
+        // The idempotency key is the outbox message id (stable across reconnects and restarts)
+        // and the last outbox entry merged into this send, so a resend that merges more receipts
+        // is a new send rather than a duplicate that would drop them.
+        let last = seqs.last().copied().unwrap_or(head.seq).to_be_bytes();
+        let idempotency_key = [head.message_id.0.as_slice(), &last].concat().into();
         self.in_flight = Some((request_id, seqs));
-        self.requests.push_back(OutgoingRequest::Send(SendRequest { request_id, recipients, online_only: false }));
+        self.requests.push_back(OutgoingRequest::Send(SendRequest {
+            request_id,
+            recipients,
+            online_only: false,
+            idempotency_key,
+        }));
         Ok(())
     }
 

@@ -1,12 +1,15 @@
 //! End-to-end tests: each test starts its own `hushd` process and talks to it
 //! over real sockets, as a client would.
 
+mod abuse;
 mod accounts;
 mod auth;
 mod cluster;
 mod delivery;
 mod device_set;
 mod frames;
+mod idempotency;
 mod limits;
 mod ops;
+mod replicas;
 mod storage;
