@@ -9,7 +9,10 @@ use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use hush_keys::auth::DeviceSigningKey;
-use hush_wire::api::{B64, NewDevice, RegisterRequest, RegisterResponse, SignedPreKey};
+use hush_keys::registration::{RegistrationSigningInput, sign_registration};
+use hush_wire::api::{
+    B64, NewDevice, RegisterRequest, RegisterResponse, RegistrationChallenge, RegistrationProof, SignedPreKey,
+};
 use hush_wire::frames::{
     Ack, Auth, ClientFrame, DeviceMessage, EnvelopeKind, RecipientMessages, SendRequest, client_frame,
     decode_server_frame, server_frame,
@@ -29,6 +32,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Public key material shared by every bench account (the server checks
 /// signatures, not uniqueness, so one identity serves thousands of accounts).
 pub struct SharedKeys {
+    pair: IdentityKeyPair,
     identity: Vec<u8>,
     signed_prekey: SignedPreKey,
     kyber: SignedPreKey,
@@ -44,6 +48,7 @@ impl SharedKeys {
         let sig = identity.private_key().calculate_signature(&spk_pub, &mut rng)?;
         let kyber = KyberPreKeyRecord::generate(kem::KeyType::Kyber1024, 1.into(), identity.private_key())?;
         Ok(SharedKeys {
+            pair: identity,
             identity: identity.identity_key().serialize().to_vec(),
             signed_prekey: SignedPreKey { id: 1, public_key: B64(spk_pub.to_vec()), signature: B64(sig.to_vec()) },
             kyber: SignedPreKey {
@@ -82,8 +87,26 @@ pub async fn register(
             let signing = DeviceSigningKey::generate(&mut rand::rng());
             let registration_id = rand::rng().random_range(1..=0x3FFF);
             let user = NEXT_USER.fetch_add(1, Ordering::Relaxed);
+            let username = format!("b{run:08x}_{user}");
+            let challenge: RegistrationChallenge =
+                http.post(format!("{url}/challenge")).send().await?.error_for_status()?.json().await?;
+            let auth_key = signing.public().to_bytes();
+            let input = RegistrationSigningInput {
+                username: &username,
+                server_time_ms: challenge.server_time,
+                nonce: &challenge.nonce.0,
+                auth_key: &auth_key,
+                registration_id,
+            };
+            let signature = sign_registration(&keys.pair, &input, &mut rand::rng())?;
+            let proof = RegistrationProof {
+                nonce: challenge.nonce,
+                server_time: challenge.server_time,
+                signature: B64(signature),
+            };
             let req = RegisterRequest {
-                username: format!("b{run:08x}_{user}"),
+                proof,
+                username,
                 identity_key: B64(keys.identity.clone()),
                 device: NewDevice {
                     registration_id,
@@ -236,6 +259,7 @@ impl Payloads {
                 }],
             }],
             online_only: false,
+            idempotency_key: Bytes::new(),
         };
         binary(client_frame::Frame::Send(req))
     }

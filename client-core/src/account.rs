@@ -1,7 +1,10 @@
 //! Account creation and prekey generation (no I/O: the caller sends the requests).
 
 use hush_keys::auth::DeviceSigningKey;
-use hush_wire::api::{B64, NewDevice, PreKey, RegisterRequest, RegisterResponse, SignedPreKey};
+use hush_keys::registration::{RegistrationSigningInput, sign_registration};
+use hush_wire::api::{
+    B64, NewDevice, PreKey, RegisterRequest, RegisterResponse, RegistrationChallenge, RegistrationProof, SignedPreKey,
+};
 use libsignal_protocol::{
     GenericSignedPreKey as _, IdentityKeyPair, KeyPair, KyberPreKeyRecord, PreKeyRecord, SignalProtocolError,
     SignedPreKeyRecord, Timestamp, kem,
@@ -144,8 +147,34 @@ impl Registration {
                 one_time_prekeys: one_time.ec,
                 one_time_kyber_prekeys: one_time.kyber,
             },
+            // Filled in by `sign`, over the server's challenge.
+            proof: RegistrationProof { nonce: B64::default(), server_time: 0, signature: B64::default() },
         };
         Ok(Self { request, account, batch })
+    }
+
+    /// Signs the request with the new identity key over the server's challenge
+    /// (`POST /v1/accounts/challenge`), proving the registration owns the key it registers.
+    pub fn sign<R: Rng + CryptoRng>(
+        &mut self,
+        challenge: &RegistrationChallenge,
+        rng: &mut R,
+    ) -> Result<(), MachineError> {
+        let identity = IdentityKeyPair::try_from(&self.account.identity_key_pair[..])?;
+        let input = RegistrationSigningInput {
+            username: &self.request.username,
+            server_time_ms: challenge.server_time,
+            nonce: &challenge.nonce.0,
+            auth_key: &self.request.device.auth_key.0,
+            registration_id: self.request.device.registration_id,
+        };
+        let signature = sign_registration(&identity, &input, rng)?;
+        self.request.proof = RegistrationProof {
+            nonce: challenge.nonce.clone(),
+            server_time: challenge.server_time,
+            signature: B64(signature),
+        };
+        Ok(())
     }
 
     /// The batch to commit once the server accepted the registration.
@@ -185,6 +214,19 @@ mod tests {
         }
         assert_eq!(d.one_time_prekeys.len(), 100);
         assert_eq!(reg.request.username, "alice");
+        let mut reg = reg;
+        let challenge = RegistrationChallenge { nonce: B64(vec![3; 32]), server_time: 77, expires_at: 99 };
+        reg.sign(&challenge, &mut rand::rng()).unwrap_or_else(|e| panic!("{e}"));
+        let d = &reg.request.device;
+        let input = RegistrationSigningInput {
+            username: "alice",
+            server_time_ms: 77,
+            nonce: &[3; 32],
+            auth_key: &d.auth_key.0,
+            registration_id: d.registration_id,
+        };
+        hush_keys::registration::verify_registration(&identity, &input, &reg.request.proof.signature.0)
+            .unwrap_or_else(|e| panic!("{e}"));
         let resp = RegisterResponse { account_id: uuid::Uuid::from_bytes([7; 16]), device_id: 1 };
         let (account, batch) = reg.finish(&resp);
         assert_eq!(account.next_prekey_id, 101);

@@ -141,6 +141,12 @@ impl ServerKeys {
         self.root.public_key.serialize().into_vec()
     }
 
+    /// The key for registration challenges ([`crate::registration::ChallengeKey`]), derived
+    /// from the trust root's private key, so every node with this trust root has it.
+    pub fn challenge_key(&self) -> crate::registration::ChallengeKey {
+        crate::registration::ChallengeKey::derive(&self.root.private_key.serialize())
+    }
+
     /// Issues a sender certificate for one device of an account, valid until
     /// `expires_at_ms` (milliseconds since the Unix epoch, inclusive).
     ///

@@ -8,6 +8,8 @@
 //! - [`certs`]: sealed-sender certificates. [`certs::ServerKeys`] (trust root, signer, server
 //!   certificate) issues sender certificates; clients check them with
 //!   [`certs::verify_sender_certificate`]. [`certs::aci_string`] names an account for libsignal.
+//! - [`registration`]: the identity-key signature that proves a registration owns the key
+//!   it registers, over a server-issued challenge ([`registration::ChallengeKey`]).
 //!
 //! The wire formats are described in `docs/PROTOCOL.md` ("Authentication").
 //!
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod certs;
 mod error;
 pub mod prekeys;
+pub mod registration;
 
 pub use certs::aci_string;
 pub use error::KeyError;

@@ -8,6 +8,8 @@
 //!   (`hush:node:<id>`); that node's connections re-read their mailboxes.
 //! - "Connected elsewhere": when a device connects here while the table says
 //!   another node has it, that node is told to close its connection.
+//! - REST nonces: `hush:nonce:<account>.<device>.<nonce>`, set once (`SET NX`) with the
+//!   signature window as TTL, so a captured signed request is accepted by one node only.
 //!
 //! Redis is never on the path that makes a send durable. If it is down, sends
 //! are still committed and answered; a lost wake-up only delays delivery,
@@ -55,10 +57,12 @@ enum Event {
     Ephemeral(DeviceKey, StoredEnvelope),
 }
 
-/// This node's handle on the cluster. Cheap to share; never blocks the caller.
+/// This node's handle on the cluster. Cheap to share; never blocks the caller
+/// (except [`Cluster::claim_nonce`], which waits for Redis, bounded by a timeout).
 pub struct Cluster {
     node_id: String,
     events: mpsc::UnboundedSender<Event>,
+    redis: ConnectionManager,
 }
 
 fn route_key(d: DeviceKey) -> String {
@@ -135,10 +139,20 @@ impl Cluster {
             .set_max_delay(Duration::from_secs(2));
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(ClusterError::Url)?;
         let (events, rx) = mpsc::unbounded_channel();
-        let worker = Worker { node_id: node_id.clone(), redis: manager, hub: hub.clone() };
+        let worker = Worker { node_id: node_id.clone(), redis: manager.clone(), hub: hub.clone() };
         tokio::spawn(worker.run(rx, shutdown.clone()));
         tokio::spawn(subscribe(client, node_id.clone(), hub, shutdown));
-        Ok(Arc::new(Cluster { node_id, events }))
+        Ok(Arc::new(Cluster { node_id, events, redis: manager }))
+    }
+
+    /// Claims a REST request nonce of `device` for `ttl_ms` across the cluster: `Ok(false)`
+    /// if any node has already accepted it.
+    pub async fn claim_nonce(&self, device: DeviceKey, nonce: [u8; 16], ttl_ms: u64) -> redis::RedisResult<bool> {
+        let key = format!("hush:nonce:{}.{}.{}", device.account, device.device_id, hex::encode(nonce));
+        let mut redis = self.redis.clone();
+        let set: Option<String> =
+            redis::cmd("SET").arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms.max(1)).query_async(&mut redis).await?;
+        Ok(set.is_some())
     }
 
     /// This node's id.

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cluster::Cluster;
 use crate::hub::{Hub, Push};
 use crate::metrics as m;
-use crate::store::{MailboxId, SendItem, SendRejection, Store};
+use crate::store::{Accepted, MailboxId, SendItem, SendRejection, Store};
 
 /// Most operations in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -20,7 +20,8 @@ const MAX_BATCH: usize = 1024;
 /// The outcome of a send, as the writer reports it.
 #[derive(Debug)]
 pub enum SendResult {
-    /// Stored in every target mailbox at this server timestamp.
+    /// Stored in every target mailbox at this server timestamp (now, or by an earlier send
+    /// with the same idempotency key, whose timestamp this is).
     Stored(u64),
     /// Refused; nothing stored.
     Rejected(SendRejection),
@@ -110,7 +111,11 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
                 let mut elsewhere = Vec::new();
                 for ((outcome, reply), item) in outcomes.into_iter().zip(replies).zip(&items) {
                     match outcome {
-                        Ok(committed) => {
+                        Ok(Accepted::Duplicate { server_ts }) => {
+                            metrics::counter!(m::SENDS_DEDUPLICATED).increment(1);
+                            let _ = reply.send(SendResult::Stored(server_ts));
+                        }
+                        Ok(Accepted::Stored(committed)) => {
                             metrics::counter!(m::ACCEPTED).increment(committed.len() as u64);
                             let _ = reply.send(SendResult::Stored(item.server_ts));
                             for c in committed {

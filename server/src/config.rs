@@ -1,7 +1,7 @@
 //! `hushd` configuration: flags, environment variables (`HUSHD_*`) and an
 //! optional TOML file, in that order of precedence, over built-in defaults.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -68,6 +68,35 @@ pub struct Args {
     /// This node's id in a cluster [default: random].
     #[arg(long, env = "HUSHD_NODE_ID")]
     pub node_id: Option<String>,
+    /// Registrations one source address may make in a burst [default: 10].
+    #[arg(long, env = "HUSHD_REGISTER_BURST")]
+    pub register_burst: Option<u32>,
+    /// Registrations per hour per source address, sustained [default: 20].
+    #[arg(long, env = "HUSHD_REGISTER_PER_HOUR")]
+    pub register_per_hour: Option<u32>,
+    /// Username lookups and registration challenges one source address may make in a burst [default: 100].
+    #[arg(long, env = "HUSHD_LOOKUP_BURST")]
+    pub lookup_burst: Option<u32>,
+    /// Username lookups and registration challenges per hour per source address, sustained [default: 3600].
+    #[arg(long, env = "HUSHD_LOOKUP_PER_HOUR")]
+    pub lookup_per_hour: Option<u32>,
+    /// Prekey-bundle requests one account may make in a burst [default: 1000].
+    #[arg(long, env = "HUSHD_BUNDLE_BURST")]
+    pub bundle_burst: Option<u32>,
+    /// Prekey-bundle requests per hour per account, sustained [default: 6000].
+    #[arg(long, env = "HUSHD_BUNDLE_PER_HOUR")]
+    pub bundle_per_hour: Option<u32>,
+    /// One-time prekeys of one target device one account may take in a burst; beyond it
+    /// the bundle carries only the signed and last-resort keys [default: 10].
+    #[arg(long, env = "HUSHD_ONE_TIME_KEY_BURST")]
+    pub one_time_key_burst: Option<u32>,
+    /// One-time prekeys of one target device per hour per account, sustained [default: 10].
+    #[arg(long, env = "HUSHD_ONE_TIME_KEY_PER_HOUR")]
+    pub one_time_key_per_hour: Option<u32>,
+    /// Addresses of reverse proxies / load balancers whose `X-Forwarded-For` is believed,
+    /// comma-separated [default: none: the peer address is the source address].
+    #[arg(long, env = "HUSHD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<IpAddr>>,
 }
 
 /// The same settings as [`Args`], read from the `--config` file.
@@ -91,6 +120,15 @@ struct FileConfig {
     shutdown_timeout_secs: Option<u64>,
     redis: Option<String>,
     node_id: Option<String>,
+    register_burst: Option<u32>,
+    register_per_hour: Option<u32>,
+    lookup_burst: Option<u32>,
+    lookup_per_hour: Option<u32>,
+    bundle_burst: Option<u32>,
+    bundle_per_hour: Option<u32>,
+    one_time_key_burst: Option<u32>,
+    one_time_key_per_hour: Option<u32>,
+    trusted_proxies: Option<Vec<IpAddr>>,
 }
 
 /// Why the configuration could not be built.
@@ -149,6 +187,39 @@ pub struct Limits {
     pub queue_bytes: usize,
 }
 
+/// A rate: `burst` at once, refilled at `per_hour` (governor's GCRA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests allowed at once.
+    pub burst: u32,
+    /// Sustained requests per hour.
+    pub per_hour: u32,
+}
+
+impl Rate {
+    fn resolve(name: &'static str, burst: u32, per_hour: u32) -> Result<Self, ConfigError> {
+        if burst == 0 || per_hour == 0 {
+            return Err(ConfigError::Invalid { name, message: "burst and per-hour rate must be at least 1".into() });
+        }
+        Ok(Rate { burst, per_hour })
+    }
+}
+
+/// Abuse limits on the REST API (see README, "Abuse limits").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbuseLimits {
+    /// Registrations per source address.
+    pub register: Rate,
+    /// Username lookups and registration challenges per source address.
+    pub lookup: Rate,
+    /// Prekey-bundle requests per requesting account.
+    pub bundles: Rate,
+    /// One-time prekeys taken per (requesting account, target device).
+    pub one_time_keys: Rate,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
 /// The resolved configuration of one `hushd`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -172,6 +243,8 @@ pub struct Config {
     pub certificate_lifetime: Duration,
     /// Limits.
     pub limits: Limits,
+    /// Abuse limits on the REST API.
+    pub abuse: AbuseLimits,
     /// Redis URL, when several nodes share the database.
     pub redis: Option<String>,
     /// This node's id.
@@ -200,7 +273,31 @@ impl Config {
         if ping == 0 {
             return Err(ConfigError::Invalid { name: "ping_interval_secs", message: "must be at least 1".into() });
         }
+        let abuse = AbuseLimits {
+            register: Rate::resolve(
+                "register_burst/register_per_hour",
+                args.register_burst.or(file.register_burst).unwrap_or(10),
+                args.register_per_hour.or(file.register_per_hour).unwrap_or(20),
+            )?,
+            lookup: Rate::resolve(
+                "lookup_burst/lookup_per_hour",
+                args.lookup_burst.or(file.lookup_burst).unwrap_or(100),
+                args.lookup_per_hour.or(file.lookup_per_hour).unwrap_or(3600),
+            )?,
+            bundles: Rate::resolve(
+                "bundle_burst/bundle_per_hour",
+                args.bundle_burst.or(file.bundle_burst).unwrap_or(1000),
+                args.bundle_per_hour.or(file.bundle_per_hour).unwrap_or(6000),
+            )?,
+            one_time_keys: Rate::resolve(
+                "one_time_key_burst/one_time_key_per_hour",
+                args.one_time_key_burst.or(file.one_time_key_burst).unwrap_or(10),
+                args.one_time_key_per_hour.or(file.one_time_key_per_hour).unwrap_or(10),
+            )?,
+            trusted_proxies: args.trusted_proxies.or(file.trusted_proxies).unwrap_or_default(),
+        };
         Ok(Config {
+            abuse,
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878))),
             data_dir,
             db,
@@ -285,6 +382,37 @@ mod tests {
         std::fs::write(&file, "max_mailboxes = 5\n").unwrap_or_else(|e| panic!("{e}"));
         let err = Config::from_args(Args { config: Some(file), ..Args::default() });
         assert!(matches!(err, Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn abuse_limits_have_documented_defaults_and_read_the_file() {
+        let config = Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.abuse.register, Rate { burst: 10, per_hour: 20 });
+        assert_eq!(config.abuse.lookup, Rate { burst: 100, per_hour: 3600 });
+        assert_eq!(config.abuse.bundles, Rate { burst: 1000, per_hour: 6000 });
+        assert_eq!(config.abuse.one_time_keys, Rate { burst: 10, per_hour: 10 });
+        assert!(config.abuse.trusted_proxies.is_empty());
+
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("hushd.toml");
+        std::fs::write(&file, "register_burst = 3\ntrusted_proxies = [\"10.0.0.1\", \"::1\"]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let config =
+            Config::from_args(Args { config: Some(file), ..Args::default() }).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.abuse.register.burst, 3);
+        assert_eq!(config.abuse.trusted_proxies.len(), 2);
+        let err = Config::from_args(Args { bundle_per_hour: Some(0), ..Args::default() });
+        assert!(matches!(err, Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn default_prekey_limits_allow_a_large_group_and_stop_a_drain() {
+        let c = Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}"));
+        let (bundles, one_time) = (c.abuse.bundles, c.abuse.one_time_keys);
+        // A 1,000-member group of ~6 devices each, one request per device, within the first hour.
+        assert!(bundles.burst + bundles.per_hour >= 6_000, "{bundles:?}");
+        // One requester takes at most a few dozen of one target device's one-time keys an hour.
+        assert!(one_time.burst + one_time.per_hour <= 36, "{one_time:?}");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   with an in-flight window, acks, sends.
 //! - [`commit`]: the group-commit writer that makes a send durable before it is
 //!   acknowledged, and then wakes the recipients' connections through the [`hub`].
-//! - [`store`]: durable state behind the [`store::Store`] trait (SQLite now).
+//! - [`store`]: durable state behind the [`store::Store`] trait (SQLite, Postgres).
+//! - [`trust`]: one trust root per deployment, recorded in the database.
 //!
 //! The delivery contract these implement is in DESIGN.md; the protocol in docs/PROTOCOL.md.
 
@@ -23,4 +24,5 @@ pub mod metrics;
 pub mod serve;
 pub mod state;
 pub mod store;
+pub mod trust;
 pub mod ws;

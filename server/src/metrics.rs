@@ -22,6 +22,10 @@ pub const DELIVERY_LATENCY: &str = "hush_delivery_latency_seconds";
 pub const COMMIT_BATCH: &str = "hush_commit_batch_size";
 /// Counter, label `code`: sends refused.
 pub const SENDS_REJECTED: &str = "hush_sends_rejected_total";
+/// Counter: resent sends answered from their idempotency key, not stored again.
+pub const SENDS_DEDUPLICATED: &str = "hush_sends_deduplicated_total";
+/// Counter, label `limit`: REST requests refused (or served without one-time keys) by an abuse limit.
+pub const RATE_LIMITED: &str = "hush_rate_limited_total";
 /// Counter, label `reason`: connections closed by the server with a reason.
 pub const CLOSED: &str = "hush_connections_closed_total";
 /// Counter, label `code`: WebSocket upgrades refused before the handshake.
@@ -71,7 +75,7 @@ pub fn handle() -> PrometheusHandle {
             let _ = metrics::set_global_recorder(recorder);
             describe();
             // Make every series visible from the start, at zero.
-            for counter in [ACCEPTED, DELIVERED, ACKED, EXPIRED] {
+            for counter in [ACCEPTED, DELIVERED, ACKED, EXPIRED, SENDS_DEDUPLICATED] {
                 metrics::counter!(counter).increment(0);
             }
             metrics::gauge!(CONNECTIONS).increment(0.0);

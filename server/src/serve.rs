@@ -52,6 +52,9 @@ pub enum ServeError {
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
+    /// The key file's trust root is not the one this database was first used with.
+    #[error("{0}")]
+    TrustRoot(#[from] crate::trust::TrustRootError),
     /// The Redis settings are not valid.
     #[error("cluster: {0}")]
     Cluster(#[from] ClusterError),
@@ -141,6 +144,7 @@ pub async fn build_state(config: Config) -> Result<(AppState, tokio::task::JoinH
         .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
     let keys = load_or_create_keys(&config.data_dir)?;
     let store = open_store(&config).await?;
+    crate::trust::check_trust_root(&*store, &keys, config.data_dir.join(KEYS_FILE), KEYS_FILE).await?;
     let hub =
         Arc::new(Hub::new(QueueLimit { pushes: config.limits.window as usize * 2, bytes: config.limits.queue_bytes }));
     let shutdown = CancellationToken::new();
@@ -161,6 +165,7 @@ pub async fn build_state(config: Config) -> Result<(AppState, tokio::task::JoinH
         committer,
         keys,
         rate: SendRateLimiter::new(config.limits.rate_burst, config.limits.rate_per_second),
+        abuse: crate::http::limits::AbuseLimiter::new(&config.abuse),
         replay: ReplayCache::default(),
         metrics: m::handle(),
         shutdown,

@@ -47,6 +47,8 @@ pub struct Inner {
     pub config: Config,
     /// Per-device send rate.
     pub rate: SendRateLimiter,
+    /// REST abuse limits (registration, lookups, prekey bundles).
+    pub abuse: crate::http::limits::AbuseLimiter,
     /// REST nonces seen recently.
     pub replay: ReplayCache,
     /// Renders `/metrics`.

@@ -1,7 +1,11 @@
 //! [`TestAccount`] and [`TestDevice`]: registered accounts and their devices.
 
 use hush_keys::auth::DeviceSigningKey;
-use hush_wire::api::{AddDeviceRequest, AddDeviceResponse, B64, NewDevice, RegisterRequest, RegisterResponse};
+use hush_keys::registration::{RegistrationSigningInput, sign_registration};
+use hush_wire::api::{
+    AddDeviceRequest, AddDeviceResponse, B64, NewDevice, RegisterRequest, RegisterResponse, RegistrationChallenge,
+    RegistrationProof,
+};
 use libsignal_protocol::IdentityKeyPair;
 use rand::RngCore as _;
 use uuid::Uuid;
@@ -93,7 +97,7 @@ impl TestAccount {
         let identity = identity();
         let keys = DeviceKeys::generate(&identity, one_time);
         let username = crate::unique_username(prefix);
-        let req = register_request(&username, &identity, &keys.new_device);
+        let req = register_request(server, &username, &identity, &keys.new_device).await;
         let resp: RegisterResponse = RestClient::new(server).post_json("/v1/accounts", &req).await.json(201);
         assert_eq!(resp.device_id, 1, "the primary device must be device 1");
         TestAccount {
@@ -150,11 +154,47 @@ impl TestAccount {
     }
 }
 
-/// A registration body for `username` with the given identity and primary device.
-pub fn register_request(username: &str, identity: &IdentityKeyPair, device: &NewDevice) -> RegisterRequest {
+/// A registration body for `username` with the given identity and primary device, signed by
+/// `identity` over a fresh challenge from `server` (as every client must).
+pub async fn register_request(
+    server: &TestServer,
+    username: &str,
+    identity: &IdentityKeyPair,
+    device: &NewDevice,
+) -> RegisterRequest {
+    signed_register_request(&challenge(server).await, username, identity, device)
+}
+
+/// A fresh registration challenge from `server`.
+pub async fn challenge(server: &TestServer) -> RegistrationChallenge {
+    RestClient::new(server).raw("POST", "/v1/accounts/challenge", None, None).await.json(200)
+}
+
+/// A registration body signed by `identity` over `challenge` (no I/O).
+pub fn signed_register_request(
+    challenge: &RegistrationChallenge,
+    username: &str,
+    identity: &IdentityKeyPair,
+    device: &NewDevice,
+) -> RegisterRequest {
+    let normalized = username.to_ascii_lowercase();
+    let input = RegistrationSigningInput {
+        username: &normalized,
+        server_time_ms: challenge.server_time,
+        nonce: &challenge.nonce.0,
+        auth_key: &device.auth_key.0,
+        registration_id: device.registration_id,
+    };
+    let signature = sign_registration(identity, &input, &mut rand::rng())
+        .unwrap_or_else(|e| panic!("cannot sign a registration: {e}"));
     RegisterRequest {
         username: username.to_owned(),
         identity_key: B64(identity_public(identity)),
         device: device.clone(),
+        proof: RegistrationProof {
+            nonce: challenge.nonce.clone(),
+            server_time: challenge.server_time,
+            signature: B64(signature),
+        },
     }
 }

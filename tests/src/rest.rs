@@ -13,11 +13,18 @@ pub struct ApiResponse {
     pub request: String,
     /// HTTP status code.
     pub status: u16,
+    /// Response headers (names lowercase).
+    pub headers: Vec<(String, String)>,
     /// The raw body.
     pub body: Vec<u8>,
 }
 
 impl ApiResponse {
+    /// The first value of header `name` (lowercase), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
     /// The body as (lossy) UTF-8 text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -78,6 +85,18 @@ impl RestClient {
         body: Option<Vec<u8>>,
         authorization: Option<&str>,
     ) -> ApiResponse {
+        self.raw_with_headers(method, path_and_query, body, authorization, &[]).await
+    }
+
+    /// [`Self::raw`] with extra request headers (e.g. `X-Forwarded-For`).
+    pub async fn raw_with_headers(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        authorization: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> ApiResponse {
         let request = format!("{method} {path_and_query}");
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or_else(|e| panic!("bad method {method}: {e}"));
         let mut req = self.http.request(m, format!("{}{path_and_query}", self.base));
@@ -87,10 +106,18 @@ impl RestClient {
         if let Some(auth) = authorization {
             req = req.header(hush_wire::api::AUTH_HEADER, auth);
         }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         let resp = req.send().await.unwrap_or_else(|e| panic!("{request}: HTTP request failed: {e}"));
         let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
         let body = resp.bytes().await.unwrap_or_else(|e| panic!("{request}: reading the body failed: {e}")).to_vec();
-        ApiResponse { request, status, body }
+        ApiResponse { request, status, headers, body }
     }
 
     /// An unauthenticated GET.

@@ -27,15 +27,15 @@ pub struct TestServerBuilder {
 }
 
 impl TestServerBuilder {
-    /// Appends one command-line argument (a flag or its value).
-    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
-        self.args.push(arg.into());
+    /// Appends command-line arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
         self
     }
 
-    /// Appends several command-line arguments.
-    pub fn args<I: IntoIterator<Item = A>, A: Into<OsString>>(mut self, args: I) -> Self {
-        self.args.extend(args.into_iter().map(Into::into));
+    /// Appends one command-line argument (a flag or its value).
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
         self
     }
 
@@ -198,6 +198,9 @@ impl TestServer {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(self.data_dir.path())
+            // The abuse limits are lifted unless a test sets them (flags beat the environment):
+            // many tests register and fetch more from 127.0.0.1 than a real client ever would.
+            .envs(UNLIMITED.iter().map(|name| (name, "1000000")))
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -269,6 +272,18 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// The abuse-limit settings a test server lifts (see `hushd --help`).
+const UNLIMITED: [&str; 8] = [
+    "HUSHD_REGISTER_BURST",
+    "HUSHD_REGISTER_PER_HOUR",
+    "HUSHD_LOOKUP_BURST",
+    "HUSHD_LOOKUP_PER_HOUR",
+    "HUSHD_BUNDLE_BURST",
+    "HUSHD_BUNDLE_PER_HOUR",
+    "HUSHD_ONE_TIME_KEY_BURST",
+    "HUSHD_ONE_TIME_KEY_PER_HOUR",
+];
 
 /// Finds the `hushd` binary: `$HUSHD_BIN`, else next to the test binary's
 /// `deps` directory (`target/<profile>/hushd`).

@@ -74,6 +74,7 @@ pub struct PreKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NewDevice {
     /// libsignal registration id, 1..=16383.
+    #[schema(minimum = 1, maximum = 16383)]
     pub registration_id: u32,
     /// The device's ed25519 authentication public key (32 bytes).
     #[schema(value_type = String, format = Byte)]
@@ -93,16 +94,47 @@ pub struct NewDevice {
     pub one_time_kyber_prekeys: Vec<SignedPreKey>,
 }
 
+/// `POST /v1/accounts/challenge`: what a registration must sign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegistrationChallenge {
+    /// 32 bytes the server issued; copy it into [`RegistrationProof::nonce`].
+    #[schema(value_type = String, format = Byte)]
+    pub nonce: B64,
+    /// The server's time when it issued the challenge (ms since the epoch); copy it into
+    /// [`RegistrationProof::server_time`].
+    pub server_time: u64,
+    /// The challenge is refused after this time (ms since the epoch): fetch a new one.
+    pub expires_at: u64,
+}
+
+/// The identity key's proof that it is registering this account: an XEdDSA signature
+/// over a server challenge, the username and the primary device (see docs/PROTOCOL.md,
+/// "Registration", and `hush_keys::registration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegistrationProof {
+    /// The challenge nonce, as issued.
+    #[schema(value_type = String, format = Byte)]
+    pub nonce: B64,
+    /// The challenge's server time, as issued.
+    pub server_time: u64,
+    /// XEdDSA signature by the identity key over `hush_keys::registration::RegistrationSigningInput`.
+    #[schema(value_type = String, format = Byte)]
+    pub signature: B64,
+}
+
 /// `POST /v1/accounts`: create an account with its primary device (id 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RegisterRequest {
     /// Handle others find the account by: 3 to 32 of `a-z 0-9 _ .`, case-insensitive.
+    #[schema(pattern = "^[A-Za-z0-9_.]{3,32}$")]
     pub username: String,
     /// The account's libsignal identity public key (33 bytes), shared by all its devices.
     #[schema(value_type = String, format = Byte)]
     pub identity_key: B64,
     /// The primary device.
     pub device: NewDevice,
+    /// Proof that the caller holds the identity key's private key.
+    pub proof: RegistrationProof,
 }
 
 /// Answer to a registration.
@@ -281,6 +313,11 @@ mod tests {
                 kyber_last_resort: SignedPreKey { id: 2, public_key: B64(vec![8; 4]), signature: B64(vec![9; 4]) },
                 one_time_prekeys: vec![PreKey { id: 3, public_key: B64(vec![5; 4]) }],
                 one_time_kyber_prekeys: vec![],
+            },
+            proof: RegistrationProof {
+                nonce: B64(vec![3; 32]),
+                server_time: 1_700_000_000_000,
+                signature: B64(vec![4; 64]),
             },
         };
         insta::assert_json_snapshot!(req);

@@ -104,10 +104,25 @@ mod tests {
                 }],
             }],
             online_only: false,
+            idempotency_key: bytes::Bytes::new(),
         })
         .into();
         let bytes = frame.to_bytes();
         insta::assert_snapshot!("send_request_bytes", hex_string(&bytes));
+        assert_eq!(decode_client_frame(&bytes), Ok(frame.frame.clone().unwrap_or_else(|| unreachable!())));
+    }
+
+    #[test]
+    fn send_request_idempotency_key_is_field_4() {
+        let frame: ClientFrame = client_frame::Frame::Send(SendRequest {
+            request_id: 1,
+            recipients: vec![],
+            online_only: false,
+            idempotency_key: bytes::Bytes::from_static(&[0xA5; 4]),
+        })
+        .into();
+        let bytes = frame.to_bytes();
+        insta::assert_snapshot!("send_request_with_key_bytes", hex_string(&bytes));
         assert_eq!(decode_client_frame(&bytes), Ok(frame.frame.clone().unwrap_or_else(|| unreachable!())));
     }
 

@@ -26,3 +26,10 @@ pub const PREKEY_REFILL_THRESHOLD: u32 = 10;
 pub const CHALLENGE_BYTES: usize = 32;
 /// Seconds a REST request signature stays valid either side of the server clock.
 pub const REST_AUTH_SKEW_SECS: u64 = 300;
+/// Longest idempotency key of a `SendRequest`.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 64;
+/// Hours the server remembers a send's idempotency key (a resend within them is answered,
+/// not stored again).
+pub const IDEMPOTENCY_RETENTION_HOURS: u64 = 24;
+/// Seconds a registration challenge stays valid after the server issued it.
+pub const REGISTRATION_CHALLENGE_SECS: u64 = 300;

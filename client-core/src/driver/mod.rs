@@ -175,7 +175,9 @@ impl Handle {
                 trust_root: info.trust_root.0,
                 now_ms: now_ms(),
             };
-            let registration = Registration::generate(params, &mut rand::rngs::StdRng::from_os_rng())?;
+            let mut rng = rand::rngs::StdRng::from_os_rng();
+            let mut registration = Registration::generate(params, &mut rng)?;
+            registration.sign(&rest.registration_challenge().await?, &mut rng)?;
             let response = rest.register(&registration.request).await?;
             let (_, batch) = registration.finish(&response);
             store.commit(batch).await?;

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use hush_keys::auth::DeviceSigningKey;
-use hush_wire::api::{AccountInfo, ApiError, PreKeyBundles, RegisterRequest, RegisterResponse, ServerInfo};
+use hush_wire::api::{
+    AccountInfo, ApiError, PreKeyBundles, RegisterRequest, RegisterResponse, RegistrationChallenge, ServerInfo,
+};
 use rand::RngCore as _;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -118,6 +120,11 @@ impl Rest {
     /// `GET /v1/server`.
     pub async fn server_info(&self) -> Result<ServerInfo, RestFailure> {
         self.json("GET", "/v1/server", None).await
+    }
+
+    /// `POST /v1/accounts/challenge`: what a registration signs.
+    pub async fn registration_challenge(&self) -> Result<RegistrationChallenge, RestFailure> {
+        self.json("POST", "/v1/accounts/challenge", None).await
     }
 
     /// `POST /v1/accounts`.

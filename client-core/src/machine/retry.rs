@@ -276,7 +276,10 @@ impl Machine {
         self.signal.discard();
         let request_id = self.next_request_id();
         self.in_flight = Some((request_id, vec![head.seq]));
-        self.requests.push_back(OutgoingRequest::Send(SendRequest { request_id, recipients, online_only: false }));
+        // Keyed by its outbox entry, so a resend after a lost answer is not stored twice.
+        let idempotency_key = [head.message_id.0.as_slice(), &head.seq.to_be_bytes()].concat().into();
+        let request = SendRequest { request_id, recipients, online_only: false, idempotency_key };
+        self.requests.push_back(OutgoingRequest::Send(request));
         Ok(())
     }
 

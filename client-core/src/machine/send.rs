@@ -276,7 +276,12 @@ impl Machine {
         self.store.commit(batch).await?;
         let request_id = self.next_request_id();
         let recipients = vec![RecipientMessages { account_id: peer.account_id.as_bytes().to_vec().into(), messages }];
-        self.requests.push_back(OutgoingRequest::Send(SendRequest { request_id, recipients, online_only: true }));
+        self.requests.push_back(OutgoingRequest::Send(SendRequest {
+            request_id,
+            recipients,
+            online_only: true,
+            idempotency_key: Default::default(),
+        }));
         Ok(())
     }
 
@@ -458,7 +463,12 @@ impl Machine {
             recipients.push(RecipientMessages { account_id, messages: own_messages });
         }
         let request_id = self.next_request_id();
-        let request = SendRequest { request_id, recipients, online_only: false };
+        // The idempotency key is the outbox message id (stable across reconnects and restarts)
+        // and the last outbox entry merged into this send, so a resend that merges more receipts
+        // is a new send rather than a duplicate that would drop them.
+        let last = seqs.last().copied().unwrap_or(head.seq).to_be_bytes();
+        let idempotency_key = [head.message_id.0.as_slice(), &last].concat().into();
+        let request = SendRequest { request_id, recipients, online_only: false, idempotency_key };
         // Refused here rather than by the server, which would close the connection on it.
         if let Some(reason) = oversized(&request) {
             self.signal.discard();

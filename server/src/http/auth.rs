@@ -48,9 +48,7 @@ impl FromRequest<AppState> for Authed {
         let header = AuthHeader::parse(header).map_err(|e| HttpError::unauthorized("auth_malformed", e.to_string()))?;
         let method = req.method().as_str().to_owned();
         let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| HttpError::bad_request("invalid_request", format!("cannot read body: {e}")))?;
+        let body = super::extract::read_body(req, state).await?;
         let device = verify(state, &header, &method, &path_and_query, &body).await?;
         Ok(Authed { device, body })
     }
@@ -83,8 +81,20 @@ async fn verify(
         body_sha256: body_sha256(body),
     };
     auth_key.verify_rest(&input, &header.signature).map_err(|_| failed())?;
-    if !state.replay.insert(key, header.nonce, header.timestamp_ms + skew_ms) {
-        return Err(HttpError::unauthorized("auth_replayed", "this request was already accepted once; sign it again"));
+    let replayed = || HttpError::unauthorized("auth_replayed", "this request was already accepted once; sign it again");
+    let valid_until = header.timestamp_ms + skew_ms;
+    if !state.replay.insert(key, header.nonce, valid_until) {
+        return Err(replayed());
+    }
+    // Clustered, the nonce must also be new to every other node.
+    if let Some(cluster) = &state.cluster {
+        match cluster.claim_nonce(key, header.nonce, valid_until.saturating_sub(now)).await {
+            Ok(true) => {}
+            Ok(false) => return Err(replayed()),
+            // Redis stays off the path that must work: with it down, each node still refuses
+            // replays it saw itself.
+            Err(e) => tracing::warn!(error = %e, "cannot record a REST nonce in Redis; replay check is per node"),
+        }
     }
     Ok(device)
 }

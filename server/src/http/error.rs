@@ -1,7 +1,9 @@
 //! REST errors: an HTTP status plus a stable machine-readable code.
 
+use std::time::Duration;
+
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hush_wire::api::ApiError;
 
@@ -13,12 +15,25 @@ pub struct HttpError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after: Option<Duration>,
 }
 
 impl HttpError {
     /// An error with a status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        HttpError { status, code, message: message.into() }
+        HttpError { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// 429 `rate_limited` with a `Retry-After` header (whole seconds, rounded up).
+    pub fn rate_limited(what: &str, wait: Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let secs = secs.max(1);
+        HttpError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: format!("too many {what} from here; retry in {secs} s"),
+            retry_after: Some(Duration::from_secs(secs)),
+        }
     }
 
     /// 400 with a code.
@@ -40,11 +55,21 @@ impl HttpError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The status (for tests).
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        (self.status, Json(ApiError { code: self.code.into(), message: self.message })).into_response()
+        let mut response =
+            (self.status, Json(ApiError { code: self.code.into(), message: self.message })).into_response();
+        if let Some(wait) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs()));
+        }
+        response
     }
 }
 

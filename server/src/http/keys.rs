@@ -1,7 +1,7 @@
 //! Prekeys: upload, count, and fetch bundles (one-time keys handed out once).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use hush_wire::api::{ApiError, DeviceBundle, PreKey, PreKeyBundles, PreKeyCount, PreKeyUpload, SignedPreKey};
 use hush_wire::limits::PREKEY_REFILL_THRESHOLD;
@@ -9,9 +9,10 @@ use uuid::Uuid;
 
 use super::auth::Authed;
 use super::error::HttpError;
+use super::extract::ApiPath;
 use super::validate;
 use crate::state::AppState;
-use crate::store::{SignedKey, StoreError};
+use crate::store::{DeviceKey, SignedKey, StoreError};
 
 /// Adds one-time prekeys and optionally replaces the signed ones.
 #[utoipa::path(put, path = "/v1/keys", request_body = PreKeyUpload, tag = "keys",
@@ -41,17 +42,24 @@ fn signed(k: SignedKey) -> SignedPreKey {
 }
 
 /// Bundles for one device (`device` = its id) or every device (`*`) of an account.
+///
+/// Abuse limits: requests per calling account (429 beyond it), and one-time keys per
+/// (calling account, target device): beyond that budget a bundle carries the signed prekey
+/// and the last-resort Kyber key only (`kyber_last_resort: true`, no `prekey`).
 #[utoipa::path(get, path = "/v1/keys/{account_id}/{device}", tag = "keys",
     params(("account_id" = Uuid, Path), ("device" = String, Path, description = "a device id, or * for all")),
     responses((status = 200, body = PreKeyBundles),
               (status = 400, body = ApiError, description = "invalid_request"),
-              (status = 404, body = ApiError, description = "unknown_account, unknown_device")),
+              (status = 404, body = ApiError, description = "unknown_account, unknown_device"),
+              (status = 429, body = ApiError, description = "rate_limited (see Retry-After)")),
     security(("hush_sig" = [])))]
 pub async fn bundles(
     State(state): State<AppState>,
-    Path((account_id, device)): Path<(Uuid, String)>,
-    _auth: Authed,
+    ApiPath((account_id, device)): ApiPath<(Uuid, String)>,
+    auth: Authed,
 ) -> Result<Json<PreKeyBundles>, HttpError> {
+    let requester = auth.key().account;
+    state.abuse.bundles(requester)?;
     let device_id = match device.as_str() {
         "*" => None,
         id => Some(
@@ -60,7 +68,9 @@ pub async fn bundles(
         ),
     };
     let account = state.store.account(account_id).await?.ok_or(StoreError::UnknownAccount)?;
-    let bundles = state.store.take_bundles(account_id, device_id).await?;
+    let abuse = &state.abuse;
+    let one_time = |device_id: u32| abuse.one_time_keys(requester, DeviceKey { account: account_id, device_id });
+    let bundles = state.store.take_bundles(account_id, device_id, &one_time).await?;
     let devices = bundles
         .into_iter()
         .map(|b| DeviceBundle {

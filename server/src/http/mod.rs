@@ -10,7 +10,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 pub mod accounts;
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod keys;
+pub mod limits;
 pub mod misc;
 pub mod validate;
 
@@ -21,7 +23,7 @@ use crate::state::AppState;
 #[openapi(
     info(title = "hushd", description = "hush relay server REST API. The WebSocket protocol is in wire/proto/hush/v1/frames.proto; authentication in docs/PROTOCOL.md."),
     paths(
-        accounts::register, accounts::by_username, accounts::by_id, accounts::devices,
+        accounts::challenge, accounts::register, accounts::by_username, accounts::by_id, accounts::devices,
         accounts::add_device, accounts::remove_device,
         keys::upload, keys::count, keys::bundles,
         misc::healthz, misc::metrics, misc::server_info, misc::certificate,
@@ -32,8 +34,48 @@ pub struct ApiDoc;
 
 struct SecurityAddon;
 
+/// An `ApiError` answer with `description`.
+fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ApiError"))).build();
+    ResponseBuilder::new().description(description).content("application/json", content).build().into()
+}
+
+/// Declares the answers every operation of a kind can give, so the document matches the
+/// server: 401 on authenticated ones, 400 where a path parameter can be malformed, 413 where
+/// a body is read.
+fn declare_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
+        for op in operations.into_iter().flatten() {
+            let responses = &mut op.responses.responses;
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                responses.entry("401".into()).or_insert_with(|| {
+                    error_response(
+                        "auth_missing, auth_malformed, auth_expired, auth_failed, auth_replayed: see docs/PROTOCOL.md",
+                    )
+                });
+                responses
+                    .entry("413".into())
+                    .or_insert_with(|| error_response("body_too_large: the body is over 1 MiB"));
+            }
+            if op.request_body.is_some() {
+                responses
+                    .entry("413".into())
+                    .or_insert_with(|| error_response("body_too_large: the body is over 1 MiB"));
+            }
+            if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                responses
+                    .entry("400".into())
+                    .or_insert_with(|| error_response("invalid_request: a path parameter is malformed"));
+            }
+        }
+    }
+}
+
 impl utoipa::Modify for SecurityAddon {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        declare_common_errors(openapi);
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "hush_sig",
@@ -57,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/v1/server", get(misc::server_info))
         .route("/v1/accounts", post(accounts::register))
+        .route("/v1/accounts/challenge", post(accounts::challenge))
         .route("/v1/accounts/username/{username}", get(accounts::by_username))
         .route("/v1/accounts/{account_id}", get(accounts::by_id))
         .route("/v1/accounts/{account_id}/devices", get(accounts::devices))
@@ -67,6 +110,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/keys/{account_id}/{device}", get(keys::bundles))
         .route("/v1/certificate", get(misc::certificate))
         .route("/v1/websocket", get(crate::ws::upgrade))
+        .fallback(extract::not_found)
+        .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES))
         .with_state(state)
 }

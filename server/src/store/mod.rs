@@ -183,6 +183,26 @@ pub struct SendItem {
     pub server_ts: u64,
     /// When the envelopes expire, ms.
     pub expires_at: u64,
+    /// The client's idempotency key (its outbox message id), if it gave one: a later send
+    /// from the same device with the same key, within [`IDEMPOTENCY_RETENTION_MS`], is
+    /// answered with this send's result and stores nothing.
+    pub idempotency_key: Option<Bytes>,
+}
+
+/// How long a stored send's idempotency key is remembered (pruned by [`Store::expire`]).
+pub const IDEMPOTENCY_RETENTION_MS: u64 = hush_wire::limits::IDEMPOTENCY_RETENTION_HOURS * 3_600_000;
+
+/// A send the store accepted.
+#[derive(Debug, Clone)]
+pub enum Accepted {
+    /// Stored now: the envelopes written.
+    Stored(Vec<Committed>),
+    /// Stored earlier by a send with the same idempotency key from the same device;
+    /// nothing was stored now. `server_ts` is the first send's.
+    Duplicate {
+        /// The first send's server timestamp.
+        server_ts: u64,
+    },
 }
 
 /// One mailbox read: envelopes with `seq > after_seq`, oldest first, at most `limit`.
@@ -262,8 +282,25 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Decides, per device id of the target account, whether a bundle fetch may take one-time keys.
+pub type OneTimeAllowed<'a> = &'a (dyn Fn(u32) -> bool + Send + Sync);
+
 /// The result of committing one [`SendItem`].
-pub type SendOutcome = Result<Vec<Committed>, SendRejection>;
+pub type SendOutcome = Result<Accepted, SendRejection>;
+
+/// What [`Store::record_trust_root`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustRootCheck {
+    /// None was recorded; this one is now.
+    Recorded,
+    /// The same one was recorded before.
+    Matches,
+    /// Another one was recorded (by the first node that started on this database).
+    Differs {
+        /// The recorded trust root.
+        recorded: Vec<u8>,
+    },
+}
 
 /// Durable state of the relay.
 #[async_trait]
@@ -291,8 +328,15 @@ pub trait Store: Send + Sync + 'static {
     async fn upload_prekeys(&self, key: DeviceKey, upload: &PreKeyUploadRecord) -> Result<(), StoreError>;
     /// One-time prekeys left.
     async fn prekey_counts(&self, key: DeviceKey) -> Result<PreKeyCounts, StoreError>;
-    /// Bundles for one device or all devices of an account, consuming one one-time key of each kind per device.
-    async fn take_bundles(&self, account: Uuid, device_id: Option<u32>) -> Result<Vec<Bundle>, StoreError>;
+    /// Bundles for one device or all devices of an account, consuming one one-time key of each kind
+    /// per device for which `one_time` says yes; the others get the signed prekey and the
+    /// last-resort Kyber key only, and keep their one-time keys.
+    async fn take_bundles(
+        &self,
+        account: Uuid,
+        device_id: Option<u32>,
+        one_time: OneTimeAllowed<'_>,
+    ) -> Result<Vec<Bundle>, StoreError>;
     /// Checks device sets without storing anything (for online-only sends); the devices to deliver to.
     async fn check_devices(
         &self,
@@ -302,6 +346,8 @@ pub trait Store: Send + Sync + 'static {
     /// Commits many sends in one transaction: each is checked and either fully written or refused.
     /// A send is refused for unknown accounts first, then device-set mismatches (including the
     /// sender's own other devices when its account is not listed), then full mailboxes.
+    /// A send whose idempotency key this device already used (in this batch or a stored one)
+    /// is [`Accepted::Duplicate`]; a refused send does not record its key.
     async fn commit_sends(&self, items: &[SendItem], max_mailbox: u64) -> Result<Vec<SendOutcome>, StoreError>;
     /// Envelopes of a mailbox with `seq > after_seq`, oldest first, at most `limit`.
     async fn fetch(&self, mailbox: MailboxId, after_seq: u64, limit: u32) -> Result<Vec<StoredEnvelope>, StoreError>;
@@ -310,12 +356,16 @@ pub trait Store: Send + Sync + 'static {
     async fn fetch_many(&self, reads: &[MailboxRead]) -> Result<Vec<Vec<StoredEnvelope>>, StoreError>;
     /// Deletes acknowledged envelopes; returns how many existed.
     async fn ack(&self, acks: &[(MailboxId, Vec<u64>)]) -> Result<u64, StoreError>;
-    /// Deletes envelopes whose expiry is at or before `now_ms`; returns how many.
+    /// Deletes envelopes whose expiry is at or before `now_ms`, and idempotency keys older than
+    /// [`IDEMPOTENCY_RETENTION_MS`]; returns how many envelopes.
     async fn expire(&self, now_ms: u64) -> Result<u64, StoreError>;
     /// Envelopes stored in all mailboxes.
     async fn envelope_count(&self) -> Result<u64, StoreError>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Records `trust_root` as the deployment's trust root if none is recorded yet, and
+    /// says how it compares with the recorded one (several nodes must share one).
+    async fn record_trust_root(&self, trust_root: &[u8]) -> Result<TrustRootCheck, StoreError>;
 }
 
 /// Compares the devices a request names with an account's devices.

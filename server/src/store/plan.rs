@@ -9,15 +9,48 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use bytes::Bytes;
 use uuid::Uuid;
 
+use sha2::{Digest, Sha256};
+
 use super::{
-    Committed, Device, DeviceKey, Mismatch, OutgoingMessage, RecipientBatch, SendItem, SendOutcome, SendRejection,
-    StoredEnvelope, compare_device_sets, own_devices_missing,
+    Accepted, Committed, Device, DeviceKey, IDEMPOTENCY_RETENTION_MS, Mismatch, OutgoingMessage, RecipientBatch,
+    SendItem, SendOutcome, SendRejection, StoredEnvelope, compare_device_sets, own_devices_missing,
 };
 
 /// Puts looked-up devices in the order of the keys asked for (`None` where none was found).
 pub(crate) fn align_devices(keys: &[DeviceKey], found: Vec<Device>) -> Vec<Option<Device>> {
     let by_key: HashMap<DeviceKey, Device> = found.into_iter().map(|d| (d.key, d)).collect();
     keys.iter().map(|k| by_key.get(k).cloned()).collect()
+}
+
+/// The stored form of an idempotency key.
+pub(crate) type KeyHash = [u8; 32];
+
+/// The stored form of a send's idempotency key: SHA-256 over a domain, the sending device
+/// and the client's key. It names no sender, and a resend from another device never matches.
+pub(crate) fn key_hash(item: &SendItem) -> Option<KeyHash> {
+    let key = item.idempotency_key.as_ref().filter(|k| !k.is_empty())?;
+    let mut h = Sha256::new();
+    h.update(b"hush-send-key-v1\0");
+    h.update(item.sender.account.as_bytes());
+    h.update(item.sender.device_id.to_be_bytes());
+    h.update(key);
+    Some(h.finalize().into())
+}
+
+/// The idempotency keys of a batch, for the backend to look up.
+pub(crate) fn batch_key_hashes(items: &[SendItem]) -> Vec<KeyHash> {
+    let mut hashes: Vec<KeyHash> = items.iter().filter_map(key_hash).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes
+}
+
+/// An idempotency key to record with a stored send.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyRow {
+    pub hash: KeyHash,
+    pub server_ts: u64,
+    pub expires_at: u64,
 }
 
 /// A target device as the send path sees it.
@@ -157,15 +190,25 @@ pub(crate) struct Plan {
     pub appends: Vec<Append>,
     /// Per mailbox pk: (envelopes added, its `last_seq` once the batch is in).
     pub bumped: BTreeMap<i64, (u64, u64)>,
+    /// Idempotency keys of the sends stored now.
+    pub keys: Vec<KeyRow>,
     /// One outcome per send, in order.
     pub outcomes: Vec<SendOutcome>,
 }
 
 /// Checks every send against `sets` and assigns seqs, updating `sets` as it goes so
-/// later sends in the batch see earlier ones (mailbox counts, seqs).
-pub(crate) fn plan(sets: &mut DeviceSets, items: &[SendItem], max_mailbox: u64) -> Plan {
+/// later sends in the batch see earlier ones (mailbox counts, seqs). `seen` holds the
+/// idempotency keys already stored (with their first answer); a send with one of them, or
+/// with the key of a send stored earlier in this batch, is a duplicate and stores nothing.
+pub(crate) fn plan(sets: &mut DeviceSets, items: &[SendItem], max_mailbox: u64, seen: &HashMap<KeyHash, u64>) -> Plan {
     let mut plan = Plan::default();
+    let mut stored_now: HashMap<KeyHash, u64> = HashMap::new();
     for item in items {
+        let hash = key_hash(item);
+        if let Some(&server_ts) = hash.as_ref().and_then(|h| seen.get(h).or_else(|| stored_now.get(h))) {
+            plan.outcomes.push(Ok(Accepted::Duplicate { server_ts }));
+            continue;
+        }
         let targets = match sets.check(item.sender, &item.recipients, CheckMode::stored(max_mailbox)) {
             Ok(targets) => targets,
             Err(rejection) => {
@@ -199,7 +242,15 @@ pub(crate) fn plan(sets: &mut DeviceSets, items: &[SendItem], max_mailbox: u64) 
                 },
             });
         }
-        plan.outcomes.push(Ok(committed));
+        if let Some(hash) = hash {
+            stored_now.insert(hash, item.server_ts);
+            plan.keys.push(KeyRow {
+                hash,
+                server_ts: item.server_ts,
+                expires_at: item.server_ts.saturating_add(IDEMPOTENCY_RETENTION_MS),
+            });
+        }
+        plan.outcomes.push(Ok(Accepted::Stored(committed)));
     }
     plan
 }

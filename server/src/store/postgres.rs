@@ -12,7 +12,7 @@
 //!
 //! Batches are written with `UNNEST` over arrays: one statement per table, not per row.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -22,11 +22,11 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
-use super::plan::{self, CheckMode, DeviceRow, DeviceSets, Plan, batch_accounts};
+use super::plan::{self, CheckMode, DeviceRow, DeviceSets, KeyHash, Plan, batch_accounts, batch_key_hashes};
 use super::{
-    Account, Bundle, Device, DeviceKey, MailboxId, MailboxRead, NewAccount, NewDeviceRecord, OneTimeKey, PreKeyCounts,
-    PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey, Store, StoreError,
-    StoredEnvelope, day_floor,
+    Account, Bundle, Device, DeviceKey, MailboxId, MailboxRead, NewAccount, NewDeviceRecord, OneTimeAllowed,
+    OneTimeKey, PreKeyCounts, PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey,
+    Store, StoreError, StoredEnvelope, TrustRootCheck, day_floor,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -244,8 +244,18 @@ impl PostgresStore {
 
     /// Takes the lowest unclaimed one-time key of each kind (skipping keys another
     /// transaction is taking) and builds the bundle.
-    async fn take_one_bundle(conn: &mut PgConnection, row: &PgRow) -> Result<Bundle, StoreError> {
+    async fn take_one_bundle(conn: &mut PgConnection, row: &PgRow, one_time: bool) -> Result<Bundle, StoreError> {
         let pk: i64 = get(row, "pk")?;
+        if !one_time {
+            return Ok(Bundle {
+                device_id: get_device_id(row)?,
+                registration_id: get_u32(row, "registration_id")?,
+                signed_prekey: get_signed(row, ["signed_prekey_id", "signed_prekey", "signed_prekey_sig"])?,
+                kyber_prekey: get_signed(row, ["kyber_lr_id", "kyber_lr", "kyber_lr_sig"])?,
+                kyber_last_resort: true,
+                prekey: None,
+            });
+        }
         let prekey = sqlx::query(
             "DELETE FROM one_time_prekeys WHERE (device_pk, key_id) = \
              (SELECT device_pk, key_id FROM one_time_prekeys WHERE device_pk = $1 \
@@ -333,8 +343,54 @@ async fn load_sets(conn: &mut PgConnection, accounts: &[Uuid], lock: bool) -> Re
     Ok(sets)
 }
 
+/// The idempotency keys among `hashes` that are stored, with their first answer. Read after
+/// the batch's device rows (the senders' among them) are locked, so a resend committed by
+/// another node is either visible here or waits for this transaction.
+async fn seen_keys(conn: &mut PgConnection, hashes: &[KeyHash]) -> Result<HashMap<KeyHash, u64>, StoreError> {
+    if hashes.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let list: Vec<&[u8]> = hashes.iter().map(|h| h.as_slice()).collect();
+    let rows = sqlx::query("SELECT key_hash, server_ts FROM send_keys WHERE key_hash = ANY($1::bytea[])")
+        .bind(list)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let mut seen = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let hash: KeyHash = get::<Vec<u8>>(row, "key_hash")?.try_into().map_err(|_| corrupt("send key"))?;
+        seen.insert(hash, to_u64(get(row, "server_ts")?));
+    }
+    Ok(seen)
+}
+
+/// Records the idempotency keys of the sends `plan` stores.
+async fn write_keys(conn: &mut PgConnection, plan: &Plan) -> Result<(), StoreError> {
+    if plan.keys.is_empty() {
+        return Ok(());
+    }
+    let k = &plan.keys;
+    let inserted = sqlx::query(
+        "INSERT INTO send_keys (key_hash, server_ts, expires_at) \
+         SELECT * FROM UNNEST($1::bytea[], $2::bigint[], $3::bigint[]) ON CONFLICT (key_hash) DO NOTHING",
+    )
+    .bind(k.iter().map(|r| r.hash.as_slice()).collect::<Vec<&[u8]>>())
+    .bind(k.iter().map(|r| to_i64(r.server_ts)).collect::<Vec<_>>())
+    .bind(k.iter().map(|r| to_i64(r.expires_at)).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    // The sender's rows were locked before the keys were read, so no other transaction can
+    // have stored one of them since; if one did, refusing the batch beats storing a send twice.
+    if inserted.rows_affected() != k.len() as u64 {
+        return Err(StoreError::Backend("a send key was stored concurrently; batch refused".into()));
+    }
+    Ok(())
+}
+
 /// Bumps the locked mailboxes' `last_seq`/`mailbox_count` and inserts the envelopes of `plan`.
 async fn write_plan(conn: &mut PgConnection, plan: &Plan) -> Result<(), StoreError> {
+    write_keys(conn, plan).await?;
     if plan.appends.is_empty() {
         return Ok(());
     }
@@ -552,7 +608,12 @@ impl Store for PostgresStore {
         Ok(PreKeyCounts { ec: get_u32(&row, "ec")?, kyber: get_u32(&row, "kyber")? })
     }
 
-    async fn take_bundles(&self, account: Uuid, device_id: Option<u32>) -> Result<Vec<Bundle>, StoreError> {
+    async fn take_bundles(
+        &self,
+        account: Uuid,
+        device_id: Option<u32>,
+        one_time: OneTimeAllowed<'_>,
+    ) -> Result<Vec<Bundle>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         if !Self::account_exists(&mut tx, account).await? {
             return Err(StoreError::UnknownAccount);
@@ -572,7 +633,8 @@ impl Store for PostgresStore {
         }
         let mut bundles = Vec::with_capacity(rows.len());
         for row in &rows {
-            bundles.push(Self::take_one_bundle(&mut tx, row).await?);
+            let allowed = one_time(get_device_id(row)?);
+            bundles.push(Self::take_one_bundle(&mut tx, row, allowed).await?);
         }
         tx.commit().await.map_err(backend)?;
         Ok(bundles)
@@ -598,7 +660,8 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         // Every device row the batch may touch is locked here, in pk order, before any write.
         let mut sets = load_sets(&mut tx, &accounts, true).await?;
-        let plan = plan::plan(&mut sets, items, max_mailbox);
+        let seen = seen_keys(&mut tx, &batch_key_hashes(items)).await?;
+        let plan = plan::plan(&mut sets, items, max_mailbox, &seen);
         write_plan(&mut tx, &plan).await?;
         tx.commit().await.map_err(backend)?;
         Ok(plan.outcomes)
@@ -708,6 +771,11 @@ impl Store for PostgresStore {
             tx.commit().await.map_err(backend)?;
             total += deleted_total(&rows)?;
         }
+        sqlx::query("DELETE FROM send_keys WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
         Ok(total)
     }
 
@@ -722,5 +790,24 @@ impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(backend)?;
         Ok(())
+    }
+
+    async fn record_trust_root(&self, trust_root: &[u8]) -> Result<TrustRootCheck, StoreError> {
+        // Two nodes starting at once: the primary key makes one insert win; both then read it.
+        let inserted = sqlx::query(
+            "INSERT INTO server_meta (name, value) VALUES ('trust_root', $1) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(trust_root)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        if inserted.rows_affected() > 0 {
+            return Ok(TrustRootCheck::Recorded);
+        }
+        let recorded: Vec<u8> = sqlx::query_scalar("SELECT value FROM server_meta WHERE name = 'trust_root'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(if recorded == trust_root { TrustRootCheck::Matches } else { TrustRootCheck::Differs { recorded } })
     }
 }

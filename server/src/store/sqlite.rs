@@ -13,11 +13,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::plan::{self, CheckMode, DeviceRow, DeviceSets, Plan, batch_accounts};
+use super::plan::{self, CheckMode, DeviceRow, DeviceSets, KeyHash, Plan, batch_accounts, batch_key_hashes};
 use super::{
-    Account, Bundle, Device, DeviceKey, MailboxId, MailboxRead, NewAccount, NewDeviceRecord, OneTimeKey, PreKeyCounts,
-    PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey, Store, StoreError,
-    StoredEnvelope, day_floor,
+    Account, Bundle, Device, DeviceKey, MailboxId, MailboxRead, NewAccount, NewDeviceRecord, OneTimeAllowed,
+    OneTimeKey, PreKeyCounts, PreKeyUploadRecord, RecipientBatch, SendItem, SendOutcome, SendRejection, SignedKey,
+    Store, StoreError, StoredEnvelope, TrustRootCheck, day_floor,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -228,8 +228,47 @@ impl SqliteStore {
         Ok(sets)
     }
 
-    /// Writes a planned batch: one statement for the mailbox counters, one per chunk of envelopes.
+    /// The idempotency keys among `hashes` that are stored, with their first answer.
+    async fn seen_keys(conn: &mut SqliteConnection, hashes: &[KeyHash]) -> Result<HashMap<KeyHash, u64>, StoreError> {
+        if hashes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let list: Vec<String> = hashes.iter().map(|h| format!("\"{}\"", hex::encode(h))).collect();
+        let rows = sqlx::query(
+            "SELECT key_hash, server_ts FROM send_keys WHERE key_hash IN (SELECT unhex(value) FROM json_each(?1))",
+        )
+        .bind(format!("[{}]", list.join(",")))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        let mut seen = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let hash: Vec<u8> = row.get(0);
+            let hash: KeyHash =
+                hash.try_into().map_err(|_| StoreError::Backend("stored send key is not 32 bytes".into()))?;
+            seen.insert(hash, to_u64(row.get(1)));
+        }
+        Ok(seen)
+    }
+
+    /// Writes a planned batch: one statement for the mailbox counters, one per chunk of envelopes,
+    /// one for the idempotency keys.
     async fn write_plan(conn: &mut SqliteConnection, plan: &Plan) -> Result<(), StoreError> {
+        if !plan.keys.is_empty() {
+            let rows: Vec<String> = plan
+                .keys
+                .iter()
+                .map(|k| format!("[\"{}\",{},{}]", hex::encode(k.hash), k.server_ts, k.expires_at))
+                .collect();
+            sqlx::query(
+                "INSERT INTO send_keys (key_hash, server_ts, expires_at) \
+                 SELECT unhex(j.value ->> 0), j.value ->> 1, j.value ->> 2 FROM json_each(?1) AS j",
+            )
+            .bind(format!("[{}]", rows.join(",")))
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        }
         if plan.appends.is_empty() {
             return Ok(());
         }
@@ -289,8 +328,15 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn take_one_bundle(conn: &mut SqliteConnection, row: &sqlx::sqlite::SqliteRow) -> Result<Bundle, StoreError> {
+    async fn take_one_bundle(
+        conn: &mut SqliteConnection,
+        row: &sqlx::sqlite::SqliteRow,
+        one_time: bool,
+    ) -> Result<Bundle, StoreError> {
         let pk: i64 = row.get("pk");
+        if !one_time {
+            return Ok(bundle_from_row(row, None, None));
+        }
         let prekey = sqlx::query(
             "DELETE FROM one_time_prekeys WHERE device_pk = ?1 AND key_id = \
              (SELECT key_id FROM one_time_prekeys WHERE device_pk = ?1 ORDER BY key_id LIMIT 1) \
@@ -311,29 +357,34 @@ impl SqliteStore {
         .await
         .map_err(backend)?
         .map(|r| SignedKey { id: to_u32(r.get(0)), public_key: r.get(1), signature: r.get(2) });
-        let (kyber_prekey, kyber_last_resort) = match kyber {
-            Some(k) => (k, false),
-            None => (
-                SignedKey {
-                    id: to_u32(row.get("kyber_lr_id")),
-                    public_key: row.get("kyber_lr"),
-                    signature: row.get("kyber_lr_sig"),
-                },
-                true,
-            ),
-        };
-        Ok(Bundle {
-            device_id: to_u32(row.get("device_id")),
-            registration_id: to_u32(row.get("registration_id")),
-            signed_prekey: SignedKey {
-                id: to_u32(row.get("signed_prekey_id")),
-                public_key: row.get("signed_prekey"),
-                signature: row.get("signed_prekey_sig"),
+        Ok(bundle_from_row(row, prekey, kyber))
+    }
+}
+
+/// A bundle from a device row and the one-time keys taken (the last-resort Kyber key when none).
+fn bundle_from_row(row: &sqlx::sqlite::SqliteRow, prekey: Option<OneTimeKey>, kyber: Option<SignedKey>) -> Bundle {
+    let (kyber_prekey, kyber_last_resort) = match kyber {
+        Some(k) => (k, false),
+        None => (
+            SignedKey {
+                id: to_u32(row.get("kyber_lr_id")),
+                public_key: row.get("kyber_lr"),
+                signature: row.get("kyber_lr_sig"),
             },
-            kyber_prekey,
-            kyber_last_resort,
-            prekey,
-        })
+            true,
+        ),
+    };
+    Bundle {
+        device_id: to_u32(row.get("device_id")),
+        registration_id: to_u32(row.get("registration_id")),
+        signed_prekey: SignedKey {
+            id: to_u32(row.get("signed_prekey_id")),
+            public_key: row.get("signed_prekey"),
+            signature: row.get("signed_prekey_sig"),
+        },
+        kyber_prekey,
+        kyber_last_resort,
+        prekey,
     }
 }
 
@@ -535,7 +586,12 @@ impl Store for SqliteStore {
         Ok(PreKeyCounts { ec: to_u32(row.get(0)), kyber: to_u32(row.get(1)) })
     }
 
-    async fn take_bundles(&self, account: Uuid, device_id: Option<u32>) -> Result<Vec<Bundle>, StoreError> {
+    async fn take_bundles(
+        &self,
+        account: Uuid,
+        device_id: Option<u32>,
+        one_time: OneTimeAllowed<'_>,
+    ) -> Result<Vec<Bundle>, StoreError> {
         let mut conn = begin(&self.write).await?;
         let result = async {
             if !Self::account_exists(&mut conn, account).await? {
@@ -556,7 +612,8 @@ impl Store for SqliteStore {
             }
             let mut bundles = Vec::with_capacity(rows.len());
             for row in &rows {
-                bundles.push(Self::take_one_bundle(&mut conn, row).await?);
+                let allowed = one_time(to_u32(row.get("device_id")));
+                bundles.push(Self::take_one_bundle(&mut conn, row, allowed).await?);
             }
             Ok(bundles)
         }
@@ -580,7 +637,8 @@ impl Store for SqliteStore {
         let mut conn = begin(&self.write).await?;
         let result = async {
             let mut sets = Self::load_sets(&mut conn, &batch_accounts(items)).await?;
-            let plan = plan::plan(&mut sets, items, max_mailbox);
+            let seen = Self::seen_keys(&mut conn, &batch_key_hashes(items)).await?;
+            let plan = plan::plan(&mut sets, items, max_mailbox, &seen);
             Self::write_plan(&mut conn, &plan).await?;
             Ok(plan.outcomes)
         }
@@ -677,6 +735,11 @@ impl Store for SqliteStore {
                 .await
                 .map_err(backend)?;
             Self::lower_counts(&mut conn, &gone).await?;
+            sqlx::query("DELETE FROM send_keys WHERE expires_at <= ?")
+                .bind(to_i64(now_ms))
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
             Ok(gone.len() as u64)
         }
         .await;
@@ -694,5 +757,22 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.read).await.map_err(backend)?;
         Ok(())
+    }
+
+    async fn record_trust_root(&self, trust_root: &[u8]) -> Result<TrustRootCheck, StoreError> {
+        let inserted =
+            sqlx::query("INSERT INTO server_meta (name, value) VALUES ('trust_root', ?) ON CONFLICT (name) DO NOTHING")
+                .bind(trust_root)
+                .execute(&self.write)
+                .await
+                .map_err(backend)?;
+        if inserted.rows_affected() > 0 {
+            return Ok(TrustRootCheck::Recorded);
+        }
+        let recorded: Vec<u8> = sqlx::query_scalar("SELECT value FROM server_meta WHERE name = 'trust_root'")
+            .fetch_one(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(if recorded == trust_root { TrustRootCheck::Matches } else { TrustRootCheck::Differs { recorded } })
     }
 }

@@ -504,6 +504,7 @@ impl<'a> Session<'a> {
         use send_response::Result as R;
         let ready = |r: R| -> Pin<Box<dyn Future<Output = R> + Send>> { Box::pin(std::future::ready(r)) };
         let online_only = req.online_only;
+        let idempotency_key = send::idempotency_key(req.idempotency_key.clone());
         let recipients = match send::parse(req) {
             Ok(r) => r,
             Err(e) => return ready(R::Error(e)),
@@ -540,7 +541,7 @@ impl<'a> Session<'a> {
             });
         }
         let expires_at = server_ts + self.state.config.retention.as_millis() as u64;
-        let item = SendItem { sender, recipients, server_ts, expires_at };
+        let item = SendItem { sender, recipients, server_ts, expires_at, idempotency_key };
         let Ok(reply) = self.state.committer.send(item).await else {
             return ready(R::Error(send::internal()));
         };

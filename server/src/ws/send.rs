@@ -2,8 +2,9 @@
 
 use std::collections::HashSet;
 
+use bytes::Bytes;
 use hush_wire::frames::{DeviceAddress, DeviceMismatch, EnvelopeKind, SendError, SendErrorCode, SendRequest};
-use hush_wire::limits::{MAX_DEVICE_ID, MAX_ENVELOPE_BYTES, MAX_SEND_BYTES};
+use hush_wire::limits::{MAX_DEVICE_ID, MAX_ENVELOPE_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_SEND_BYTES};
 use uuid::Uuid;
 
 use crate::store::{OutgoingMessage, RecipientBatch, SendRejection};
@@ -17,6 +18,9 @@ pub fn parse(req: SendRequest) -> Result<Vec<RecipientBatch>, SendError> {
     let invalid = |m: &str| error(SendErrorCode::InvalidRequest, m);
     if req.recipients.is_empty() {
         return Err(invalid("a send names at least one recipient account"));
+    }
+    if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(invalid("idempotency_key is at most 64 bytes (use the outbox message id)"));
     }
     let total: usize = req.recipients.iter().flat_map(|r| &r.messages).map(|m| m.content.len()).sum();
     if total > MAX_SEND_BYTES {
@@ -64,6 +68,11 @@ pub fn parse(req: SendRequest) -> Result<Vec<RecipientBatch>, SendError> {
         out.push(RecipientBatch { account, messages });
     }
     Ok(out)
+}
+
+/// The send's idempotency key for the store (`None` when the client gave none).
+pub fn idempotency_key(key: Bytes) -> Option<Bytes> {
+    (!key.is_empty()).then_some(key)
 }
 
 /// The answer for a refused send.
@@ -144,6 +153,7 @@ mod tests {
             request_id: 1,
             recipients: vec![RecipientMessages { account_id: vec![1; 16].into(), messages }],
             online_only: false,
+            idempotency_key: Bytes::new(),
         }
     }
 
@@ -153,6 +163,16 @@ mod tests {
         let err = parse(request(&[each, each, each])).err().map(|e| e.code);
         assert_eq!(err, Some(SendErrorCode::EnvelopeTooLarge as i32));
         assert!(parse(request(&[each, each])).is_ok());
+    }
+
+    #[test]
+    fn an_idempotency_key_over_64_bytes_is_refused() {
+        let mut req = request(&[10]);
+        req.idempotency_key = Bytes::from(vec![1u8; MAX_IDEMPOTENCY_KEY_BYTES + 1]);
+        assert_eq!(parse(req).err().map(|e| e.code), Some(SendErrorCode::InvalidRequest as i32));
+        let mut req = request(&[10]);
+        req.idempotency_key = Bytes::from(vec![1u8; MAX_IDEMPOTENCY_KEY_BYTES]);
+        assert!(parse(req).is_ok());
     }
 
     #[test]

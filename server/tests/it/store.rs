@@ -15,13 +15,14 @@ use bytes::Bytes;
 use hush_server::store::postgres::PostgresStore;
 use hush_server::store::sqlite::SqliteStore;
 use hush_server::store::{
-    Committed, DeviceKey, MailboxId, NewAccount, NewDeviceRecord, OneTimeKey, OutgoingMessage, RecipientBatch,
-    SendItem, SendOutcome, SignedKey, Store,
+    Accepted, Committed, DeviceKey, MailboxId, NewAccount, NewDeviceRecord, OneTimeAllowed, OneTimeKey,
+    OutgoingMessage, RecipientBatch, SendItem, SendOutcome, SignedKey, Store,
 };
 use sqlx::{Connection, Executor, PgConnection};
 use uuid::Uuid;
 
 mod accounts;
+mod idempotency;
 mod mailbox;
 mod prekeys;
 mod sends;
@@ -42,6 +43,7 @@ macro_rules! store_conformance {
             accounts::mailbox_ids_are_never_reused,
             prekeys::one_time_keys_are_handed_out_once_lowest_first,
             prekeys::take_bundles_for_one_device_or_all,
+            prekeys::a_refused_device_gets_last_resort_keys_and_keeps_its_one_time_keys,
             prekeys::upload_adds_one_time_keys_and_replaces_signed_ones,
             prekeys::prekey_calls_name_unknown_accounts_and_devices,
             prekeys::concurrent_takers_never_share_a_key,
@@ -61,6 +63,13 @@ macro_rules! store_conformance {
             mailbox::expiry_makes_room_in_a_full_mailbox,
             mailbox::removing_a_device_deletes_its_mailbox_and_prekeys,
             mailbox::batched_reads_answer_each_read_as_a_single_one_would,
+            idempotency::resend_in_a_later_batch_is_answered_with_the_first_result,
+            idempotency::resend_in_the_same_batch_is_stored_once,
+            idempotency::a_refused_send_does_not_record_its_key,
+            idempotency::the_same_key_from_another_device_is_another_send,
+            idempotency::keys_are_forgotten_after_the_retention,
+            idempotency::sends_without_a_key_are_never_deduplicated,
+            idempotency::trust_root_is_recorded_once_and_compared,
         );
     };
     (@tests $backend:ident, $open:expr; $($group:ident :: $test:ident),* $(,)?) => {
@@ -177,6 +186,9 @@ pub const NO_SEQS: [u64; 0] = [];
 /// Room enough that no test fills a mailbox by accident.
 pub const ROOMY: u64 = 100_000;
 
+/// Lets every bundle fetch take one-time keys.
+pub const ALL: OneTimeAllowed<'static> = &|_| true;
+
 /// A signed key whose bytes name its id, so a mix-up shows.
 pub fn signed(id: u32) -> SignedKey {
     SignedKey { id, public_key: [b"pub".as_slice(), &id.to_be_bytes()].concat(), signature: id.to_be_bytes().to_vec() }
@@ -239,7 +251,7 @@ pub fn to(account: Uuid, devices: &[(u32, u32)], content: &str) -> RecipientBatc
 
 /// A send at `T0` that expires a day later.
 pub fn send(sender: DeviceKey, recipients: Vec<RecipientBatch>) -> SendItem {
-    SendItem { sender, recipients, server_ts: T0, expires_at: T0 + DAY }
+    SendItem { sender, recipients, server_ts: T0, expires_at: T0 + DAY, idempotency_key: None }
 }
 
 /// Commits one item and returns its outcome.
@@ -251,7 +263,19 @@ pub async fn commit(store: &dyn Store, item: SendItem, max_mailbox: u64) -> Send
 
 /// The committed envelopes of an outcome that must have succeeded.
 pub fn accepted(outcome: SendOutcome) -> Vec<Committed> {
-    outcome.unwrap_or_else(|rejection| panic!("the send was refused: {rejection:?}"))
+    match outcome {
+        Ok(Accepted::Stored(committed)) => committed,
+        Ok(Accepted::Duplicate { server_ts }) => panic!("the send was taken for a resend of one at {server_ts}"),
+        Err(rejection) => panic!("the send was refused: {rejection:?}"),
+    }
+}
+
+/// The seq of the first envelope a send stored now, if it was stored now.
+pub fn first_seq(outcome: &SendOutcome) -> Option<u64> {
+    match outcome {
+        Ok(Accepted::Stored(committed)) => committed.first().map(|c| c.envelope.seq),
+        _ => None,
+    }
 }
 
 /// The seqs in a mailbox, oldest first.

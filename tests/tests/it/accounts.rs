@@ -104,12 +104,12 @@ async fn duplicate_username_is_refused_with_409() {
 
     let id = identity();
     let keys = DeviceKeys::generate(&id, 1);
-    rest.post_json("/v1/accounts", &register_request(&alice.username, &id, &keys.new_device))
+    rest.post_json("/v1/accounts", &register_request(&server, &alice.username, &id, &keys.new_device).await)
         .await
         .assert_error(409, "username_taken");
     // Usernames are case-insensitive handles.
     let upper = alice.username.to_uppercase();
-    rest.post_json("/v1/accounts", &register_request(&upper, &id, &keys.new_device))
+    rest.post_json("/v1/accounts", &register_request(&server, &upper, &id, &keys.new_device).await)
         .await
         .assert_error(409, "username_taken");
 }
@@ -123,25 +123,27 @@ async fn bad_prekey_signature_is_refused_with_400() {
     let mut keys = DeviceKeys::generate(&id, 1);
     keys.new_device.signed_prekey.signature.0[10] ^= 0x01;
     let name = hush_e2e::unique_username("badspk");
-    rest.post_json("/v1/accounts", &register_request(&name, &id, &keys.new_device))
+    rest.post_json("/v1/accounts", &register_request(&server, &name, &id, &keys.new_device).await)
         .await
         .assert_error(400, "bad_signature");
 
     let mut keys = DeviceKeys::generate(&id, 1);
     keys.new_device.kyber_last_resort.signature.0[0] ^= 0x80;
-    rest.post_json("/v1/accounts", &register_request(&name, &id, &keys.new_device))
+    rest.post_json("/v1/accounts", &register_request(&server, &name, &id, &keys.new_device).await)
         .await
         .assert_error(400, "bad_signature");
 
     // A signature by another identity is just as bad.
     let keys = DeviceKeys::generate(&identity(), 1);
-    rest.post_json("/v1/accounts", &register_request(&name, &id, &keys.new_device))
+    rest.post_json("/v1/accounts", &register_request(&server, &name, &id, &keys.new_device).await)
         .await
         .assert_error(400, "bad_signature");
 
     // Nothing was registered under that name.
     let keys = DeviceKeys::generate(&id, 1);
-    rest.post_json("/v1/accounts", &register_request(&name, &id, &keys.new_device)).await.assert_status(201);
+    rest.post_json("/v1/accounts", &register_request(&server, &name, &id, &keys.new_device).await)
+        .await
+        .assert_status(201);
 }
 
 #[tokio::test]

@@ -1,13 +1,16 @@
 //! End-to-end tests: each test starts its own `hushd` process and talks to it
 //! over real sockets, as a client would.
 
+mod abuse;
 mod accounts;
 mod auth;
 mod cluster;
 mod delivery;
 mod device_set;
 mod frames;
+mod idempotency;
 mod limits;
 mod ops;
+mod replicas;
 mod robustness;
 mod storage;

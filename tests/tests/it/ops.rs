@@ -72,3 +72,46 @@ async fn sender_certificate_chains_to_the_trust_root_which_survives_restart() {
     let after: ServerInfo = RestClient::new(&server).get("/v1/server").await.json(200);
     assert_eq!(after.trust_root, info.trust_root, "trust root changed across restart");
 }
+
+#[tokio::test]
+async fn openapi_declares_401_on_every_authenticated_operation() {
+    let server = TestServer::start().await;
+    let doc: serde_json::Value = RestClient::new(&server).get("/openapi.json").await.json(200);
+    let paths = doc.get("paths").and_then(|p| p.as_object()).cloned().unwrap_or_default();
+    let mut authenticated = 0;
+    for (path, item) in &paths {
+        for (method, op) in item.as_object().into_iter().flatten() {
+            let secured = op.get("security").and_then(|s| s.as_array()).is_some_and(|s| !s.is_empty());
+            if secured {
+                authenticated += 1;
+                assert!(op.pointer("/responses/401").is_some(), "{method} {path} does not declare 401");
+            }
+            if op.get("parameters").and_then(|p| p.as_array()).is_some_and(|p| !p.is_empty()) {
+                assert!(op.pointer("/responses/400").is_some(), "{method} {path} does not declare 400");
+            }
+        }
+    }
+    assert!(authenticated >= 9, "only {authenticated} authenticated operations found");
+    let username = doc.pointer("/components/schemas/RegisterRequest/properties/username/pattern");
+    assert!(username.is_some(), "usernames have a pattern in the schema");
+    let registration_id = doc.pointer("/components/schemas/NewDevice/properties/registration_id/maximum");
+    assert_eq!(registration_id.and_then(|v| v.as_u64()), Some(16383));
+}
+
+/// Regression: a bad path parameter and an oversized body answered `text/plain`.
+#[tokio::test]
+async fn every_error_is_json_with_a_code() {
+    let server = TestServer::start().await;
+    let rest = RestClient::new(&server);
+    let alice = TestAccount::register(&server, "alice").await;
+    rest.signed::<()>(alice.primary(), "DELETE", "/v1/devices/-161", None).await.assert_error(400, "invalid_request");
+    rest.raw("DELETE", "/v1/devices/-161", None, None).await.assert_error(400, "invalid_request");
+    rest.signed_get(alice.primary(), "/v1/accounts/not-a-uuid").await.assert_error(400, "invalid_request");
+    let huge = vec![b' '; 1024 * 1024 + 1024];
+    rest.raw("POST", "/v1/accounts", Some(huge.clone()), None).await.assert_error(413, "body_too_large");
+    let auth = alice.primary().authorization("PUT", "/v1/keys", &huge);
+    rest.raw("PUT", "/v1/keys", Some(huge), Some(&auth)).await.assert_error(413, "body_too_large");
+    rest.get("/v1/nothing-here").await.assert_error(404, "not_found");
+    rest.raw("PATCH", "/v1/accounts", None, None).await.assert_error(405, "method_not_allowed");
+    rest.get("/v1/keys/count").await.assert_error(401, "auth_missing");
+}

@@ -43,8 +43,14 @@ fn device_message() -> impl Strategy<Value = DeviceMessage> {
 fn send_request() -> impl Strategy<Value = SendRequest> {
     let recipient = (account_id(), proptest::collection::vec(device_message(), 0..4))
         .prop_map(|(account_id, messages)| RecipientMessages { account_id, messages });
-    (any::<u64>(), proptest::collection::vec(recipient, 0..4), any::<bool>())
-        .prop_map(|(request_id, recipients, online_only)| SendRequest { request_id, recipients, online_only })
+    (any::<u64>(), proptest::collection::vec(recipient, 0..4), any::<bool>(), bytes_up_to(80)).prop_map(
+        |(request_id, recipients, online_only, idempotency_key)| SendRequest {
+            request_id,
+            recipients,
+            online_only,
+            idempotency_key,
+        },
+    )
 }
 
 /// Any client frame, built field by field.

@@ -215,7 +215,13 @@ impl Scene {
                 }],
             }];
             let now = now_ms();
-            let item = SendItem { sender: self.sender, recipients, server_ts: now, expires_at: now + 3_600_000 };
+            let item = SendItem {
+                sender: self.sender,
+                recipients,
+                server_ts: now,
+                expires_at: now + 3_600_000,
+                idempotency_key: None,
+            };
             let reply = self.state.committer.send(item).await.unwrap_or_else(|_| panic!("writer gone"));
             assert!(matches!(reply.await, Ok(SendResult::Stored(_))));
         }

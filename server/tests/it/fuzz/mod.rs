@@ -17,9 +17,13 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use hush_keys::auth::DeviceSigningKey;
+use hush_keys::registration::{RegistrationSigningInput, sign_registration};
 use hush_server::config::Config;
 use hush_server::state::{AppState, now_ms};
-use hush_wire::api::{ApiError, B64, NewDevice, PreKey, PreKeyUpload, RegisterRequest, RegisterResponse, SignedPreKey};
+use hush_wire::api::{
+    ApiError, B64, NewDevice, PreKey, PreKeyUpload, RegisterRequest, RegisterResponse, RegistrationChallenge,
+    RegistrationProof, SignedPreKey,
+};
 use libsignal_protocol::{GenericSignedPreKey as _, IdentityKeyPair, KeyPair, KyberPreKeyRecord, kem};
 use proptest::prelude::*;
 use tower::ServiceExt as _;
@@ -120,21 +124,47 @@ impl Fixture {
         // store sees it, so keep the limit out of the way.
         config.limits.rate_burst = 1_000_000;
         config.limits.rate_per_second = 1_000_000.0;
+        // Likewise the per-address limits: every request here comes from the same (no) address.
+        let lifted = hush_server::config::Rate { burst: 1_000_000, per_hour: 1_000_000 };
+        config.abuse.register = lifted;
+        config.abuse.lookup = lifted;
         let (state, _writer) = rt.block_on(hush_server::serve::build_state(config)).unwrap();
         let app = hush_server::http::router(state.clone());
         let identity = IdentityKeyPair::generate(&mut rand::rng());
         let (device, signing_key) = new_device(&identity);
         let mut fixture = Fixture { rt, app, state, identity, account: Uuid::nil(), signing_key, _dir: dir };
-        let register = RegisterRequest {
-            username: "fuzz_owner".into(),
-            identity_key: B64(fixture.identity.identity_key().serialize().to_vec()),
-            device,
-        };
+        let register = fixture.register_request("fuzz_owner", device);
         let answer = fixture.call(post("/v1/accounts", serde_json::to_vec(&register).unwrap())).unwrap();
         assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
         let registered: RegisterResponse = serde_json::from_slice(&answer.body).unwrap();
         fixture.account = registered.account_id;
         fixture
+    }
+
+    /// A registration of `username` with `device` under the fixture's identity, signed over a
+    /// challenge from the server (as every client must).
+    pub fn register_request(&self, username: &str, device: NewDevice) -> RegisterRequest {
+        let answer = self.call(post("/v1/accounts/challenge", Vec::new())).unwrap();
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+        let challenge: RegistrationChallenge = serde_json::from_slice(&answer.body).unwrap();
+        let input = RegistrationSigningInput {
+            username,
+            server_time_ms: challenge.server_time,
+            nonce: &challenge.nonce.0,
+            auth_key: &device.auth_key.0,
+            registration_id: device.registration_id,
+        };
+        let signature = sign_registration(&self.identity, &input, &mut rand::rng()).unwrap();
+        RegisterRequest {
+            username: username.to_owned(),
+            identity_key: B64(self.identity.identity_key().serialize().to_vec()),
+            device,
+            proof: RegistrationProof {
+                nonce: challenge.nonce,
+                server_time: challenge.server_time,
+                signature: B64(signature),
+            },
+        }
     }
 
     /// Runs a future on the fixture's runtime.

@@ -5,7 +5,7 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use hush_keys::auth::AuthHeader;
-use hush_wire::api::{AddDeviceRequest, B64, RegisterRequest};
+use hush_wire::api::AddDeviceRequest;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use uuid::Uuid;
@@ -38,11 +38,7 @@ fn check_success_or_refusal(answer: &Answer) -> Result<(), TestCaseError> {
 fn register_bodies_get_a_success_or_a_json_4xx() {
     let fixture = Fixture::new();
     let (device, _) = new_device(&fixture.identity);
-    let valid = RegisterRequest {
-        username: "fuzz_new".into(),
-        identity_key: B64(fixture.identity.identity_key().serialize().to_vec()),
-        device,
-    };
+    let valid = fixture.register_request("fuzz_new", device);
     TestRunner::new(fuzz_config())
         .run(&bodies_from(&valid), |body| check_success_or_refusal(&fixture.call(post("/v1/accounts", body))?))
         .unwrap();

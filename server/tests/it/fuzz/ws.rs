@@ -257,8 +257,14 @@ fn session_frame(account: Uuid) -> impl Strategy<Value = client_frame::Frame> {
         });
     let recipient = (account_id, proptest::collection::vec(message, 0..3))
         .prop_map(|(account_id, messages)| RecipientMessages { account_id: account_id.into(), messages });
-    let send = (any::<u64>(), proptest::collection::vec(recipient, 0..3), any::<bool>())
-        .prop_map(|(request_id, recipients, online_only)| SendRequest { request_id, recipients, online_only });
+    let send = (any::<u64>(), proptest::collection::vec(recipient, 0..3), any::<bool>()).prop_map(
+        |(request_id, recipients, online_only)| SendRequest {
+            request_id,
+            recipients,
+            online_only,
+            idempotency_key: Default::default(),
+        },
+    );
     let ack = prop_oneof![
         proptest::collection::vec(any::<u64>(), 0..8),
         proptest::collection::vec(0..4u64, 0..8),
@@ -288,6 +294,7 @@ fn probe() -> Vec<u8> {
             }],
         }],
         online_only: false,
+        idempotency_key: Default::default(),
     }))
 }
 
@@ -318,6 +325,7 @@ fn frames_after_auth_get_an_answer_or_the_documented_close_code() {
             }],
         }],
         online_only: false,
+        idempotency_key: Default::default(),
     }));
     let strategy = prop_oneof![session_frame(fixture.account).prop_map(encode), mutated(valid_send)];
     TestRunner::new(fuzz_config())

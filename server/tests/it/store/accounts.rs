@@ -3,7 +3,7 @@
 use hush_server::store::{Account, Device, Store, StoreError, day_floor};
 use uuid::Uuid;
 
-use super::{DAY, ROOMY, T0, accepted, commit, create, dk, mailbox, new_account, record, send, seqs_in, to};
+use super::{ALL, DAY, ROOMY, T0, accepted, commit, create, dk, mailbox, new_account, record, send, seqs_in, to};
 
 pub async fn create_and_look_up_account(store: &dyn Store) {
     let new = new_account("alice");
@@ -33,7 +33,7 @@ pub async fn taken_username_stores_nothing(store: &dyn Store) {
 
     assert_eq!(store.account(second.id).await.unwrap(), None);
     assert!(store.devices(second.id).await.unwrap().is_empty());
-    assert!(matches!(store.take_bundles(second.id, None).await, Err(StoreError::UnknownAccount)));
+    assert!(matches!(store.take_bundles(second.id, None, ALL).await, Err(StoreError::UnknownAccount)));
     let owner = store.account_by_username("alice").await.unwrap().unwrap();
     assert_eq!((owner.id, owner.identity_key), (first.id, first.identity_key));
     let devices = store.devices(first.id).await.unwrap();

@@ -2,7 +2,7 @@
 
 use hush_server::store::{Mismatch, PreKeyUploadRecord, SendRejection, Store, StoreError};
 
-use super::{NO_SEQS, ROOMY, T0, accepted, commit, create, dk, mailbox, one_time, record, send, seqs_in, to};
+use super::{ALL, NO_SEQS, ROOMY, T0, accepted, commit, create, dk, mailbox, one_time, record, send, seqs_in, to};
 
 pub async fn expire_removes_exactly_the_due_envelopes(store: &dyn Store) {
     let alice = create(store, "alice").await;
@@ -77,9 +77,9 @@ pub async fn removing_a_device_deletes_its_mailbox_and_prekeys(store: &dyn Store
     assert_eq!(store.envelope_count().await.unwrap(), 2);
     let got = store.prekey_counts(dk(alice, 2)).await;
     assert!(matches!(got, Err(StoreError::UnknownDevice)), "got {got:?}");
-    let got = store.take_bundles(alice, Some(2)).await;
+    let got = store.take_bundles(alice, Some(2), ALL).await;
     assert!(matches!(got, Err(StoreError::UnknownDevice)), "got {got:?}");
-    let bundles = store.take_bundles(alice, None).await.unwrap();
+    let bundles = store.take_bundles(alice, None, ALL).await.unwrap();
     assert_eq!(bundles.iter().map(|b| b.device_id).collect::<Vec<_>>(), [1]);
 
     let outcome = commit(store, send(dk(bob, 1), vec![to(alice, &[(1, 100), (2, 102)], "late")]), ROOMY).await;

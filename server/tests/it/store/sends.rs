@@ -5,7 +5,7 @@ use futures_util::future::join_all;
 use hush_server::store::{Mismatch, SendItem, SendRejection, Store, StoredEnvelope, compare_device_sets};
 use uuid::Uuid;
 
-use super::{NO_SEQS, ROOMY, T0, accepted, commit, create, dk, mailbox, record, send, seqs_in, to};
+use super::{NO_SEQS, ROOMY, T0, accepted, commit, create, dk, first_seq, mailbox, record, send, seqs_in, to};
 
 pub async fn seqs_start_at_one_and_increase_per_device(store: &dyn Store) {
     let alice = create(store, "alice").await;
@@ -206,7 +206,7 @@ pub async fn batch_commits_or_refuses_each_item_on_its_own(store: &dyn Store) {
     ];
     let outcomes = store.commit_sends(&items, ROOMY).await.unwrap();
     assert_eq!(outcomes.len(), 4, "one outcome per item, in order");
-    let seq = |i: usize| outcomes[i].as_ref().map(|c| c[0].envelope.seq).ok();
+    let seq = |i: usize| first_seq(&outcomes[i]);
     assert_eq!(seq(0), Some(1));
     let stale = Mismatch { account: alice, missing: vec![], extra: vec![], stale: vec![1] };
     assert_eq!(outcomes[1].as_ref().unwrap_err(), &SendRejection::DeviceMismatch(vec![stale]));
@@ -225,7 +225,7 @@ pub async fn batch_counts_its_own_envelopes_against_the_limit(store: &dyn Store)
     let items: Vec<SendItem> =
         (0..4).map(|n| send(dk(bob, 1), vec![to(alice, &[(1, 100)], &format!("m{n}"))])).collect();
     let outcomes = store.commit_sends(&items, 3).await.unwrap();
-    let seqs: Vec<_> = outcomes[..3].iter().map(|o| o.as_ref().map(|c| c[0].envelope.seq).ok()).collect();
+    let seqs: Vec<_> = outcomes[..3].iter().map(first_seq).collect();
     assert_eq!(seqs, [Some(1), Some(2), Some(3)]);
     assert_eq!(outcomes[3].as_ref().unwrap_err(), &SendRejection::MailboxFull(vec![dk(alice, 1)]));
     assert_eq!(seqs_in(store, mailbox(store, dk(alice, 1)).await).await, [1, 2, 3]);
