@@ -63,7 +63,8 @@ fn start(
         // (An environment variable, so a hushd from before the limit existed starts too.)
         .env("HUSHD_MAX_HANDSHAKES_PER_ADDRESS", "1000000000")
         // The bench registers thousands of accounts from one address in seconds.
-        .envs(["HUSHD_REGISTER_BURST", "HUSHD_LOOKUP_BURST"].map(|name| (name, "1000000000")))
+        .envs(["HUSHD_REGISTER_BURST", "HUSHD_LOOKUP_BURST"].map(|name| (name, "1000000")))
+        .envs(["HUSHD_REGISTER_PER_HOUR", "HUSHD_LOOKUP_PER_HOUR"].map(|name| (name, "1000000000")))
         .arg("--data-dir")
         .arg(dir)
         .args(extra_args)

@@ -201,6 +201,15 @@ impl Rate {
         if burst == 0 || per_hour == 0 {
             return Err(ConfigError::Invalid { name, message: "burst and per-hour rate must be at least 1".into() });
         }
+        // The limiter refills a burst in `burst` periods, counted in nanoseconds in a u64.
+        if (3_600_000_000_000u64 / u64::from(per_hour)).checked_mul(u64::from(burst)).is_none() {
+            return Err(ConfigError::Invalid {
+                name,
+                message: format!(
+                    "a burst of {burst} at {per_hour} per hour takes centuries to refill: raise the rate or lower the burst"
+                ),
+            });
+        }
         Ok(Rate { burst, per_hour })
     }
 }
@@ -419,5 +428,14 @@ mod tests {
     fn zero_rate_is_refused() {
         let err = Config::from_args(Args { rate_per_second: Some(0.0), ..Args::default() });
         assert!(matches!(err, Err(ConfigError::Invalid { name: "rate_per_second", .. })));
+    }
+
+    #[test]
+    fn a_burst_too_large_for_its_rate_is_refused_not_a_panic() {
+        let args = Args { register_burst: Some(1_000_000_000), ..Args::default() };
+        let err = Config::from_args(args);
+        assert!(matches!(err, Err(ConfigError::Invalid { name: "register_burst/register_per_hour", .. })), "{err:?}");
+        let args = Args { register_burst: Some(1_000_000), register_per_hour: Some(1_000_000_000), ..Args::default() };
+        assert!(Config::from_args(args).is_ok());
     }
 }

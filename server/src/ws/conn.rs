@@ -319,7 +319,8 @@ impl<'a> Session<'a> {
             ) {
                 log_abnormal_close(self.device.mailbox.0, code, reason);
             }
-            close_with(socket, code, reason).await;
+            // Boxed: once per connection, and it would otherwise grow every idle connection's task.
+            Box::pin(close_with(socket, code, reason)).await;
         }
     }
 
@@ -483,7 +484,8 @@ impl<'a> Session<'a> {
             }
             client_frame::Frame::Send(req) => {
                 let request_id = req.request_id;
-                let fut = self.start_send(req).await;
+                // Boxed: a send holds its item across an await, which would grow every idle task.
+                let fut = Box::pin(self.start_send(req)).await;
                 self.pending.push(Box::pin(async move {
                     let result = fut.await;
                     if let send_response::Result::Error(e) = &result {

@@ -66,19 +66,15 @@ async fn drain_all(server: &TestServer, bob: &TestAccount, n: usize) {
     bob_ws.timeout = Duration::from_secs(30);
     let mut seen = vec![false; n];
     let mut seqs = Vec::new();
-    loop {
-        match bob_ws.next_event().await {
-            hush_e2e::Event::Envelope(e) => {
-                let i = u64::from_be_bytes(e.content[..8].try_into().unwrap_or_default()) as usize;
-                assert!(!seen[i], "envelope {i} delivered twice in one connection");
-                seen[i] = true;
-                seqs.push(e.seq);
-                if seqs.len() == 128 {
-                    bob_ws.ack(&seqs).await;
-                    seqs.clear();
-                }
-            }
-            hush_e2e::Event::QueueEmpty => break,
+    // Envelopes until QueueEmpty.
+    while let hush_e2e::Event::Envelope(e) = bob_ws.next_event().await {
+        let i = u64::from_be_bytes(e.content[..8].try_into().unwrap_or_default()) as usize;
+        assert!(!seen[i], "envelope {i} delivered twice in one connection");
+        seen[i] = true;
+        seqs.push(e.seq);
+        if seqs.len() == 128 {
+            bob_ws.ack(&seqs).await;
+            seqs.clear();
         }
     }
     let missing: Vec<usize> = (0..n).filter(|i| !seen[*i]).collect();
