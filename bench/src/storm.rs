@@ -251,10 +251,10 @@ async fn backlog_answer(stream: &mut futures_util::stream::SplitStream<Ws>) -> a
 /// Reads and acks forever (a probe's receiver).
 async fn drain_forever(mut ws: Ws) {
     while let Ok(frame) = client::next_frame(&mut ws).await {
-        if let server_frame::Frame::Envelope(env) = frame {
-            if ws.send(client::ack(vec![env.seq])).await.is_err() {
-                return;
-            }
+        if let server_frame::Frame::Envelope(env) = frame
+            && ws.send(client::ack(vec![env.seq])).await.is_err()
+        {
+            return;
         }
     }
 }

@@ -230,10 +230,10 @@ impl Worker {
                 tracing::warn!(error = %e, "updating the Redis routing table failed; delivery falls back to mailbox re-reads");
             }
         }
-        if !wake.is_empty() {
-            if let Err(e) = self.wake(wake).await {
-                tracing::warn!(error = %e, "publishing wake-ups failed; recipients will re-read their mailbox later");
-            }
+        if !wake.is_empty()
+            && let Err(e) = self.wake(wake).await
+        {
+            tracing::warn!(error = %e, "publishing wake-ups failed; recipients will re-read their mailbox later");
         }
     }
 

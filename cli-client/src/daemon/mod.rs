@@ -140,10 +140,10 @@ where
             Ok(request) => session.handle(request).await,
             Err((id, e)) => Some(rpc::error(id, &e)),
         };
-        if let Some(answer) = answer {
-            if session.out.send(answer).is_err() {
-                break Ok(()); // the writer failed: the peer is gone
-            }
+        if let Some(answer) = answer
+            && session.out.send(answer).is_err()
+        {
+            break Ok(()); // the writer failed: the peer is gone
         }
     };
     session.unsubscribe().await;

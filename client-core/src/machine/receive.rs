@@ -162,11 +162,12 @@ impl Machine {
                 for raw in &r.message_ids {
                     let Some(id) = MessageId::from_slice(raw) else { continue };
                     // Only the recipient of a message may acknowledge it.
-                    if let Some(m) = self.store.message(id).await? {
-                        if m.peer == sender.account && m.direction == MessageDirection::Outgoing {
-                            batch.message_status.push((id, status.clone()));
-                            ids.push(id);
-                        }
+                    if let Some(m) = self.store.message(id).await?
+                        && m.peer == sender.account
+                        && m.direction == MessageDirection::Outgoing
+                    {
+                        batch.message_status.push((id, status.clone()));
+                        ids.push(id);
                     }
                 }
                 if !ids.is_empty() {

@@ -181,10 +181,10 @@ impl Machine {
             self.pump(now, rng).await?;
             return Ok(true);
         }
-        if let Some(contact) = self.store.contact(row.peer).await? {
-            if contact.trust == TrustState::Changed {
-                return Err(MachineError::IdentityUntrusted(contact.username));
-            }
+        if let Some(contact) = self.store.contact(row.peer).await?
+            && contact.trust == TrustState::Changed
+        {
+            return Err(MachineError::IdentityUntrusted(contact.username));
         }
         row.failed = None;
         row.last_error = None;
@@ -643,10 +643,10 @@ impl Machine {
         }
         let name = hush_keys::aci_string(account);
         let identity = IdentityKey::decode(&bundles.identity_key.0)?;
-        if let Some(stored) = self.store.identity(&name).await? {
-            if stored != bundles.identity_key.0 {
-                self.identity_changed(account, &bundles.identity_key.0).await?;
-            }
+        if let Some(stored) = self.store.identity(&name).await?
+            && stored != bundles.identity_key.0
+        {
+            self.identity_changed(account, &bundles.identity_key.0).await?;
         }
         for d in &bundles.devices {
             let bundle = to_bundle(d, identity)?;

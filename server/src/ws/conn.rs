@@ -155,10 +155,10 @@ where
     online.enter();
     // Last-seen has day precision: most connections need no write at all.
     let now = now_ms();
-    if device.last_seen != Some(crate::store::day_floor(now)) {
-        if let Err(e) = state.store.touch_device(device.key, now).await {
-            tracing::warn!(error = %e, "recording last-seen failed");
-        }
+    if device.last_seen != Some(crate::store::day_floor(now))
+        && let Err(e) = state.store.touch_device(device.key, now).await
+    {
+        tracing::warn!(error = %e, "recording last-seen failed");
     }
     let session = Session::new(&state, device, registration);
     session.run(&mut socket).await;
