@@ -13,4 +13,5 @@ mod limits;
 mod ops;
 mod replicas;
 mod robustness;
+mod schemathesis;
 mod storage;
