@@ -3,12 +3,19 @@
 Loaded through `SCHEMATHESIS_HOOKS=<this file>` by the e2e test `schemathesis_passes_clean`
 (tests/tests/it/schemathesis.rs), which registers a real account and passes its device here:
 
-- `HUSH_SIG_ACCOUNT`: the account id (hyphenated UUID)
-- `HUSH_SIG_DEVICE`: the device id
-- `HUSH_SIG_SEED`: the device's ed25519 signing key, 32 bytes as hex
-- `HUSH_SCHEMATHESIS_LOG` (optional): a file that gets one JSON line per answer schemathesis
-  checked (`{"method", "path", "status"}`, path as in the OpenAPI document), so the test can
-  tell that every operation was called and every authenticated one got past authentication.
+- `HUSH_ST_ACCOUNT`: the account id (hyphenated UUID)
+- `HUSH_ST_DEVICE`: the device id
+- `HUSH_ST_KEY`: the device's ed25519 signing key, 32 bytes as hex
+- `HUSH_ST_USERNAME` (optional): the account's username
+- `HUSH_ST_LOG` (optional): a file that gets one JSON line per answer schemathesis checked
+  (`{"method", "path", "status"}`, path as in the OpenAPI document), so the test can tell that
+  every operation was called and every authenticated one got past authentication.
+
+Random account ids and usernames almost never exist, so on their own they reach only the 404
+branches. Where a generated path parameter is a well-formed account id or username, the
+`flatmap_path_parameters` hook lets Hypothesis draw the registered account's instead, half of
+the time, so the answers with data (and their schemas) are checked too. Malformed values are
+left alone: they are what negative cases are made of.
 
 The signature is the one `hush_keys::auth::RestSigningInput::message` defines (docs/PROTOCOL.md,
 "Authentication"): ed25519 over
@@ -24,12 +31,14 @@ unsigned and must get a 401.
 import hashlib
 import json
 import os
+import re
 import secrets
 import time
 
 import nacl.signing
 import requests
 import schemathesis
+from hypothesis import strategies as st
 
 REST_PREFIX = "hush-rest-v1\n"
 
@@ -69,20 +78,40 @@ class HushSig(requests.auth.AuthBase):
 
 
 def _from_env() -> HushSig:
-    missing = [n for n in ("HUSH_SIG_ACCOUNT", "HUSH_SIG_DEVICE", "HUSH_SIG_SEED") if not os.environ.get(n)]
+    missing = [n for n in ("HUSH_ST_ACCOUNT", "HUSH_ST_DEVICE", "HUSH_ST_KEY") if not os.environ.get(n)]
     if missing:
         raise RuntimeError(
             f"hooks.py needs {', '.join(missing)}: the registered device to sign as (see this file's docstring)"
         )
-    seed = bytes.fromhex(os.environ["HUSH_SIG_SEED"])
+    seed = bytes.fromhex(os.environ["HUSH_ST_KEY"])
     if len(seed) != 32:
-        raise RuntimeError("HUSH_SIG_SEED must be 32 bytes as hex")
-    return HushSig(os.environ["HUSH_SIG_ACCOUNT"], int(os.environ["HUSH_SIG_DEVICE"]), seed)
+        raise RuntimeError("HUSH_ST_KEY must be 32 bytes as hex")
+    return HushSig(os.environ["HUSH_ST_ACCOUNT"], int(os.environ["HUSH_ST_DEVICE"]), seed)
 
 
 schemathesis.auth.set_from_requests(_from_env())
 
-_LOG = os.environ.get("HUSH_SCHEMATHESIS_LOG")
+_LOG = os.environ.get("HUSH_ST_LOG")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_USERNAME = re.compile(r"^[A-Za-z0-9_.]{3,32}$")
+_KNOWN = {
+    "account_id": (_UUID, os.environ["HUSH_ST_ACCOUNT"]),
+    "username": (_USERNAME, os.environ.get("HUSH_ST_USERNAME")),
+}
+
+
+@schemathesis.hook
+def flatmap_path_parameters(ctx, parameters):
+    if not isinstance(parameters, dict):
+        return st.just(parameters)
+    known = dict(parameters)
+    for name, (shape, value) in _KNOWN.items():
+        current = parameters.get(name)
+        if value and isinstance(current, str) and shape.match(current):
+            known[name] = value
+    if known == parameters:
+        return st.just(parameters)
+    return st.sampled_from([parameters, known])
 
 
 @schemathesis.hook

@@ -96,8 +96,7 @@ pub async fn register(
     ApiBody(body): ApiBody,
 ) -> Result<(StatusCode, Json<RegisterResponse>), HttpError> {
     state.abuse.register(source)?;
-    let req: RegisterRequest = serde_json::from_slice(&body)
-        .map_err(|e| HttpError::bad_request("invalid_request", format!("request body is not valid: {e}")))?;
+    let req: RegisterRequest = super::extract::json_body(&body)?;
     let username = validate::username(&req.username)?;
     let identity = validate::identity(&req.identity_key.0)?;
     check_proof(&state, &req, &username, &identity)?;

@@ -65,7 +65,7 @@ struct Logged {
 }
 
 /// Runs `schemathesis run --checks all` against a fresh hushd with a registered account to sign
-/// as, and fails on any finding. The run is bounded (fixed seed, 30 examples per operation, one
+/// as, and fails on any finding. The run is bounded (fixed seed, 50 examples per operation, one
 /// worker); the abuse limits are lifted by [`TestServer`]. Then checks the run really covered
 /// the API: every operation in the document was called, and every authenticated one got at
 /// least one answer other than 401 (so the hook's signatures verify).
@@ -75,10 +75,14 @@ async fn schemathesis_passes_clean() {
     let server = TestServer::start().await;
     let account = TestAccount::register(&server, "schemathesis").await;
     let device = account.primary();
-    let seed: String = device.signing_key.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let key: String = device.signing_key.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
     let work = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
     let log = work.path().join("answers.jsonl");
     let dir = schemathesis_dir();
+
+    // A long run: HUSH_SCHEMATHESIS_EXAMPLES=1000 HUSH_SCHEMATHESIS_SEED=$RANDOM.
+    let examples = std::env::var("HUSH_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "50".into());
+    let seed = std::env::var("HUSH_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261202".into());
 
     let started = Instant::now();
     let run = tokio::process::Command::new(&bin)
@@ -86,14 +90,15 @@ async fn schemathesis_passes_clean() {
         .arg(dir.join("schemathesis.toml"))
         .arg("run")
         .arg(format!("{}/openapi.json", server.http_url()))
-        .args(["--checks", "all", "--max-examples", "30", "--seed", "20261202", "--workers", "1"])
+        .args(["--checks", "all", "--max-examples", &examples, "--seed", &seed, "--workers", "1"])
         .args(["--generation-database", "none", "--no-color", "--report-dir"])
         .arg(work.path().join("report"))
         .env("SCHEMATHESIS_HOOKS", dir.join("hooks.py"))
-        .env("HUSH_SIG_ACCOUNT", device.account_id.to_string())
-        .env("HUSH_SIG_DEVICE", device.device_id.to_string())
-        .env("HUSH_SIG_SEED", seed)
-        .env("HUSH_SCHEMATHESIS_LOG", &log)
+        .env("HUSH_ST_ACCOUNT", device.account_id.to_string())
+        .env("HUSH_ST_DEVICE", device.device_id.to_string())
+        .env("HUSH_ST_KEY", key)
+        .env("HUSH_ST_USERNAME", &account.username)
+        .env("HUSH_ST_LOG", &log)
         .current_dir(work.path())
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -109,7 +114,7 @@ async fn schemathesis_passes_clean() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success(), "schemathesis found problems ({}) after {elapsed:?}:\n{shown}", output.status);
-    eprintln!("schemathesis passed in {elapsed:?}");
+    eprintln!("schemathesis passed in {elapsed:?}:\n{shown}");
 
     let mut answers: BTreeMap<(String, String), BTreeSet<u16>> = BTreeMap::new();
     let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("the hook logged nothing ({e}):\n{shown}"));
@@ -125,6 +130,7 @@ async fn schemathesis_passes_clean() {
             operations += 1;
             let key = (method.to_ascii_uppercase(), path.clone());
             let statuses = answers.get(&key).unwrap_or_else(|| panic!("schemathesis never called {key:?}:\n{shown}"));
+            eprintln!("{} {path} answered {statuses:?}", key.0);
             let secured = op.get("security").and_then(|s| s.as_array()).is_some_and(|s| !s.is_empty());
             if secured {
                 assert!(

@@ -6,7 +6,7 @@
 //! Cases per property: `HUSH_FUZZ_CASES` (default 64); see [`mutate::fuzz_config`].
 
 mod json;
-mod mutate;
+pub mod mutate;
 mod rest;
 mod ws;
 

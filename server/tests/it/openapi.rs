@@ -1,0 +1,138 @@
+//! The OpenAPI document against the router: what the document allows, the server takes; what
+//! it forbids, the server refuses with a declared JSON answer. Each test here is a mismatch
+//! schemathesis found or would find; the whole document is checked against a running hushd by
+//! `schemathesis_passes_clean` in the hush-e2e crate (tests/tests/it/schemathesis.rs).
+
+use axum::http::StatusCode;
+use hush_server::http::ApiDoc;
+use hush_wire::api::AddDeviceRequest;
+use hush_wire::limits::{MAX_DEVICE_NAME_CHARS, MAX_PREKEYS_PER_UPLOAD};
+use proptest::test_runner::TestRunner;
+use utoipa::OpenApi as _;
+use uuid::Uuid;
+
+use crate::fuzz::mutate::fuzz_config;
+use crate::fuzz::{Fixture, new_device, upload};
+
+fn document() -> serde_json::Value {
+    serde_json::to_value(ApiDoc::openapi()).unwrap()
+}
+
+/// The schema of path parameter `name` of `method path`.
+fn parameter_schema(doc: &serde_json::Value, method: &str, path: &str, name: &str) -> serde_json::Value {
+    let pointer = format!("/paths/{}/{method}/parameters", path.replace('/', "~1"));
+    let parameters = doc.pointer(&pointer).and_then(|p| p.as_array()).unwrap_or_else(|| panic!("no {pointer}"));
+    let parameter = parameters.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no {name} in {pointer}"));
+    parameter["schema"].clone()
+}
+
+/// Regression (schemathesis, "schema-valid request rejected"): `device` of the bundle endpoint
+/// had no pattern, so every string was valid by the document and nearly all were refused.
+#[test]
+fn bundle_device_parameters_the_document_allows_are_not_refused() {
+    let doc = document();
+    let schema = parameter_schema(&doc, "get", "/v1/keys/{account_id}/{device}", "device");
+    let pattern = schema["pattern"].as_str().unwrap_or_else(|| panic!("`device` has no pattern: {schema}"));
+    // proptest generates from the regex without its anchors.
+    let body = pattern.trim_start_matches('^').trim_end_matches('$');
+    let devices = proptest::string::string_regex(body).unwrap();
+    let fixture = Fixture::new();
+    TestRunner::new(fuzz_config())
+        .run(&devices, |device| {
+            for account in [fixture.account, Uuid::new_v4()] {
+                let path = format!("/v1/keys/{account}/{device}");
+                let answer = fixture.call(fixture.signed("GET", &path, Vec::new()))?;
+                if answer.status != StatusCode::OK {
+                    let error = answer.check_json_refusal()?;
+                    proptest::prop_assert_eq!(answer.status, StatusCode::NOT_FOUND, "{} {:?}", path, error);
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    // And what it forbids is refused, `u32::from_str`'s `+7` included.
+    let regex = regex_lite(pattern);
+    for device in ["+7", "-1", "1.0", "abc", "1234567890", "**", " 1"] {
+        assert!(!regex(device), "the pattern allows {device:?}");
+        let path = format!("/v1/keys/{}/{}", fixture.account, device.replace(' ', "%20"));
+        let answer = fixture.call(fixture.signed("GET", &path, Vec::new())).unwrap();
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}: {answer:?}");
+        assert_eq!(answer.check_json_refusal().unwrap().code, "invalid_request");
+    }
+}
+
+/// The `device` pattern, `^(\*|[0-9]{1,9})$`, as a plain function (no regex crate here).
+fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
+    assert_eq!(pattern, r"^(\*|[0-9]{1,9})$", "the pattern changed; update this test");
+    |s: &str| s == "*" || ((1..=9).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Regression (schemathesis, "schema-violating request accepted"): serde reads a struct from a
+/// JSON array of its fields, so `[null, null]` was a valid prekey upload and `[<device>]` added
+/// a device, though the document says both bodies are objects.
+#[test]
+fn a_json_array_is_not_an_object_body() {
+    let fixture = Fixture::new();
+    let (device, _) = new_device(&fixture.identity);
+    let as_array = serde_json::to_vec(&[&device]).unwrap();
+    let as_object = serde_json::to_vec(&AddDeviceRequest { device }).unwrap();
+    for (method, path, body) in [
+        ("PUT", "/v1/keys", b"[null, null]".to_vec()),
+        ("PUT", "/v1/keys", b"  []".to_vec()),
+        ("POST", "/v1/devices", as_array),
+    ] {
+        let answer = fixture.call(fixture.signed(method, path, body)).unwrap();
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{method} {path}: {answer:?}");
+        assert_eq!(answer.check_json_refusal().unwrap().code, "invalid_request");
+    }
+    let answer = fixture.call(fixture.signed("POST", "/v1/devices", as_object)).unwrap();
+    assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    let answer = fixture.call(crate::fuzz::post("/v1/accounts", b"[]".to_vec())).unwrap();
+    assert_eq!(answer.check_json_refusal().unwrap().code, "invalid_request");
+}
+
+/// Regression (schemathesis, "schema-valid request rejected"): `"id": 12.0` is an integer by
+/// JSON Schema, which the document's `integer` means, and was refused as "expected u32".
+#[test]
+fn whole_floats_are_read_as_integers() {
+    let fixture = Fixture::new();
+    let mut body = serde_json::to_value(upload(&fixture.identity)).unwrap();
+    body["one_time_prekeys"][0]["id"] = serde_json::json!(12.0);
+    body["signed_prekey"]["id"] = serde_json::json!(10.0);
+    let answer = fixture.call(fixture.signed("PUT", "/v1/keys", serde_json::to_vec(&body).unwrap())).unwrap();
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{answer:?}");
+    body["one_time_prekeys"][0]["id"] = serde_json::json!(12.5);
+    let answer = fixture.call(fixture.signed("PUT", "/v1/keys", serde_json::to_vec(&body).unwrap())).unwrap();
+    assert_eq!(answer.check_json_refusal().unwrap().code, "invalid_request");
+}
+
+/// The document's bounds are the server's: a longer device name or more one-time prekeys
+/// than it says are refused, so without them schema-valid bodies were refused.
+#[test]
+fn document_bounds_are_the_servers_limits() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["NewDevice"]["properties"]["name"]["maxLength"], MAX_DEVICE_NAME_CHARS);
+    for schema in ["NewDevice", "PreKeyUpload"] {
+        for list in ["one_time_prekeys", "one_time_kyber_prekeys"] {
+            assert_eq!(schemas[schema]["properties"][list]["maxItems"], MAX_PREKEYS_PER_UPLOAD, "{schema}.{list}");
+        }
+    }
+}
+
+/// Every 429 is `rate_limited` with a `Retry-After` header, and the document says so.
+#[test]
+fn every_429_declares_retry_after() {
+    let doc = document();
+    let mut limited = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(response) = op.pointer("/responses/429") {
+                limited += 1;
+                let header = &response["headers"]["Retry-After"];
+                assert_eq!(header["schema"]["type"], "integer", "{method} {path}: {response}");
+            }
+        }
+    }
+    assert!(limited >= 4, "only {limited} operations declare 429");
+}
