@@ -73,7 +73,9 @@ struct Logged {
 async fn schemathesis_passes_clean() {
     let bin = schemathesis_binary();
     let server = TestServer::start().await;
-    let account = TestAccount::register(&server, "schemathesis").await;
+    let mut account = TestAccount::register(&server, "schemathesis").await;
+    // A second device, so `DELETE /v1/devices/{device_id}` (signed by the primary) can succeed.
+    account.add_device(&server).await;
     let device = account.primary();
     let key: String = device.signing_key.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
     let work = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
