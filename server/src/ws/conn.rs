@@ -413,7 +413,7 @@ impl<'a> Session<'a> {
             self.cursor = self.cursor.max(e.seq);
             self.in_flight.insert(e.seq, e.server_ts);
         }
-        let env = Envelope { seq: e.seq, server_timestamp: e.server_ts, kind: e.kind, content: e.content };
+        let env = Envelope { seq: e.seq, server_timestamp: e.server_ts, kind: e.kind, content: e.content, ..Envelope::default() };
         self.feed(socket, frame(server_frame::Frame::Envelope(env))).await?;
         metrics::counter!(m::DELIVERED).increment(1);
         Ok(())
@@ -467,6 +467,15 @@ impl<'a> Session<'a> {
     async fn on_frame(&mut self, f: client_frame::Frame) -> Result<(), End> {
         match f {
             client_frame::Frame::Auth(_) => Err(End::Close(close::MALFORMED, close::REASON_MALFORMED)),
+            client_frame::Frame::GroupSend(hush_wire::frames::GroupSendRequest { request_id, .. })
+            | client_frame::Frame::Distribute(hush_wire::frames::DistributeRequest { request_id, .. }) => {
+                let error = send::not_a_member();
+                self.pending.push(Box::pin(std::future::ready(SendResponse {
+                    request_id,
+                    result: Some(send_response::Result::Error(error)),
+                })));
+                Ok(())
+            }
             client_frame::Frame::Ack(ack) => {
                 if ack.seqs.len() > MAX_ACKS_PER_FRAME {
                     return Err(End::Close(close::MALFORMED, close::REASON_MALFORMED));
@@ -532,7 +541,7 @@ impl<'a> Session<'a> {
                                 }
                             }
                         }
-                        R::Ok(SendOk { server_timestamp: server_ts })
+                        R::Ok(SendOk { server_timestamp: server_ts, group_seq: 0 })
                     }
                     Ok(Err(rejection)) => R::Error(send::rejection(rejection)),
                     Err(e) => {
@@ -549,7 +558,7 @@ impl<'a> Session<'a> {
         };
         Box::pin(async move {
             match reply.await {
-                Ok(SendResult::Stored(ts)) => R::Ok(SendOk { server_timestamp: ts }),
+                Ok(SendResult::Stored(ts)) => R::Ok(SendOk { server_timestamp: ts, group_seq: 0 }),
                 Ok(SendResult::Rejected(rejection)) => R::Error(send::rejection(rejection)),
                 Ok(SendResult::Failed) | Err(_) => R::Error(send::internal()),
             }

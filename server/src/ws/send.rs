@@ -115,6 +115,11 @@ pub fn rate_limited(retry_after_ms: u64) -> SendError {
     }
 }
 
+/// The answer for a group the sender is not a member of (or that does not exist).
+pub fn not_a_member() -> SendError {
+    error(SendErrorCode::NotAMember, "no such group, or this account is not a member of it")
+}
+
 /// The answer when the database failed.
 pub fn internal() -> SendError {
     error(SendErrorCode::Internal, "the server could not store the message; nothing was stored; retry")

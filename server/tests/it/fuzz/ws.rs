@@ -307,6 +307,8 @@ fn expectation(bytes: &[u8]) -> Result<Vec<u64>, u16> {
         Ok(client_frame::Frame::Ack(ack)) if ack.seqs.len() > 4096 => Err(close::MALFORMED),
         Ok(client_frame::Frame::Ack(_)) => Ok(vec![PROBE_ID]),
         Ok(client_frame::Frame::Send(req)) => Ok(vec![req.request_id, PROBE_ID]),
+        Ok(client_frame::Frame::GroupSend(req)) => Ok(vec![req.request_id, PROBE_ID]),
+        Ok(client_frame::Frame::Distribute(req)) => Ok(vec![req.request_id, PROBE_ID]),
     }
 }
 
