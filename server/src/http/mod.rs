@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod groups;
 pub mod keys;
 pub mod limits;
 pub mod misc;
@@ -27,6 +28,8 @@ use crate::state::AppState;
         accounts::add_device, accounts::remove_device,
         keys::upload, keys::count, keys::bundles,
         misc::healthz, misc::metrics, misc::server_info, misc::certificate,
+        groups::create, groups::list, groups::get_group, groups::update, groups::delete_group,
+        groups::add_members, groups::remove_member, groups::set_role,
     ),
     modifiers(&SecurityAddon)
 )]
@@ -46,7 +49,7 @@ fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::
 /// a body is read.
 fn declare_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
     for item in openapi.paths.paths.values_mut() {
-        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
         for op in operations.into_iter().flatten() {
             let responses = &mut op.responses.responses;
             if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
@@ -109,6 +112,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/keys/count", get(keys::count))
         .route("/v1/keys/{account_id}/{device}", get(keys::bundles))
         .route("/v1/certificate", get(misc::certificate))
+        .route("/v1/groups", post(groups::create).get(groups::list))
+        .route("/v1/groups/{group_id}", get(groups::get_group).patch(groups::update).delete(groups::delete_group))
+        .route("/v1/groups/{group_id}/members", post(groups::add_members))
+        .route("/v1/groups/{group_id}/members/{account_id}", delete(groups::remove_member))
+        .route("/v1/groups/{group_id}/members/{account_id}/role", put(groups::set_role))
         .route("/v1/websocket", get(crate::ws::upgrade))
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)

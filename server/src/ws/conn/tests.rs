@@ -15,8 +15,9 @@ use hush_wire::frames::{Auth, ClientFrame, decode_server_frame};
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::commit::SendResult;
 use crate::config::Config;
-use crate::store::{NewAccount, NewDeviceRecord, OutgoingMessage, RecipientBatch, SignedKey};
+use crate::store::{NewAccount, NewDeviceRecord, OutgoingMessage, RecipientBatch, SendItem, SignedKey, Write};
 
 /// The server's end of an in-memory socket. Frames it sends are queued for the peer at once
 /// (as a kernel buffer would take them). `flushes` counts the flushes that may still complete
@@ -222,8 +223,8 @@ impl Scene {
                 expires_at: now + 3_600_000,
                 idempotency_key: None,
             };
-            let reply = self.state.committer.send(item).await.unwrap_or_else(|_| panic!("writer gone"));
-            assert!(matches!(reply.await, Ok(SendResult::Stored(_))));
+            let reply = self.state.committer.write(Write::Direct(item)).await.unwrap_or_else(|_| panic!("writer gone"));
+            assert!(matches!(reply.await, Ok(SendResult::Stored { .. })));
         }
     }
 
