@@ -397,6 +397,21 @@ mod tests {
     }
 
     #[test]
+    fn group_member_limit_defaults_to_1000_and_flags_beat_the_file() {
+        let config = Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.limits.max_group_members, 1000);
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("hushd.toml");
+        std::fs::write(&file, "max_group_members = 50\n").unwrap_or_else(|e| panic!("{e}"));
+        let from_file = Config::from_args(Args { config: Some(file.clone()), ..Args::default() });
+        assert_eq!(from_file.map(|c| c.limits.max_group_members).ok(), Some(50));
+        let flag = Config::from_args(Args { config: Some(file), max_group_members: Some(7), ..Args::default() });
+        assert_eq!(flag.map(|c| c.limits.max_group_members).ok(), Some(7));
+        let zero = Config::from_args(Args { max_group_members: Some(0), ..Args::default() });
+        assert!(matches!(zero, Err(ConfigError::Invalid { name: "max_group_members", .. })));
+    }
+
+    #[test]
     fn unknown_key_in_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let file = dir.path().join("hushd.toml");

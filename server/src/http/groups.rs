@@ -285,3 +285,39 @@ pub async fn set_role(
     let req: SetRoleRequest = auth.json()?;
     Ok(Json(change(&state, &auth, group_id, GroupOp::SetRole(account_id, req.role)).await?))
 }
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi as _;
+
+    use crate::http::ApiDoc;
+
+    #[test]
+    fn every_group_operation_is_in_the_openapi_document_with_its_statuses() {
+        let doc = ApiDoc::openapi();
+        let expected: [(&str, &str, &[&str]); 8] = [
+            ("/v1/groups", "post", &["201", "400", "401", "404", "409", "413"]),
+            ("/v1/groups", "get", &["200", "401"]),
+            ("/v1/groups/{group_id}", "get", &["200", "400", "401", "404"]),
+            ("/v1/groups/{group_id}", "patch", &["200", "400", "401", "403", "404", "413"]),
+            ("/v1/groups/{group_id}", "delete", &["204", "400", "401", "403", "404"]),
+            ("/v1/groups/{group_id}/members", "post", &["200", "400", "401", "403", "404", "409", "413"]),
+            ("/v1/groups/{group_id}/members/{account_id}", "delete", &["200", "400", "401", "403", "404", "409"]),
+            ("/v1/groups/{group_id}/members/{account_id}/role", "put", &["200", "400", "401", "403", "404", "409"]),
+        ];
+        for (path, method, statuses) in expected {
+            let item = doc.paths.paths.get(path).unwrap_or_else(|| panic!("{path} is not documented"));
+            let op = match method {
+                "get" => &item.get,
+                "post" => &item.post,
+                "put" => &item.put,
+                "patch" => &item.patch,
+                _ => &item.delete,
+            };
+            let op = op.as_ref().unwrap_or_else(|| panic!("{method} {path} is not documented"));
+            for status in statuses {
+                assert!(op.responses.responses.contains_key(*status), "{method} {path} does not declare {status}");
+            }
+        }
+    }
+}

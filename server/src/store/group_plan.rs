@@ -633,6 +633,17 @@ mod tests {
     }
 
     #[test]
+    fn the_stored_roster_change_is_stable() {
+        use GroupRole::{Member, Owner};
+        let mut g = group(&[(A, Owner), (B, Member)]);
+        let effect = apply_change(&mut g, &change(A, GroupOp::SetRole(B, GroupRole::Admin)), &HashSet::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        insta::assert_snapshot!("roster_change_role_changed", hex::encode(&effect.change.content));
+        let decoded = RosterChange::decode(effect.change.content.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+        insta::assert_debug_snapshot!("roster_change_role_changed_decoded", decoded);
+    }
+
+    #[test]
     fn a_removal_bumps_the_epoch_and_reaches_the_removed_member() {
         use GroupRole::{Member, Owner};
         let mut g = group(&[(A, Owner), (B, Member), (C, Member)]);
