@@ -94,6 +94,8 @@ pub(crate) fn plan_group_send(
             }
         }
         if !lacking.is_empty() {
+            // Postgres reads device rows in pk order; a reused device id may come late.
+            lacking.sort_unstable();
             missing.push(Mismatch { account, missing: lacking, ..Mismatch::default() });
         }
     }
@@ -427,24 +429,16 @@ pub(crate) fn apply_change(
     Ok(effect)
 }
 
-/// Plans writing a roster change to every device of its recipients (`sets` holds them).
-pub(crate) fn plan_roster_change(sets: &mut DeviceSets, effect: &RosterEffect) -> Plan {
+/// Plans writing a roster change (stored once) to every device of its recipients (`sets`
+/// holds them); gives the plan and the envelopes to deliver once it is committed.
+pub(crate) fn plan_roster_change(sets: &mut DeviceSets, effect: &RosterEffect) -> (Plan, Vec<Committed>) {
     let mut plan = Plan::default();
     let targets: Vec<usize> = effect.recipients.iter().flat_map(|&a| sets.account_rows(a).to_vec()).collect();
     let mut change = effect.change.clone();
     change.refs = targets.len() as u64;
     let committed = fan_out(&mut plan, sets, &targets, change);
-    plan.outcomes.push(Ok(Accepted::Stored { committed, group_seq: Some(effect.change.seq) }));
     plan.group_seqs.insert(effect.change.group, effect.change.seq);
-    plan
-}
-
-/// The committed envelopes of a roster-change plan.
-pub(crate) fn committed_of(plan: &mut Plan) -> Vec<Committed> {
-    match plan.outcomes.pop() {
-        Some(Ok(Accepted::Stored { committed, .. })) => committed,
-        _ => Vec::new(),
-    }
+    (plan, committed)
 }
 
 /// Per group, how many references to each of its messages a set of deleted envelopes held.

@@ -10,8 +10,7 @@ use super::{
     SqliteStore, backend, begin, finish, hex_id_array, load_sets, to_i64, to_u32, to_u64, uuid_from, write_plan,
 };
 use crate::store::group_plan::{
-    RosterEffect, apply_change, committed_of, plan_create, plan_roster_change, role_from_number, role_number,
-    sort_members,
+    RosterEffect, apply_change, plan_create, plan_roster_change, role_from_number, role_number, sort_members,
 };
 use crate::store::{
     ChangeCommitted, GroupChange, GroupError, GroupMemberRecord, GroupRecord, GroupStore, GroupSummaryRecord, NewGroup,
@@ -146,14 +145,14 @@ async fn write_effect(
             .map_err(backend)?;
     }
     let mut sets = load_sets(conn, &effect.recipients).await?;
-    let mut plan = plan_roster_change(&mut sets, effect);
+    let (plan, committed) = plan_roster_change(&mut sets, effect);
     write_plan(conn, &plan).await?;
     Ok(ChangeCommitted {
         group: group.id,
         roster_version: group.roster_version,
         epoch: group.epoch,
         group_seq: group.seq,
-        committed: committed_of(&mut plan),
+        committed,
     })
 }
 
