@@ -106,6 +106,7 @@ macro_rules! group_conformance {
             groups::a_resent_group_message_gets_its_first_group_seq,
             groups::deleting_a_group_tells_every_member_device_then_it_is_gone,
             groups::a_batch_mixes_sends_distributions_and_group_messages_in_order,
+            groups::concurrent_group_writes_keep_group_seqs_unique,
         );
     };
 }
