@@ -413,7 +413,13 @@ impl<'a> Session<'a> {
             self.cursor = self.cursor.max(e.seq);
             self.in_flight.insert(e.seq, e.server_ts);
         }
-        let env = Envelope { seq: e.seq, server_timestamp: e.server_ts, kind: e.kind, content: e.content, ..Envelope::default() };
+        let env = Envelope {
+            seq: e.seq,
+            server_timestamp: e.server_ts,
+            kind: e.kind,
+            content: e.content,
+            ..Envelope::default()
+        };
         self.feed(socket, frame(server_frame::Frame::Envelope(env))).await?;
         metrics::counter!(m::DELIVERED).increment(1);
         Ok(())
