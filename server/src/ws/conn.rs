@@ -231,29 +231,46 @@ where
     // Verifying is the server's own work, bounded by the database: from here the connection
     // no longer counts against the handshake budget.
     ticket.answered();
-    let verified = verify_auth(state, &nonce, &auth).await;
-    if verified.is_none() {
-        close_with(socket, close::AUTH_FAILED, close::REASON_AUTH_FAILED).await;
-        return None;
-    }
+    let verified = match verify_auth(state, &nonce, &auth).await {
+        Ok(Some(device)) => Some(device),
+        Ok(None) => {
+            close_with(socket, close::AUTH_FAILED, close::REASON_AUTH_FAILED).await;
+            return None;
+        }
+        Err(LookupFailed) => {
+            // Not the client's fault: it must retry, not give up on its account.
+            close_with(socket, close::INTERNAL, close::REASON_INTERNAL).await;
+            return None;
+        }
+    };
     let ok = AuthOk { server_time: now_ms(), window: state.config.limits.window };
     bounded(state, socket.send(frame(server_frame::Frame::AuthOk(ok)))).await.ok()?;
     verified
 }
 
-async fn verify_auth(state: &AppState, nonce: &[u8], auth: &hush_wire::frames::Auth) -> Option<Device> {
-    let account = Uuid::from_slice(&auth.account_id).ok()?;
+/// The database could not be asked who the device is.
+struct LookupFailed;
+
+/// The device, if the signature is its own; `Ok(None)` for an unknown device or a bad
+/// signature (the client's fault), `Err` when the database failed (the server's).
+async fn verify_auth(
+    state: &AppState,
+    nonce: &[u8],
+    auth: &hush_wire::frames::Auth,
+) -> Result<Option<Device>, LookupFailed> {
+    let Ok(account) = Uuid::from_slice(&auth.account_id) else { return Ok(None) };
     let key = DeviceKey { account, device_id: auth.device_id };
     let device = match state.reads.device(key).await {
-        Ok(d) => d?,
+        Ok(Some(d)) => d,
+        Ok(None) => return Ok(None),
         Err(e) => {
             tracing::error!(error = %e, "device lookup failed during authentication");
-            return None;
+            return Err(LookupFailed);
         }
     };
-    let auth_key = DeviceAuthKey::from_bytes(&device.auth_key).ok()?;
-    auth_key.verify_ws_challenge(nonce, account, auth.device_id, &auth.signature).ok()?;
-    Some(device)
+    let Ok(auth_key) = DeviceAuthKey::from_bytes(&device.auth_key) else { return Ok(None) };
+    let valid = auth_key.verify_ws_challenge(nonce, account, auth.device_id, &auth.signature).is_ok();
+    Ok(valid.then_some(device))
 }
 
 /// The delivery state of one authenticated connection.

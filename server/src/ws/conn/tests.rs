@@ -357,3 +357,29 @@ async fn connection_task_stays_small() {
     let size = std::mem::size_of_val(&fut);
     assert!(size <= 2048, "a connection's task is {size} bytes; box large, rare futures (auth, fetch, close)");
 }
+
+/// A database that cannot answer during authentication is the server's fault: the client is
+/// told to retry (`1011`), not that its account is unknown (`4001`, after which it stops).
+#[tokio::test]
+async fn a_failed_device_lookup_is_a_server_error_not_an_auth_failure() {
+    use sqlx::Connection as _;
+    let s = scene(|_| {}).await;
+    let url = format!("sqlite://{}", s._dir.path().join("hush.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query("ALTER TABLE devices RENAME TO devices_away").execute(&mut db).await.unwrap_or_else(|e| panic!("{e}"));
+    let (mut peer, task) = s.connect();
+    let server_frame::Frame::Challenge(c) = peer.frame().await else { panic!("no challenge") };
+    s.answer(&peer, &c.nonce);
+    let (code, reason) = peer.close(Duration::from_secs(30)).await;
+    assert_eq!((code, reason.as_str()), (close::INTERNAL, close::REASON_INTERNAL));
+    ended(task, Duration::from_secs(5)).await;
+
+    // The same device with a bad signature, once the database answers again, is refused.
+    sqlx::query("ALTER TABLE devices_away RENAME TO devices").execute(&mut db).await.unwrap_or_else(|e| panic!("{e}"));
+    let (mut peer, task) = s.connect();
+    let server_frame::Frame::Challenge(_) = peer.frame().await else { panic!("no challenge") };
+    s.answer(&peer, &[0u8; 32]);
+    let (code, _) = peer.close(Duration::from_secs(30)).await;
+    assert_eq!(code, close::AUTH_FAILED);
+    ended(task, Duration::from_secs(5)).await;
+}
