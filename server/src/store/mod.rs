@@ -340,7 +340,7 @@ pub type OneTimeAllowed<'a> = &'a (dyn Fn(u32) -> bool + Send + Sync);
 /// The result of committing one [`Write`].
 pub type SendOutcome = Result<Accepted, SendRejection>;
 
-/// What [`Store::record_trust_root`] found.
+/// What [`AccountStore::record_trust_root`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrustRootCheck {
     /// None was recorded; this one is now.
