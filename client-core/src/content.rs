@@ -88,6 +88,7 @@ mod tests {
                 conversation_id: vec![1; 16],
                 sent_at: 1_700_000_000_000,
                 body: "hi".into(),
+                group_id: Default::default(),
             })),
         };
         let padded = encode(&content);

@@ -104,7 +104,7 @@ fn decode_ephemeral(bytes: &[u8]) -> Option<(DeviceKey, StoredEnvelope)> {
     let server_ts = u64::from_be_bytes(rest[20..28].try_into().ok()?);
     let kind = i32::from_be_bytes(rest[28..32].try_into().ok()?);
     let content = bytes::Bytes::copy_from_slice(&rest[32..]);
-    Some((device, StoredEnvelope { seq: 0, server_ts, kind, content }))
+    Some((device, StoredEnvelope { seq: 0, server_ts, kind, content, group: None }))
 }
 
 fn decode(bytes: &[u8]) -> Option<(u8, Vec<DeviceKey>)> {
@@ -390,7 +390,13 @@ mod tests {
     #[test]
     fn ephemeral_messages_round_trip_and_garbage_is_refused() {
         let device = DeviceKey { account: Uuid::from_u128(7), device_id: 3 };
-        let env = StoredEnvelope { seq: 0, server_ts: 42, kind: 1, content: bytes::Bytes::from_static(b"typing") };
+        let env = StoredEnvelope {
+            seq: 0,
+            server_ts: 42,
+            kind: 1,
+            content: bytes::Bytes::from_static(b"typing"),
+            group: None,
+        };
         assert_eq!(decode_ephemeral(&encode_ephemeral(device, &env)), Some((device, env)));
         assert_eq!(decode_ephemeral(&[EPHEMERAL, 1, 2]), None);
         assert_eq!(decode_ephemeral(&encode(WAKE, &[device])), None);

@@ -1,4 +1,5 @@
-//! Group commit: every send and ack goes through one writer task, which takes
+//! Group commit: every write of the send path (one-to-one sends, group messages,
+//! sender-key distributions) and every ack goes through one writer task, which takes
 //! whatever has queued up while the previous transaction was committing and
 //! commits it together. Durability then costs one fsync per batch, not per message.
 //!
@@ -12,17 +13,22 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cluster::Cluster;
 use crate::hub::{Hub, Push};
 use crate::metrics as m;
-use crate::store::{Accepted, MailboxId, SendItem, SendRejection, Store};
+use crate::store::{Accepted, MailboxId, SendRejection, Store, Write};
 
 /// Most operations in one transaction.
 const MAX_BATCH: usize = 1024;
 
-/// The outcome of a send, as the writer reports it.
+/// The outcome of a write, as the writer reports it.
 #[derive(Debug)]
 pub enum SendResult {
-    /// Stored in every target mailbox at this server timestamp (now, or by an earlier send
-    /// with the same idempotency key, whose timestamp this is).
-    Stored(u64),
+    /// Stored in every target mailbox at `server_ts` (now, or by an earlier write with the
+    /// same idempotency key, whose timestamp this is); a group message with its group seq.
+    Stored {
+        /// When it was committed.
+        server_ts: u64,
+        /// A group message's group seq.
+        group_seq: Option<u64>,
+    },
     /// Refused; nothing stored.
     Rejected(SendRejection),
     /// The database failed; nothing stored.
@@ -30,7 +36,7 @@ pub enum SendResult {
 }
 
 enum Op {
-    Send(SendItem, oneshot::Sender<SendResult>),
+    Write(Box<Write>, oneshot::Sender<SendResult>),
     Ack(MailboxId, Vec<u64>),
 }
 
@@ -53,10 +59,10 @@ impl Committer {
         (Committer { tx }, handle)
     }
 
-    /// Queues a send; the answer arrives once it is committed (or refused).
-    pub async fn send(&self, item: SendItem) -> Result<oneshot::Receiver<SendResult>, WriterStopped> {
+    /// Queues a write; the answer arrives once it is committed (or refused).
+    pub async fn write(&self, write: Write) -> Result<oneshot::Receiver<SendResult>, WriterStopped> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Op::Send(item, reply)).await.map_err(|_| WriterStopped)?;
+        self.tx.send(Op::Write(Box::new(write), reply)).await.map_err(|_| WriterStopped)?;
         Ok(rx)
     }
 
@@ -87,8 +93,8 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
         let mut acks = Vec::new();
         for op in ops.drain(..) {
             match op {
-                Op::Send(item, reply) => {
-                    items.push(item);
+                Op::Write(item, reply) => {
+                    items.push(*item);
                     replies.push(reply);
                 }
                 Op::Ack(mailbox, seqs) => acks.push((mailbox, seqs)),
@@ -106,18 +112,18 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
             continue;
         }
         metrics::histogram!(m::COMMIT_BATCH).record(items.len() as f64);
-        match store.commit_sends(&items, max_mailbox).await {
+        match store.commit(&items, max_mailbox).await {
             Ok(outcomes) => {
                 let mut elsewhere = Vec::new();
                 for ((outcome, reply), item) in outcomes.into_iter().zip(replies).zip(&items) {
                     match outcome {
-                        Ok(Accepted::Duplicate { server_ts }) => {
+                        Ok(Accepted::Duplicate { server_ts, group_seq }) => {
                             metrics::counter!(m::SENDS_DEDUPLICATED).increment(1);
-                            let _ = reply.send(SendResult::Stored(server_ts));
+                            let _ = reply.send(SendResult::Stored { server_ts, group_seq });
                         }
-                        Ok(Accepted::Stored(committed)) => {
+                        Ok(Accepted::Stored { committed, group_seq }) => {
                             metrics::counter!(m::ACCEPTED).increment(committed.len() as u64);
-                            let _ = reply.send(SendResult::Stored(item.server_ts));
+                            let _ = reply.send(SendResult::Stored { server_ts: item.server_ts(), group_seq });
                             for c in committed {
                                 if !hub.deliver(c.device, Push::Stored(Box::new(c.envelope))) {
                                     elsewhere.push(c.device);
@@ -129,9 +135,7 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
                         }
                     }
                 }
-                if let Some(cluster) = &cluster {
-                    cluster.committed_elsewhere(elsewhere);
-                }
+                deliver_elsewhere(cluster.as_deref(), elsewhere);
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = items.len(), "committing sends failed; senders are told to retry");
@@ -140,5 +144,25 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
                 }
             }
         }
+    }
+}
+
+/// Hands committed envelopes to the local connections, and wakes other nodes for devices not
+/// connected here: the last step of persist, answer, deliver.
+pub fn deliver(hub: &Hub, cluster: Option<&Cluster>, committed: Vec<crate::store::Committed>) {
+    let mut elsewhere = Vec::new();
+    for c in committed {
+        if !hub.deliver(c.device, Push::Stored(Box::new(c.envelope))) {
+            elsewhere.push(c.device);
+        }
+    }
+    deliver_elsewhere(cluster, elsewhere);
+}
+
+fn deliver_elsewhere(cluster: Option<&Cluster>, devices: Vec<crate::store::DeviceKey>) {
+    if let Some(cluster) = cluster
+        && !devices.is_empty()
+    {
+        cluster.committed_elsewhere(devices);
     }
 }

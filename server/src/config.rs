@@ -32,6 +32,9 @@ pub struct Args {
     /// Envelopes one device mailbox may hold [default: 100000].
     #[arg(long, env = "HUSHD_MAX_MAILBOX")]
     pub max_mailbox: Option<u64>,
+    /// Members (accounts) one group may have [default: 1000].
+    #[arg(long, env = "HUSHD_MAX_GROUP_MEMBERS")]
+    pub max_group_members: Option<u32>,
     /// Sends one device may make in a burst [default: 60].
     #[arg(long, env = "HUSHD_RATE_BURST")]
     pub rate_burst: Option<u32>,
@@ -108,6 +111,7 @@ struct FileConfig {
     db: Option<String>,
     retention_days: Option<u32>,
     max_mailbox: Option<u64>,
+    max_group_members: Option<u32>,
     rate_burst: Option<u32>,
     rate_per_second: Option<f64>,
     ping_interval_secs: Option<u64>,
@@ -177,6 +181,8 @@ pub struct Limits {
     pub rate_per_second: f64,
     /// Devices per account.
     pub max_devices: u32,
+    /// Members (accounts) per group.
+    pub max_group_members: u32,
     /// Simultaneous WebSocket connections (authenticating or authenticated).
     pub max_connections: usize,
     /// Connections still authenticating, in all.
@@ -278,6 +284,11 @@ impl Config {
         if rate_burst == 0 {
             return Err(ConfigError::Invalid { name: "rate_burst", message: "must be at least 1".into() });
         }
+        let max_group_members =
+            args.max_group_members.or(file.max_group_members).unwrap_or(hush_wire::limits::MAX_GROUP_MEMBERS);
+        if max_group_members < 1 {
+            return Err(ConfigError::Invalid { name: "max_group_members", message: "must be at least 1".into() });
+        }
         let ping = args.ping_interval_secs.or(file.ping_interval_secs).unwrap_or(30);
         if ping == 0 {
             return Err(ConfigError::Invalid { name: "ping_interval_secs", message: "must be at least 1".into() });
@@ -328,6 +339,7 @@ impl Config {
                 rate_burst,
                 rate_per_second,
                 max_devices: hush_wire::limits::MAX_DEVICES_PER_ACCOUNT,
+                max_group_members,
                 max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000),
                 max_handshakes: args.max_handshakes.or(file.max_handshakes).unwrap_or(1024).max(1),
                 max_handshakes_per_address: args
@@ -382,6 +394,21 @@ mod tests {
         assert_eq!(config.limits.rate_burst, 9);
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.retention, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn group_member_limit_defaults_to_1000_and_flags_beat_the_file() {
+        let config = Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.limits.max_group_members, 1000);
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("hushd.toml");
+        std::fs::write(&file, "max_group_members = 50\n").unwrap_or_else(|e| panic!("{e}"));
+        let from_file = Config::from_args(Args { config: Some(file.clone()), ..Args::default() });
+        assert_eq!(from_file.map(|c| c.limits.max_group_members).ok(), Some(50));
+        let flag = Config::from_args(Args { config: Some(file), max_group_members: Some(7), ..Args::default() });
+        assert_eq!(flag.map(|c| c.limits.max_group_members).ok(), Some(7));
+        let zero = Config::from_args(Args { max_group_members: Some(0), ..Args::default() });
+        assert!(matches!(zero, Err(ConfigError::Invalid { name: "max_group_members", .. })));
     }
 
     #[test]

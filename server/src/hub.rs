@@ -227,7 +227,7 @@ mod tests {
     use uuid::Uuid;
 
     fn env(seq: u64) -> Box<StoredEnvelope> {
-        Box::new(StoredEnvelope { seq, server_ts: 1, kind: 1, content: Bytes::new() })
+        Box::new(StoredEnvelope { seq, server_ts: 1, kind: 1, content: Bytes::new(), group: None })
     }
 
     fn pushes(n: usize) -> QueueLimit {
@@ -269,8 +269,15 @@ mod tests {
         let hub = Hub::new(QueueLimit { pushes: 1000, bytes: 200_000 });
         let dev = DeviceKey { account: Uuid::nil(), device_id: 4 };
         let reg = hub.register(dev);
-        let big =
-            |seq| Box::new(StoredEnvelope { seq, server_ts: 1, kind: 1, content: Bytes::from(vec![0; 90 * 1024]) });
+        let big = |seq| {
+            Box::new(StoredEnvelope {
+                seq,
+                server_ts: 1,
+                kind: 1,
+                content: Bytes::from(vec![0; 90 * 1024]),
+                group: None,
+            })
+        };
         assert!(hub.deliver(dev, Push::Stored(big(1))));
         assert!(hub.deliver(dev, Push::Stored(big(2))));
         assert!(!reg.signal.take_lagged());

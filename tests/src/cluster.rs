@@ -9,6 +9,28 @@ use sqlx::{Connection, Executor, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+use crate::server::TestServer;
+
+/// Two nodes `node-a` and `node-b` sharing `db` and `redis` (and the same server keys),
+/// re-reading mailboxes every `ping_secs` (the fallback for lost wake-ups).
+pub async fn two_nodes(db: &ScratchDb, redis: &RedisServer, ping_secs: &str) -> (TestServer, TestServer) {
+    let node = |id: &str| {
+        TestServer::builder()
+            .arg("--db")
+            .arg(db.url.clone())
+            .arg("--redis")
+            .arg(redis.url())
+            .arg("--node-id")
+            .arg(id.to_owned())
+            .arg("--ping-interval-secs")
+            .arg(ping_secs.to_owned())
+    };
+    let a = node("node-a").start().await;
+    let b = node("node-b").keys_from(&a).start().await;
+    assert_eq!(a.trust_root(), b.trust_root(), "nodes of one cluster share the trust root");
+    (a, b)
+}
+
 /// Admin URL used to create scratch databases (override with `HUSH_TEST_POSTGRES`).
 pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 

@@ -3,7 +3,8 @@
 //! Every test starts its own `hushd` process ([`TestServer`]) on a free port
 //! with a fresh data directory, registers accounts with valid libsignal key
 //! material ([`TestAccount`], [`keys`]), talks REST with signed requests
-//! ([`RestClient`]) and speaks the WebSocket protocol ([`WsClient`]).
+//! ([`RestClient`], with the group calls of [`groups`]) and speaks the WebSocket
+//! protocol ([`WsClient`], group frames included).
 //!
 //! Waiting is always bounded: every helper that waits for the server has a
 //! deadline ([`WAIT`] by default) and panics with a message that says what it
@@ -11,12 +12,14 @@
 
 pub mod cluster;
 pub mod device;
+pub mod groups;
 pub mod keys;
 pub mod rest;
 pub mod server;
 pub mod ws;
 
 pub use device::{TestAccount, TestDevice};
+pub use groups::{distribute_request, group_send_request, to_member_devices};
 pub use rest::{ApiResponse, RestClient};
 pub use server::{TestServer, TestServerBuilder};
 pub use ws::{Closed, Event, WsClient, message, recipient, send_request, to_all_devices};

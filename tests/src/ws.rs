@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use hush_wire::frames::{
-    Auth, AuthOk, Challenge, ClientFrame, DeviceMessage, Envelope, EnvelopeKind, RecipientMessages, SendError,
-    SendErrorCode, SendOk, SendRequest, SendResponse, client_frame, send_response, server_frame,
+    Auth, AuthOk, Challenge, ClientFrame, DeviceMessage, DistributeRequest, Envelope, EnvelopeKind, GroupSendRequest,
+    RecipientMessages, SendError, SendErrorCode, SendOk, SendRequest, SendResponse, client_frame, send_response,
+    server_frame,
 };
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -156,12 +157,37 @@ impl WsClient {
     /// Sends `req` (a zero `request_id` is replaced by a fresh one) and waits for
     /// the `SendResponse` with its request id; other frames are kept.
     pub async fn send(&mut self, mut req: SendRequest) -> SendResponse {
-        if req.request_id == 0 {
-            req.request_id = self.next_request_id;
-            self.next_request_id += 1;
-        }
+        req.request_id = self.request_id(req.request_id);
         let id = req.request_id;
-        self.send_frame(client_frame::Frame::Send(req)).await;
+        self.request(id, client_frame::Frame::Send(req)).await
+    }
+
+    /// Sends a `GroupSendRequest` (a zero `request_id` is replaced) and waits for its answer.
+    pub async fn group_send(&mut self, mut req: GroupSendRequest) -> SendResponse {
+        req.request_id = self.request_id(req.request_id);
+        let id = req.request_id;
+        self.request(id, client_frame::Frame::GroupSend(req)).await
+    }
+
+    /// Sends a `DistributeRequest` (a zero `request_id` is replaced) and waits for its answer.
+    pub async fn distribute(&mut self, mut req: DistributeRequest) -> SendResponse {
+        req.request_id = self.request_id(req.request_id);
+        let id = req.request_id;
+        self.request(id, client_frame::Frame::Distribute(req)).await
+    }
+
+    /// `id`, or a fresh request id when it is zero.
+    fn request_id(&mut self, id: u64) -> u64 {
+        if id != 0 {
+            return id;
+        }
+        self.next_request_id += 1;
+        self.next_request_id - 1
+    }
+
+    /// Sends `frame` and waits for the `SendResponse` with request id `id`; other frames are kept.
+    async fn request(&mut self, id: u64, frame: client_frame::Frame) -> SendResponse {
+        self.send_frame(frame).await;
         let deadline = self.deadline();
         loop {
             if let Some(resp) = self.responses.remove(&id) {
@@ -174,15 +200,51 @@ impl WsClient {
     /// Sends and asserts the answer is `ok`.
     pub async fn send_ok(&mut self, req: SendRequest) -> SendOk {
         let resp = self.send(req).await;
+        self.expect_ok(resp)
+    }
+
+    /// Sends and asserts the answer is an error with `code`.
+    pub async fn send_err(&mut self, req: SendRequest, code: SendErrorCode) -> SendError {
+        let resp = self.send(req).await;
+        self.expect_err(resp, code)
+    }
+
+    /// Sends a group message and asserts the answer is `ok` (with a group seq).
+    pub async fn group_send_ok(&mut self, req: GroupSendRequest) -> SendOk {
+        let resp = self.group_send(req).await;
+        let ok = self.expect_ok(resp);
+        assert!(ok.group_seq > 0, "[{}] a group send's SendOk carries its group seq", self.label);
+        ok
+    }
+
+    /// Sends a group message and asserts the answer is an error with `code`.
+    pub async fn group_send_err(&mut self, req: GroupSendRequest, code: SendErrorCode) -> SendError {
+        let resp = self.group_send(req).await;
+        self.expect_err(resp, code)
+    }
+
+    /// Distributes and asserts the answer is `ok`.
+    pub async fn distribute_ok(&mut self, req: DistributeRequest) -> SendOk {
+        let resp = self.distribute(req).await;
+        self.expect_ok(resp)
+    }
+
+    /// Distributes and asserts the answer is an error with `code`.
+    pub async fn distribute_err(&mut self, req: DistributeRequest, code: SendErrorCode) -> SendError {
+        let resp = self.distribute(req).await;
+        self.expect_err(resp, code)
+    }
+
+    /// The `SendOk` of an answer that must be one.
+    pub fn expect_ok(&self, resp: SendResponse) -> SendOk {
         match resp.result {
             Some(send_response::Result::Ok(ok)) => ok,
             other => panic!("[{}] expected SendOk, got {other:?}", self.label),
         }
     }
 
-    /// Sends and asserts the answer is an error with `code`.
-    pub async fn send_err(&mut self, req: SendRequest, code: SendErrorCode) -> SendError {
-        let resp = self.send(req).await;
+    /// The `SendError` of an answer that must be one with `code`.
+    pub fn expect_err(&self, resp: SendResponse, code: SendErrorCode) -> SendError {
         match resp.result {
             Some(send_response::Result::Error(err)) => {
                 assert_eq!(err.code(), code, "[{}] expected send error {code:?}, got {err:?}", self.label);

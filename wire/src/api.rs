@@ -343,6 +343,155 @@ pub struct Health {
     pub status: String,
 }
 
+/// A member's role in a group (see `GroupRole` in `frames.proto` for what each may do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupRole {
+    /// Send, read, leave; add others when the group allows it.
+    Member,
+    /// Also add and remove members (not owners), change title, description, avatar, settings.
+    Admin,
+    /// Everything, including changing roles and deleting the group.
+    Owner,
+}
+
+/// `POST /v1/groups`: create a group; the caller becomes its owner. The title, description
+/// and avatar are encrypted by the client with the group's key (which travels to members end to
+/// end): the server stores them and cannot read them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct CreateGroupRequest {
+    /// The other first members (account ids; the caller is added as owner). At most the
+    /// server's member limit in all.
+    #[serde(default)]
+    pub members: Vec<Uuid>,
+    /// Encrypted title (at most 1 KiB).
+    #[serde(default)]
+    #[schema(value_type = String, format = Byte)]
+    pub title: B64,
+    /// Encrypted description (at most 8 KiB).
+    #[serde(default)]
+    #[schema(value_type = String, format = Byte)]
+    pub description: B64,
+    /// Encrypted avatar (at most 64 KiB).
+    #[serde(default)]
+    #[schema(value_type = String, format = Byte)]
+    pub avatar: B64,
+    /// Whether members (not only admins) may add others.
+    #[serde(default)]
+    pub members_can_add: bool,
+}
+
+/// `PATCH /v1/groups/{group_id}`: change what is given (admins and owners).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct UpdateGroupRequest {
+    /// New encrypted title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Byte)]
+    pub title: Option<B64>,
+    /// New encrypted description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Byte)]
+    pub description: Option<B64>,
+    /// New encrypted avatar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Byte)]
+    pub avatar: Option<B64>,
+    /// New setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members_can_add: Option<bool>,
+}
+
+/// `POST /v1/groups/{group_id}/members`: add accounts (admins and owners, or any member when
+/// `members_can_add`). They join as members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AddMembersRequest {
+    /// Account ids to add (not already members).
+    pub members: Vec<Uuid>,
+}
+
+/// `PUT /v1/groups/{group_id}/members/{account_id}/role` (owners only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SetRoleRequest {
+    /// The new role.
+    pub role: GroupRole,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GroupMember {
+    /// The member's account.
+    pub account_id: Uuid,
+    /// Its role.
+    pub role: GroupRole,
+    /// Who added it (for the creator: itself).
+    pub added_by: Uuid,
+    /// When it joined (ms since the epoch).
+    pub joined_at: u64,
+}
+
+/// `GET /v1/groups/{group_id}`: the group as its members see it. Non-members get
+/// `404 not_a_member`, whether or not the group exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GroupInfo {
+    /// The group's id.
+    pub group_id: Uuid,
+    /// Grows with every roster or settings change.
+    pub roster_version: u64,
+    /// Grows when a member leaves or is removed (or a member account removes a device):
+    /// sender keys made under an older epoch are refused.
+    pub epoch: u64,
+    /// The group's last sequence number (messages and roster changes).
+    pub seq: u64,
+    /// Members, owners first, then admins, then members, each by account id.
+    pub members: Vec<GroupMember>,
+    /// Encrypted title.
+    #[schema(value_type = String, format = Byte)]
+    pub title: B64,
+    /// Encrypted description.
+    #[schema(value_type = String, format = Byte)]
+    pub description: B64,
+    /// Encrypted avatar.
+    #[schema(value_type = String, format = Byte)]
+    pub avatar: B64,
+    /// Whether members may add others.
+    pub members_can_add: bool,
+    /// Most members this group may have.
+    pub max_members: u32,
+}
+
+/// One entry of `GET /v1/groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GroupSummary {
+    /// The group's id.
+    pub group_id: Uuid,
+    /// Its roster version (fetch the group when it differs from the one you know).
+    pub roster_version: u64,
+    /// The caller's role in it.
+    pub role: GroupRole,
+}
+
+/// `GET /v1/groups`: the groups the calling account is a member of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GroupList {
+    /// In group-id order.
+    pub groups: Vec<GroupSummary>,
+}
+
+/// The answer to a roster or settings change (add, remove, leave, role, update): the change
+/// was committed, and a `RosterChange` envelope with `group_seq` is on its way to every member
+/// device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RosterChangeResult {
+    /// The group.
+    pub group_id: Uuid,
+    /// The roster version after the change.
+    pub roster_version: u64,
+    /// The epoch after the change.
+    pub epoch: u64,
+    /// The change's group seq.
+    pub group_seq: u64,
+}
+
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ApiError {
@@ -401,6 +550,29 @@ mod tests {
             let json = format!(r#"{{"id":{bad},"public_key":""}}"#);
             assert!(serde_json::from_str::<PreKey>(&json).is_err(), "{json} was read as a key id");
         }
+    }
+
+    #[test]
+    fn group_json_is_stable() {
+        let id = Uuid::from_bytes([0x11; 16]);
+        let member = Uuid::from_bytes([0x22; 16]);
+        let info = GroupInfo {
+            group_id: id,
+            roster_version: 3,
+            epoch: 1,
+            seq: 7,
+            members: vec![GroupMember { account_id: member, role: GroupRole::Owner, added_by: member, joined_at: 5 }],
+            title: B64(vec![1; 4]),
+            description: B64(vec![]),
+            avatar: B64(vec![]),
+            members_can_add: false,
+            max_members: 1000,
+        };
+        let create = CreateGroupRequest { members: vec![member], title: B64(vec![1; 4]), ..Default::default() };
+        let role = SetRoleRequest { role: GroupRole::Admin };
+        insta::assert_json_snapshot!("group_info", info);
+        insta::assert_json_snapshot!("create_group", create);
+        insta::assert_json_snapshot!("set_role", role);
     }
 
     #[test]

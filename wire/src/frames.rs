@@ -133,9 +133,63 @@ mod tests {
             server_timestamp: 1_700_000_000_000,
             kind: EnvelopeKind::SealedSender as i32,
             content: vec![0xAB; 4].into(),
+            ..Envelope::default()
         })
         .into();
         insta::assert_snapshot!("envelope_bytes", hex_string(&frame.to_bytes()));
+    }
+
+    #[test]
+    fn group_frames_bytes_are_stable() {
+        let send: ClientFrame = client_frame::Frame::GroupSend(GroupSendRequest {
+            request_id: 3,
+            group_id: vec![0x11; 16].into(),
+            epoch: 2,
+            content: vec![0xCD; 4].into(),
+            idempotency_key: vec![0xA5; 2].into(),
+        })
+        .into();
+        let distribute: ClientFrame = client_frame::Frame::Distribute(DistributeRequest {
+            request_id: 4,
+            group_id: vec![0x11; 16].into(),
+            epoch: 2,
+            recipients: vec![RecipientMessages {
+                account_id: vec![1; 16].into(),
+                messages: vec![DeviceMessage {
+                    device_id: 1,
+                    registration_id: 77,
+                    kind: EnvelopeKind::SealedSender as i32,
+                    content: vec![0xEE; 3].into(),
+                }],
+            }],
+            idempotency_key: bytes::Bytes::new(),
+        })
+        .into();
+        let envelope: ServerFrame = server_frame::Frame::Envelope(Envelope {
+            seq: 9,
+            server_timestamp: 1_700_000_000_000,
+            kind: EnvelopeKind::GroupMessage as i32,
+            content: vec![0xCD; 4].into(),
+            group_id: vec![0x11; 16].into(),
+            group_seq: 5,
+        })
+        .into();
+        let change = RosterChange {
+            group_id: vec![0x11; 16].into(),
+            kind: roster_change::Kind::Added as i32,
+            actor: vec![1; 16].into(),
+            accounts: vec![vec![2; 16].into()],
+            role: GroupRole::Member as i32,
+            roster_version: 3,
+            epoch: 2,
+            server_timestamp: 1_700_000_000_000,
+        };
+        insta::assert_snapshot!("group_send_bytes", hex_string(&send.to_bytes()));
+        insta::assert_snapshot!("distribute_bytes", hex_string(&distribute.to_bytes()));
+        insta::assert_snapshot!("group_envelope_bytes", hex_string(&envelope.to_bytes()));
+        insta::assert_snapshot!("roster_change_bytes", hex_string(&change.encode_to_vec()));
+        assert_eq!(decode_client_frame(&send.to_bytes()), Ok(send.frame.clone().unwrap_or_else(|| unreachable!())));
+        assert_eq!(RosterChange::decode(change.encode_to_vec().as_slice()), Ok(change));
     }
 
     fn hex_string(bytes: &[u8]) -> String {

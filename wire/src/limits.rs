@@ -36,3 +36,11 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 64;
 pub const IDEMPOTENCY_RETENTION_HOURS: u64 = 24;
 /// Seconds a registration challenge stays valid after the server issued it.
 pub const REGISTRATION_CHALLENGE_SECS: u64 = 300;
+/// Members per group (accounts; the server's default, configurable per deployment).
+pub const MAX_GROUP_MEMBERS: u32 = 1_000;
+/// Largest encrypted group title.
+pub const MAX_GROUP_TITLE_BYTES: usize = 1024;
+/// Largest encrypted group description.
+pub const MAX_GROUP_DESCRIPTION_BYTES: usize = 8 * 1024;
+/// Largest encrypted group avatar.
+pub const MAX_GROUP_AVATAR_BYTES: usize = 64 * 1024;

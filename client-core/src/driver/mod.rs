@@ -117,16 +117,21 @@ async fn open_store(config: &ClientConfig) -> Result<SqliteStore, ClientError> {
     Ok(SqliteStore::open(&db_path(config)).await?)
 }
 
-/// Removes what a failed registration left: the database files, the lock, and the directory
-/// itself if registration created it.
-fn remove_half_made(config: &ClientConfig, created_dir: bool) {
+/// Removes what a failed registration left: the database files (while still holding the
+/// lock, so no other process can have opened them meanwhile), and, if registration created
+/// the directory, the lock file and the directory itself. In a directory that existed before,
+/// the lock file stays: unlinking it would let two processes lock two different files.
+fn remove_half_made(config: &ClientConfig, created_dir: bool, lock: DirLock) {
     let db = db_path(config);
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut name = db.clone().into_os_string();
         name.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(name));
     }
-    let _ = std::fs::remove_file(lock::lock_path(&config.data_dir));
+    if created_dir {
+        let _ = std::fs::remove_file(lock::lock_path(&config.data_dir));
+    }
+    drop(lock);
     if created_dir {
         let _ = std::fs::remove_dir(&config.data_dir);
     }
@@ -152,9 +157,8 @@ impl Handle {
         match Self::create_account(&config, username).await {
             Ok(()) => Self::start(config, lock).await,
             Err(e) => {
-                drop(lock);
                 if !had_db {
-                    remove_half_made(&config, created_dir);
+                    remove_half_made(&config, created_dir, lock);
                 }
                 Err(e)
             }

@@ -71,6 +71,7 @@ impl Machine {
             conversation_id: content::direct_conversation_id(self.account.account_id, peer.account_id).to_vec(),
             sent_at: now,
             body: body.to_owned(),
+            group_id: Default::default(),
         };
         let content = Content { sender_username: self.account.username.clone(), body: Some(Body::Data(data)) };
         let (peer_devices, own_devices) = self.device_counts(peer.account_id).await?;

@@ -34,6 +34,62 @@ async fn closing_the_client_with_requests_in_flight_is_clean_every_time() {
     }
 }
 
+/// A front for `hushd` that passes WebSocket upgrades through and holds every other HTTP
+/// request open without ever answering: REST calls the client makes stay in flight.
+async fn stalling_front(upstream: String) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncReadExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut head = vec![0u8; 4096];
+            let n = socket.read(&mut head).await.unwrap_or(0);
+            head.truncate(n);
+            if head.starts_with(b"GET /v1/websocket") {
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    if server.write_all(&head).await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut socket, &mut server).await;
+                    }
+                });
+            } else {
+                held.push(socket); // never answered
+            }
+        }
+    });
+    (url, task)
+}
+
+/// On connecting, the client asks for its prekey count and device list over REST; here those
+/// requests never get an answer, so shutdown always finds them in flight: it must cancel them
+/// inside the actor's runtime (a panic on the actor thread is reported by `shutdown`) and must
+/// not wait for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_client_while_rest_calls_hang_is_clean() {
+    let server = Hushd::start().await;
+    let alice = TestClient::register(&server, "alice").await;
+    let dir = alice.dir.path().to_owned();
+    alice.client.shutdown().await.unwrap();
+    let (front, _front) = stalling_front(server.url()).await;
+    for round in 0..5 {
+        let client =
+            Client::open(ClientConfig::new(&dir, &front)).await.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let mut events = client.events();
+        client.connect().await.unwrap();
+        wait_connected(&mut events).await;
+        let stopped = tokio::time::timeout(WAIT, client.shutdown()).await;
+        match stopped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("round {round}: unclean shutdown: {e}"),
+            Err(_) => panic!("round {round}: shutdown waited for REST calls that never end"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_is_used_by_one_client_at_a_time() {
     let server = Hushd::start().await;

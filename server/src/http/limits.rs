@@ -62,8 +62,14 @@ pub struct AbuseLimiter {
     lookup: Keyed<IpAddr>,
     bundles: Keyed<Uuid>,
     one_time_keys: Keyed<(Uuid, DeviceKey)>,
+    /// Across all requesters: many cheap accounts cannot drain one device either.
+    one_time_keys_per_device: Keyed<DeviceKey>,
     trusted_proxies: Vec<IpAddr>,
 }
+
+/// A device's one-time prekeys are handed out at most this many times the per-requester
+/// budget, counted over all requesters (10 × 10 at once, 100 an hour: one upload's worth).
+pub const ONE_TIME_KEYS_PER_DEVICE_FACTOR: u32 = 10;
 
 impl AbuseLimiter {
     /// Limiters with the configured rates.
@@ -73,6 +79,10 @@ impl AbuseLimiter {
             lookup: Keyed::new(limits.lookup),
             bundles: Keyed::new(limits.bundles),
             one_time_keys: Keyed::new(limits.one_time_keys),
+            one_time_keys_per_device: Keyed::new(Rate {
+                burst: limits.one_time_keys.burst.saturating_mul(ONE_TIME_KEYS_PER_DEVICE_FACTOR),
+                per_hour: limits.one_time_keys.per_hour.saturating_mul(ONE_TIME_KEYS_PER_DEVICE_FACTOR),
+            }),
             trusted_proxies: limits.trusted_proxies.clone(),
         }
     }
@@ -97,9 +107,12 @@ impl AbuseLimiter {
         self.bundles.check(&requester).map_err(|wait| Self::refuse("bundles", "prekey bundle requests", wait))
     }
 
-    /// Whether `requester` may take one-time prekeys of `target` now (else: last-resort keys only).
+    /// Whether `requester` may take one-time prekeys of `target` now (else: last-resort keys
+    /// only): within its own budget for that device, and within the device's budget over all
+    /// requesters.
     pub fn one_time_keys(&self, requester: Uuid, target: DeviceKey) -> bool {
-        let allowed = self.one_time_keys.check(&(requester, target)).is_ok();
+        let allowed = self.one_time_keys.check(&(requester, target)).is_ok()
+            && self.one_time_keys_per_device.check(&target).is_ok();
         if !allowed {
             metrics::counter!(m::RATE_LIMITED, "limit" => "one_time_keys").increment(1);
         }
@@ -112,21 +125,28 @@ impl AbuseLimiter {
     }
 }
 
-/// The client's address: `peer`, unless `peer` is a trusted proxy; then the right-most
-/// `X-Forwarded-For` entry that is not a trusted proxy (entries further left were written
-/// by the client and prove nothing).
+/// The client's address: `peer`, unless `peer` is a trusted proxy; then the header is read
+/// from the right (the end our proxies wrote): trusted proxies are skipped, and the first
+/// entry that is not one is the client. Entries further left were written by the client and
+/// prove nothing, so an entry that does not parse stops the walk at the last trusted hop.
+/// Addresses are compared in canonical form (`::ffff:10.0.0.1` is `10.0.0.1`).
 pub fn source_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
+    let is_trusted = |a: &IpAddr| trusted.iter().any(|t| t.to_canonical() == a.to_canonical());
+    let peer = peer.to_canonical();
+    if !is_trusted(&peer) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map_while(|a| a.trim().parse::<IpAddr>().ok())
-        .collect();
-    forwarded.iter().rev().find(|a| !trusted.contains(a)).or(forwarded.first()).copied().unwrap_or(peer)
+    let entries: Vec<&str> =
+        headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).collect();
+    let mut last_trusted = peer;
+    for entry in entries.iter().rev() {
+        match entry.trim().parse::<IpAddr>().map(|a| a.to_canonical()) {
+            Ok(a) if is_trusted(&a) => last_trusted = a,
+            Ok(a) => return a,
+            Err(_) => break,
+        }
+    }
+    last_trusted
 }
 
 /// The source address of a request (see [`source_address`]). Without connection info (a
@@ -178,7 +198,26 @@ mod tests {
     }
 
     #[test]
-    fn one_time_keys_run_out_per_target_device_not_per_requester() {
+    fn a_junk_entry_cannot_hide_the_address_our_proxy_appended() {
+        let proxy = ip("10.0.0.1");
+        // The client wrote "1.2.3.4, x"; the proxy appended the real peer.
+        let headers = forwarded("1.2.3.4, x, 203.0.113.9");
+        assert_eq!(source_address(proxy, &headers, &[proxy]), ip("203.0.113.9"));
+        // Junk right of the client: nothing further left is believed; the proxy is the source.
+        assert_eq!(source_address(proxy, &forwarded("1.2.3.4, x"), &[proxy]), proxy);
+        assert_eq!(source_address(proxy, &forwarded("203.0.113.9:4711"), &[proxy]), proxy);
+    }
+
+    #[test]
+    fn a_mapped_ipv4_peer_is_its_ipv4_address() {
+        let proxy = ip("10.0.0.1");
+        let headers = forwarded("203.0.113.9");
+        assert_eq!(source_address(ip("::ffff:10.0.0.1"), &headers, &[proxy]), ip("203.0.113.9"));
+        assert_eq!(source_address(ip("::ffff:198.51.100.7"), &headers, &[proxy]), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn one_time_keys_are_limited_per_requester_and_per_target_device() {
         let limits = AbuseLimits {
             register: Rate { burst: 1, per_hour: 1 },
             lookup: Rate { burst: 1, per_hour: 1 },
@@ -194,6 +233,9 @@ mod tests {
         assert!(!limiter.one_time_keys(me, target), "the third key within the hour is refused");
         assert!(limiter.one_time_keys(me, other), "another device has its own budget");
         assert!(limiter.one_time_keys(Uuid::from_u128(3), target), "another requester has its own budget");
+        // Many requesters together get the device's budget, no more: 10 × 2 at once.
+        let taken = (10..100u128).filter(|&r| limiter.one_time_keys(Uuid::from_u128(r), target)).count();
+        assert_eq!(taken + 3, 20, "three were taken above; the device's budget is 20 at once");
         assert!(limiter.register(ip("192.0.2.1")).is_ok());
         let refused = limiter.register(ip("192.0.2.1")).err();
         assert_eq!(refused.as_ref().map(|e| (e.status().as_u16(), e.code())), Some((429, "rate_limited")));

@@ -2,7 +2,7 @@
 //! (after a restart or a network blip), each needs its device row to authenticate and a first
 //! mailbox read. One query per connection would queue them all on the database pool; here
 //! the reads that arrive while a query runs are answered together by the next one
-//! ([`Store::devices_by_keys`], [`Store::fetch_many`]). A lone read goes out at once: it
+//! ([`super::AccountStore::devices_by_keys`], [`super::MailboxStore::fetch_many`]). A lone read goes out at once: it
 //! waits for nothing but a free query slot.
 
 use std::future::Future;
@@ -101,12 +101,12 @@ impl Reads {
         Reads { devices, fetches }
     }
 
-    /// One device, as [`Store::device`].
+    /// One device, as [`super::AccountStore::device`].
     pub async fn device(&self, key: DeviceKey) -> Result<Option<Device>, StoreError> {
         self.devices.load(key).await
     }
 
-    /// One mailbox read, as [`Store::fetch`].
+    /// One mailbox read, as [`super::MailboxStore::fetch`].
     pub async fn fetch(&self, read: MailboxRead) -> Result<Vec<StoredEnvelope>, StoreError> {
         self.fetches.load(read).await
     }

@@ -1,18 +1,30 @@
-//! The server's durable state behind one trait, [`Store`], so that SQLite (the
-//! embedded default) and Postgres (for several nodes) are interchangeable and
-//! pass the same conformance suite (`server/tests/it/store.rs`).
+//! The server's durable state behind four traits split by concern — [`AccountStore`]
+//! (accounts, devices, deployment facts), [`KeyStore`] (prekeys, bundles),
+//! [`MailboxStore`] (sends, fetch, ack, expiry, counts) and [`GroupStore`] (rosters) —
+//! and their union [`Store`], so that SQLite (the embedded default) and Postgres (for
+//! several nodes) are interchangeable and pass the same conformance suite
+//! (`server/tests/it/store.rs`).
 //!
 //! What is stored is ciphertext and the minimum of metadata: no envelope row
-//! names its sender.
+//! names its sender, and a group message is stored once, referenced from every
+//! member device's mailbox.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
 pub mod batch;
+mod group;
+mod group_plan;
 mod plan;
 pub mod postgres;
 pub mod sqlite;
+
+pub use group::{
+    ChangeCommitted, DistributeItem, GroupChange, GroupError, GroupMemberRecord, GroupOp, GroupRecord, GroupSendItem,
+    GroupSettings, GroupSummaryRecord, NewGroup, Write,
+};
+pub use hush_wire::api::GroupRole;
 
 /// A device, named by its account and its device id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -189,19 +201,26 @@ pub struct SendItem {
     pub idempotency_key: Option<Bytes>,
 }
 
-/// How long a stored send's idempotency key is remembered (pruned by [`Store::expire`]).
+/// How long a stored send's idempotency key is remembered (pruned by [`MailboxStore::expire`]).
 pub const IDEMPOTENCY_RETENTION_MS: u64 = hush_wire::limits::IDEMPOTENCY_RETENTION_HOURS * 3_600_000;
 
-/// A send the store accepted.
+/// A write the store accepted.
 #[derive(Debug, Clone)]
 pub enum Accepted {
-    /// Stored now: the envelopes written.
-    Stored(Vec<Committed>),
-    /// Stored earlier by a send with the same idempotency key from the same device;
-    /// nothing was stored now. `server_ts` is the first send's.
+    /// Stored now.
+    Stored {
+        /// The envelopes written (for a group message: the references, with the payload).
+        committed: Vec<Committed>,
+        /// For a group message: its group seq.
+        group_seq: Option<u64>,
+    },
+    /// Stored earlier by a write with the same idempotency key from the same device;
+    /// nothing was stored now. `server_ts` (and `group_seq`) are the first write's.
     Duplicate {
-        /// The first send's server timestamp.
+        /// The first write's server timestamp.
         server_ts: u64,
+        /// The first write's group seq, for a group message.
+        group_seq: Option<u64>,
     },
 }
 
@@ -216,6 +235,15 @@ pub struct MailboxRead {
     pub limit: u32,
 }
 
+/// Where a group envelope (a group message or a roster change) sits in its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GroupPosition {
+    /// The group.
+    pub group: Uuid,
+    /// The group's own seq.
+    pub seq: u64,
+}
+
 /// An envelope in a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEnvelope {
@@ -225,8 +253,10 @@ pub struct StoredEnvelope {
     pub server_ts: u64,
     /// Envelope kind.
     pub kind: i32,
-    /// Ciphertext.
+    /// Ciphertext (for a group envelope: the group message, stored once and joined in).
     pub content: Bytes,
+    /// For group envelopes: the group and group seq.
+    pub group: Option<GroupPosition>,
 }
 
 /// An envelope just committed to a device's mailbox.
@@ -260,6 +290,28 @@ pub enum SendRejection {
     UnknownAccounts(Vec<Uuid>),
     /// Mailboxes that are full.
     MailboxFull(Vec<DeviceKey>),
+    /// The group does not exist or the sender's account is not a member.
+    NotAMember,
+    /// The write names another epoch than the group's current one.
+    StaleEpoch {
+        /// The group's epoch.
+        current_epoch: u64,
+    },
+    /// Member devices hold no distribution from the sending device for the current epoch.
+    MissingDistributions {
+        /// The group's epoch.
+        current_epoch: u64,
+        /// Per account, the devices lacking one (in `missing`).
+        mismatches: Vec<Mismatch>,
+    },
+    /// A distribution names devices that are not current member devices (`extra`) or with
+    /// another registration id (`stale`).
+    GroupDeviceMismatch {
+        /// The group's epoch.
+        current_epoch: u64,
+        /// Per account, what is wrong.
+        mismatches: Vec<Mismatch>,
+    },
 }
 
 /// Errors of the store.
@@ -285,10 +337,10 @@ pub enum StoreError {
 /// Decides, per device id of the target account, whether a bundle fetch may take one-time keys.
 pub type OneTimeAllowed<'a> = &'a (dyn Fn(u32) -> bool + Send + Sync);
 
-/// The result of committing one [`SendItem`].
+/// The result of committing one [`Write`].
 pub type SendOutcome = Result<Accepted, SendRejection>;
 
-/// What [`Store::record_trust_root`] found.
+/// What [`AccountStore::record_trust_root`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrustRootCheck {
     /// None was recorded; this one is now.
@@ -302,9 +354,9 @@ pub enum TrustRootCheck {
     },
 }
 
-/// Durable state of the relay.
+/// Accounts and their devices, and the facts every node of a deployment shares.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait AccountStore: Send + Sync + 'static {
     /// Creates an account with its primary device (id 1).
     async fn create_account(&self, account: &NewAccount) -> Result<(), StoreError>;
     /// Adds a device with the lowest free id, refusing more than `max_devices`.
@@ -320,10 +372,22 @@ pub trait Store: Send + Sync + 'static {
     /// Many devices in one query (authentication during a reconnect storm): one answer per key,
     /// in the order of `keys`.
     async fn devices_by_keys(&self, keys: &[DeviceKey]) -> Result<Vec<Option<Device>>, StoreError>;
-    /// Removes a device with its prekeys and mailbox. False if it did not exist.
+    /// Removes a device with its prekeys, mailbox and distribution records, and in the same
+    /// transaction increases the epoch of every group its account is a member of (its sender
+    /// keys must be rotated). False if it did not exist.
     async fn remove_device(&self, key: DeviceKey) -> Result<bool, StoreError>;
     /// Records that the device connected (the time is rounded down to the day).
     async fn touch_device(&self, key: DeviceKey, now_ms: u64) -> Result<(), StoreError>;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Records `trust_root` as the deployment's trust root if none is recorded yet, and
+    /// says how it compares with the recorded one (several nodes must share one).
+    async fn record_trust_root(&self, trust_root: &[u8]) -> Result<TrustRootCheck, StoreError>;
+}
+
+/// Prekeys and the bundles built from them.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
     /// Adds one-time prekeys and replaces signed ones.
     async fn upload_prekeys(&self, key: DeviceKey, upload: &PreKeyUploadRecord) -> Result<(), StoreError>;
     /// One-time prekeys left.
@@ -337,36 +401,65 @@ pub trait Store: Send + Sync + 'static {
         device_id: Option<u32>,
         one_time: OneTimeAllowed<'_>,
     ) -> Result<Vec<Bundle>, StoreError>;
+}
+
+/// Mailboxes: writes (one-to-one sends, group messages, distributions), reads, acks, expiry.
+#[async_trait]
+pub trait MailboxStore: Send + Sync + 'static {
     /// Checks device sets without storing anything (for online-only sends); the devices to deliver to.
     async fn check_devices(
         &self,
         sender: DeviceKey,
         recipients: &[RecipientBatch],
     ) -> Result<Result<Vec<DeviceKey>, SendRejection>, StoreError>;
-    /// Commits many sends in one transaction: each is checked and either fully written or refused.
-    /// A send is refused for unknown accounts first, then device-set mismatches (including the
-    /// sender's own other devices when its account is not listed), then full mailboxes.
-    /// A send whose idempotency key this device already used (in this batch or a stored one)
-    /// is [`Accepted::Duplicate`]; a refused send does not record its key.
-    async fn commit_sends(&self, items: &[SendItem], max_mailbox: u64) -> Result<Vec<SendOutcome>, StoreError>;
+    /// Commits many writes in one transaction, in order: each is checked and either fully
+    /// written or refused, and later writes see earlier ones. A one-to-one send is refused for
+    /// unknown accounts first, then device-set mismatches (including the sender's own other
+    /// devices when its account is not listed), then full mailboxes. A group message is
+    /// refused when the sender is not a member, the epoch is not current, or member devices
+    /// lack a distribution from the sending device; it is stored once and referenced from
+    /// every other member device's mailbox, full or not. A distribution is refused for
+    /// non-member devices (`extra`) and changed registration ids (`stale`), and is written
+    /// even to full mailboxes. A write whose idempotency key this device already used (in this
+    /// batch or a stored one) is [`Accepted::Duplicate`]; a refused write does not record its key.
+    async fn commit(&self, writes: &[Write], max_mailbox: u64) -> Result<Vec<SendOutcome>, StoreError>;
     /// Envelopes of a mailbox with `seq > after_seq`, oldest first, at most `limit`.
     async fn fetch(&self, mailbox: MailboxId, after_seq: u64, limit: u32) -> Result<Vec<StoredEnvelope>, StoreError>;
-    /// Many mailbox reads in one query: for each read what [`Store::fetch`] would return, in the
-    /// order of `reads` (the same mailbox may appear twice).
+    /// Many mailbox reads in one query: for each read what [`MailboxStore::fetch`] would return,
+    /// in the order of `reads` (the same mailbox may appear twice).
     async fn fetch_many(&self, reads: &[MailboxRead]) -> Result<Vec<Vec<StoredEnvelope>>, StoreError>;
-    /// Deletes acknowledged envelopes; returns how many existed.
+    /// Deletes acknowledged envelopes, and every group message whose last reference that was;
+    /// returns how many envelopes existed.
     async fn ack(&self, acks: &[(MailboxId, Vec<u64>)]) -> Result<u64, StoreError>;
-    /// Deletes envelopes whose expiry is at or before `now_ms`, and idempotency keys older than
-    /// [`IDEMPOTENCY_RETENTION_MS`]; returns how many envelopes.
+    /// Deletes envelopes and group messages whose expiry is at or before `now_ms`, and
+    /// idempotency keys older than [`IDEMPOTENCY_RETENTION_MS`]; returns how many envelopes.
     async fn expire(&self, now_ms: u64) -> Result<u64, StoreError>;
     /// Envelopes stored in all mailboxes.
     async fn envelope_count(&self) -> Result<u64, StoreError>;
-    /// Checks the database answers.
-    async fn ping(&self) -> Result<(), StoreError>;
-    /// Records `trust_root` as the deployment's trust root if none is recorded yet, and
-    /// says how it compares with the recorded one (several nodes must share one).
-    async fn record_trust_root(&self, trust_root: &[u8]) -> Result<TrustRootCheck, StoreError>;
+    /// Group messages (and roster changes) stored, each once.
+    async fn group_message_count(&self) -> Result<u64, StoreError>;
 }
+
+/// Group rosters and settings. Every change is one transaction that also stores the
+/// server-built `RosterChange` once, with the group's next seq, and references it from the
+/// mailbox of every member device (the removed or leaving member's included).
+#[async_trait]
+pub trait GroupStore: Send + Sync + 'static {
+    /// Creates a group with `owner` as its owner and the others as members.
+    async fn create_group(&self, group: &NewGroup) -> Result<ChangeCommitted, GroupError>;
+    /// The group as `caller` may see it: [`GroupError::NotAMember`] unless it is a member.
+    async fn group(&self, id: Uuid, caller: Uuid) -> Result<GroupRecord, GroupError>;
+    /// The groups `account` is a member of, in id order.
+    async fn groups_of(&self, account: Uuid) -> Result<Vec<GroupSummaryRecord>, StoreError>;
+    /// Applies one roster or settings change (or the deletion), checked against the
+    /// caller's role.
+    async fn change_group(&self, change: &GroupChange) -> Result<ChangeCommitted, GroupError>;
+}
+
+/// Durable state of the relay: the union of the four stores.
+pub trait Store: AccountStore + KeyStore + MailboxStore + GroupStore {}
+
+impl<T: AccountStore + KeyStore + MailboxStore + GroupStore> Store for T {}
 
 /// Compares the devices a request names with an account's devices.
 /// `exclude` is the sending device when the account is the sender's own.

@@ -1,4 +1,5 @@
-//! One WebSocket connection: challenge/auth, then the delivery loop.
+//! One WebSocket connection: challenge/auth, then the delivery loop, which dispatches
+//! each request frame to its module in [`super::request`].
 //!
 //! Generic over any `Sink`/`Stream` of WebSocket messages so it can be driven
 //! without a socket. Untrusted input never panics: a bad frame closes this
@@ -20,7 +21,7 @@ use governor::{Quota, RateLimiter};
 use hush_keys::auth::DeviceAuthKey;
 use hush_wire::close;
 use hush_wire::frames::{
-    AuthOk, Challenge, Envelope, QueueEmpty, SendOk, SendResponse, ServerFrame, client_frame, decode_client_frame,
+    AuthOk, Challenge, Envelope, QueueEmpty, SendResponse, ServerFrame, client_frame, decode_client_frame,
     send_response, server_frame,
 };
 use hush_wire::limits::CHALLENGE_BYTES;
@@ -28,18 +29,15 @@ use rand::RngCore;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::send;
-use crate::commit::SendResult;
+use super::request;
 use crate::hub::{CloseRequest, Push};
 use crate::metrics as m;
 use crate::state::{AppState, TokioClock, now_ms};
-use crate::store::{Device, DeviceKey, MailboxRead, SendItem, StoredEnvelope};
+use crate::store::{Device, DeviceKey, MailboxRead, StoredEnvelope};
 use crate::ws::admission::Ticket;
 
 /// Sends awaiting their commit per connection; beyond this the connection stops reading.
 const MAX_PENDING_SENDS: usize = 512;
-/// Seqs one Ack frame may carry.
-const MAX_ACKS_PER_FRAME: usize = 4096;
 /// How long to wait for the peer's close after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -233,29 +231,46 @@ where
     // Verifying is the server's own work, bounded by the database: from here the connection
     // no longer counts against the handshake budget.
     ticket.answered();
-    let verified = verify_auth(state, &nonce, &auth).await;
-    if verified.is_none() {
-        close_with(socket, close::AUTH_FAILED, close::REASON_AUTH_FAILED).await;
-        return None;
-    }
+    let verified = match verify_auth(state, &nonce, &auth).await {
+        Ok(Some(device)) => Some(device),
+        Ok(None) => {
+            close_with(socket, close::AUTH_FAILED, close::REASON_AUTH_FAILED).await;
+            return None;
+        }
+        Err(LookupFailed) => {
+            // Not the client's fault: it must retry, not give up on its account.
+            close_with(socket, close::INTERNAL, close::REASON_INTERNAL).await;
+            return None;
+        }
+    };
     let ok = AuthOk { server_time: now_ms(), window: state.config.limits.window };
     bounded(state, socket.send(frame(server_frame::Frame::AuthOk(ok)))).await.ok()?;
     verified
 }
 
-async fn verify_auth(state: &AppState, nonce: &[u8], auth: &hush_wire::frames::Auth) -> Option<Device> {
-    let account = Uuid::from_slice(&auth.account_id).ok()?;
+/// The database could not be asked who the device is.
+struct LookupFailed;
+
+/// The device, if the signature is its own; `Ok(None)` for an unknown device or a bad
+/// signature (the client's fault), `Err` when the database failed (the server's).
+async fn verify_auth(
+    state: &AppState,
+    nonce: &[u8],
+    auth: &hush_wire::frames::Auth,
+) -> Result<Option<Device>, LookupFailed> {
+    let Ok(account) = Uuid::from_slice(&auth.account_id) else { return Ok(None) };
     let key = DeviceKey { account, device_id: auth.device_id };
     let device = match state.reads.device(key).await {
-        Ok(d) => d?,
+        Ok(Some(d)) => d,
+        Ok(None) => return Ok(None),
         Err(e) => {
             tracing::error!(error = %e, "device lookup failed during authentication");
-            return None;
+            return Err(LookupFailed);
         }
     };
-    let auth_key = DeviceAuthKey::from_bytes(&device.auth_key).ok()?;
-    auth_key.verify_ws_challenge(nonce, account, auth.device_id, &auth.signature).ok()?;
-    Some(device)
+    let Ok(auth_key) = DeviceAuthKey::from_bytes(&device.auth_key) else { return Ok(None) };
+    let valid = auth_key.verify_ws_challenge(nonce, account, auth.device_id, &auth.signature).is_ok();
+    Ok(valid.then_some(device))
 }
 
 /// The delivery state of one authenticated connection.
@@ -413,7 +428,18 @@ impl<'a> Session<'a> {
             self.cursor = self.cursor.max(e.seq);
             self.in_flight.insert(e.seq, e.server_ts);
         }
-        let env = Envelope { seq: e.seq, server_timestamp: e.server_ts, kind: e.kind, content: e.content };
+        let (group_id, group_seq) = match e.group {
+            Some(g) => (g.group.as_bytes().to_vec().into(), g.seq),
+            None => (Default::default(), 0),
+        };
+        let env = Envelope {
+            seq: e.seq,
+            server_timestamp: e.server_ts,
+            kind: e.kind,
+            content: e.content,
+            group_id,
+            group_seq,
+        };
         self.feed(socket, frame(server_frame::Frame::Envelope(env))).await?;
         metrics::counter!(m::DELIVERED).increment(1);
         Ok(())
@@ -464,96 +490,34 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Dispatches one frame to its request module; answers come back through `pending`.
     async fn on_frame(&mut self, f: client_frame::Frame) -> Result<(), End> {
-        match f {
-            client_frame::Frame::Auth(_) => Err(End::Close(close::MALFORMED, close::REASON_MALFORMED)),
+        let ctx = request::Ctx { state: self.state, device: self.device.key };
+        // Boxed: a request holds its item across an await, which would grow every idle task.
+        let (request_id, answer) = match f {
+            client_frame::Frame::Auth(_) => return Err(End::Close(close::MALFORMED, close::REASON_MALFORMED)),
             client_frame::Frame::Ack(ack) => {
-                if ack.seqs.len() > MAX_ACKS_PER_FRAME {
-                    return Err(End::Close(close::MALFORMED, close::REASON_MALFORMED));
-                }
-                let now = now_ms();
-                for seq in &ack.seqs {
-                    if let Some(ts) = self.in_flight.remove(seq) {
-                        metrics::histogram!(m::DELIVERY_LATENCY).record(now.saturating_sub(ts) as f64 / 1000.0);
-                    }
-                }
-                if !ack.seqs.is_empty() && self.state.committer.ack(self.device.mailbox, ack.seqs).await.is_err() {
-                    return Err(End::Close(close::GOING_AWAY, close::REASON_SHUTDOWN));
-                }
-                Ok(())
+                let seqs =
+                    request::ack::parse(ack).map_err(|_| End::Close(close::MALFORMED, close::REASON_MALFORMED))?;
+                let committer = &self.state.committer;
+                return request::ack::apply(committer, self.device.mailbox, &mut self.in_flight, seqs)
+                    .await
+                    .map_err(|_| End::Close(close::GOING_AWAY, close::REASON_SHUTDOWN));
             }
-            client_frame::Frame::Send(req) => {
-                let request_id = req.request_id;
-                // Boxed: a send holds its item across an await, which would grow every idle task.
-                let fut = Box::pin(self.start_send(req)).await;
-                self.pending.push(Box::pin(async move {
-                    let result = fut.await;
-                    if let send_response::Result::Error(e) = &result {
-                        metrics::counter!(m::SENDS_REJECTED, "code" => send::code_label(e)).increment(1);
-                    }
-                    SendResponse { request_id, result: Some(result) }
-                }));
-                Ok(())
+            client_frame::Frame::Send(req) => (req.request_id, Box::pin(request::direct::handle(ctx, req)).await),
+            client_frame::Frame::GroupSend(req) => (req.request_id, Box::pin(request::group::handle(ctx, req)).await),
+            client_frame::Frame::Distribute(req) => {
+                (req.request_id, Box::pin(request::distribute::handle(ctx, req)).await)
             }
-        }
-    }
-
-    /// Validates and queues a send; the returned future yields its answer.
-    async fn start_send(
-        &mut self,
-        req: hush_wire::frames::SendRequest,
-    ) -> Pin<Box<dyn Future<Output = send_response::Result> + Send>> {
-        use send_response::Result as R;
-        let ready = |r: R| -> Pin<Box<dyn Future<Output = R> + Send>> { Box::pin(std::future::ready(r)) };
-        let online_only = req.online_only;
-        let idempotency_key = send::idempotency_key(req.idempotency_key.clone());
-        let recipients = match send::parse(req) {
-            Ok(r) => r,
-            Err(e) => return ready(R::Error(e)),
         };
-        let sender = self.device.key;
-        if let Err(wait) = self.state.rate.check(sender) {
-            return ready(R::Error(send::rate_limited(wait.as_millis() as u64)));
-        }
-        let server_ts = now_ms();
-        if online_only {
-            let state = self.state.clone();
-            return Box::pin(async move {
-                match state.store.check_devices(sender, &recipients).await {
-                    Ok(Ok(_)) => {
-                        for r in recipients {
-                            for msg in r.messages {
-                                let device = DeviceKey { account: r.account, device_id: msg.device_id };
-                                let env = StoredEnvelope { seq: 0, server_ts, kind: msg.kind, content: msg.content };
-                                if !state.hub.deliver(device, Push::Ephemeral(Box::new(env.clone())))
-                                    && let Some(cluster) = &state.cluster
-                                {
-                                    cluster.ephemeral_elsewhere(device, env);
-                                }
-                            }
-                        }
-                        R::Ok(SendOk { server_timestamp: server_ts })
-                    }
-                    Ok(Err(rejection)) => R::Error(send::rejection(rejection)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "checking devices failed");
-                        R::Error(send::internal())
-                    }
-                }
-            });
-        }
-        let expires_at = server_ts + self.state.config.retention.as_millis() as u64;
-        let item = SendItem { sender, recipients, server_ts, expires_at, idempotency_key };
-        let Ok(reply) = self.state.committer.send(item).await else {
-            return ready(R::Error(send::internal()));
-        };
-        Box::pin(async move {
-            match reply.await {
-                Ok(SendResult::Stored(ts)) => R::Ok(SendOk { server_timestamp: ts }),
-                Ok(SendResult::Rejected(rejection)) => R::Error(send::rejection(rejection)),
-                Ok(SendResult::Failed) | Err(_) => R::Error(send::internal()),
+        self.pending.push(Box::pin(async move {
+            let result = answer.await;
+            if let send_response::Result::Error(e) = &result {
+                metrics::counter!(m::SENDS_REJECTED, "code" => request::code_label(e)).increment(1);
             }
-        })
+            SendResponse { request_id, result: Some(result) }
+        }));
+        Ok(())
     }
 }
 

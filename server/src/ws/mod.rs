@@ -1,21 +1,19 @@
 //! The WebSocket endpoint `/v1/websocket`: admission, authentication, delivery with an
 //! in-flight window, acks, sends. See docs/PROTOCOL.md.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
-use axum::Extension;
+use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::http::error::HttpError;
+use crate::http::limits::ClientIp;
 use crate::metrics as m;
 use crate::state::AppState;
 
 pub mod admission;
 pub mod conn;
-pub mod send;
+pub mod request;
 
 /// What tungstenite itself accepts; larger frames than [`hush_wire::limits::MAX_FRAME_BYTES`]
 /// but below this are refused by the connection with a clean `frame_too_large` close.
@@ -26,12 +24,8 @@ const TRANSPORT_MAX_MESSAGE: usize = 1024 * 1024;
 const MAX_WRITE_BUFFER: usize = 2 * TRANSPORT_MAX_MESSAGE;
 
 /// Upgrades to a WebSocket if the connection and handshake budgets allow it.
-pub async fn upgrade(
-    State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let addr = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(ConnectInfo(a))| a.ip());
+pub async fn upgrade(State(state): State<AppState>, ClientIp(addr): ClientIp, ws: WebSocketUpgrade) -> Response {
+    // The source address as the abuse limits see it: behind a trusted proxy, the client's.
     let ticket = match state.admission.admit(addr) {
         Ok(ticket) => ticket,
         Err(refusal) => {

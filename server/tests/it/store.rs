@@ -16,12 +16,13 @@ use hush_server::store::postgres::PostgresStore;
 use hush_server::store::sqlite::SqliteStore;
 use hush_server::store::{
     Accepted, Committed, DeviceKey, MailboxId, NewAccount, NewDeviceRecord, OneTimeAllowed, OneTimeKey,
-    OutgoingMessage, RecipientBatch, SendItem, SendOutcome, SignedKey, Store,
+    OutgoingMessage, RecipientBatch, SendItem, SendOutcome, SignedKey, Store, StoreError, Write,
 };
 use sqlx::{Connection, Executor, PgConnection};
 use uuid::Uuid;
 
 mod accounts;
+mod groups;
 mod idempotency;
 mod mailbox;
 mod prekeys;
@@ -87,8 +88,33 @@ macro_rules! store_conformance {
     };
 }
 
+/// The group tests, in modules of their own (`groups_sqlite`, `groups_postgres`) so
+/// `-E 'test(groups)'` selects them.
+macro_rules! group_conformance {
+    ($backend:ident, $open:expr) => {
+        store_conformance!(@tests $backend, $open;
+            groups::creating_a_group_writes_the_change_once_to_every_member_device,
+            groups::a_non_member_learns_nothing,
+            groups::roles_are_enforced_and_refusals_store_nothing,
+            groups::a_group_send_waits_for_distributions_and_is_stored_once,
+            groups::a_group_message_is_deleted_with_its_last_reference,
+            groups::after_a_removal_the_old_epoch_is_refused_and_the_removed_member_gets_nothing_more,
+            groups::a_distribution_names_only_member_devices_with_their_registration_ids,
+            groups::group_writes_reach_full_mailboxes,
+            groups::removing_a_device_rotates_its_groups_and_drops_its_references,
+            groups::group_messages_expire_with_their_references,
+            groups::a_resent_group_message_gets_its_first_group_seq,
+            groups::deleting_a_group_tells_every_member_device_then_it_is_gone,
+            groups::a_batch_mixes_sends_distributions_and_group_messages_in_order,
+            groups::concurrent_group_writes_keep_group_seqs_unique,
+        );
+    };
+}
+
 store_conformance!(sqlite, open_sqlite());
 store_conformance!(postgres, open_postgres());
+group_conformance!(groups_sqlite, open_sqlite());
+group_conformance!(groups_postgres, open_postgres());
 
 /// A store under test and whatever must outlive it (a temporary directory, a scratch database).
 pub struct TestStore {
@@ -254,9 +280,19 @@ pub fn send(sender: DeviceKey, recipients: Vec<RecipientBatch>) -> SendItem {
     SendItem { sender, recipients, server_ts: T0, expires_at: T0 + DAY, idempotency_key: None }
 }
 
+/// Commits one-to-one sends in one batch.
+pub async fn commit_all(
+    store: &dyn Store,
+    items: &[SendItem],
+    max_mailbox: u64,
+) -> Result<Vec<SendOutcome>, StoreError> {
+    let writes: Vec<Write> = items.iter().cloned().map(Write::Direct).collect();
+    store.commit(&writes, max_mailbox).await
+}
+
 /// Commits one item and returns its outcome.
 pub async fn commit(store: &dyn Store, item: SendItem, max_mailbox: u64) -> SendOutcome {
-    let mut outcomes = store.commit_sends(&[item], max_mailbox).await.unwrap();
+    let mut outcomes = commit_all(store, &[item], max_mailbox).await.unwrap();
     assert_eq!(outcomes.len(), 1, "one outcome per item");
     outcomes.remove(0)
 }
@@ -264,8 +300,8 @@ pub async fn commit(store: &dyn Store, item: SendItem, max_mailbox: u64) -> Send
 /// The committed envelopes of an outcome that must have succeeded.
 pub fn accepted(outcome: SendOutcome) -> Vec<Committed> {
     match outcome {
-        Ok(Accepted::Stored(committed)) => committed,
-        Ok(Accepted::Duplicate { server_ts }) => panic!("the send was taken for a resend of one at {server_ts}"),
+        Ok(Accepted::Stored { committed, .. }) => committed,
+        Ok(Accepted::Duplicate { server_ts, .. }) => panic!("the send was taken for a resend of one at {server_ts}"),
         Err(rejection) => panic!("the send was refused: {rejection:?}"),
     }
 }
@@ -273,7 +309,7 @@ pub fn accepted(outcome: SendOutcome) -> Vec<Committed> {
 /// The seq of the first envelope a send stored now, if it was stored now.
 pub fn first_seq(outcome: &SendOutcome) -> Option<u64> {
     match outcome {
-        Ok(Accepted::Stored(committed)) => committed.first().map(|c| c.envelope.seq),
+        Ok(Accepted::Stored { committed, .. }) => committed.first().map(|c| c.envelope.seq),
         _ => None,
     }
 }

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use hush_e2e::cluster::{RedisServer, ScratchDb};
-use hush_e2e::{RestClient, TestAccount, TestServer, WsClient, message, recipient, send_request};
+use hush_e2e::cluster::{RedisServer, ScratchDb, two_nodes};
+use hush_e2e::{RestClient, TestAccount, WsClient, message, recipient, send_request};
 use hush_wire::close;
 use hush_wire::frames::SendRequest;
 
@@ -18,25 +18,6 @@ fn to_primary(bob: &TestAccount, content: &[u8]) -> SendRequest {
 const SLOW_RECHECK: &str = "30";
 /// Short, so a test of the fallback finishes quickly.
 const FAST_RECHECK: &str = "1";
-
-/// Two nodes sharing `db` and `redis` (and the same server keys).
-async fn two_nodes(db: &ScratchDb, redis: &RedisServer, ping_secs: &str) -> (TestServer, TestServer) {
-    let node = |id: &str| {
-        TestServer::builder()
-            .arg("--db")
-            .arg(db.url.clone())
-            .arg("--redis")
-            .arg(redis.url())
-            .arg("--node-id")
-            .arg(id.to_owned())
-            .arg("--ping-interval-secs")
-            .arg(ping_secs.to_owned())
-    };
-    let a = node("node-a").start().await;
-    let b = node("node-b").keys_from(&a).start().await;
-    assert_eq!(a.trust_root(), b.trust_root(), "nodes of one cluster share the trust root");
-    (a, b)
-}
 
 #[tokio::test]
 async fn message_crosses_nodes_in_real_time_and_after_reconnect() {

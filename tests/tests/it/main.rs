@@ -8,6 +8,7 @@ mod cluster;
 mod delivery;
 mod device_set;
 mod frames;
+mod groups;
 mod idempotency;
 mod limits;
 mod ops;

@@ -203,3 +203,43 @@ async fn a_handshake_flood_from_many_addresses_evicts_the_oldest_and_lets_a_real
     let evicted = metric(&server, "hush_handshakes_evicted_total").await;
     assert!(evicted >= 78.0, "110 handshakes into a budget of 32 evict at least 78, counted {evicted}");
 }
+
+/// Upgrades from `proxy` on behalf of the client `forwarded_for`, as a load balancer would.
+async fn half_open_via(
+    server: &TestServer,
+    proxy: Ipv4Addr,
+    forwarded_for: &str,
+) -> Result<WebSocketStream<TcpStream>, WsError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let socket = TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
+    socket.bind(SocketAddr::new(IpAddr::V4(proxy), 0)).unwrap_or_else(|e| panic!("bind {proxy}: {e}"));
+    let stream = socket.connect(server.addr()).await.unwrap_or_else(|e| panic!("connect from {proxy}: {e}"));
+    let mut request = server.ws_url().into_client_request().unwrap_or_else(|e| panic!("{e}"));
+    request.headers_mut().insert("x-forwarded-for", forwarded_for.parse().unwrap_or_else(|e| panic!("{e}")));
+    client_async(request, stream).await.map(|(ws, _)| ws)
+}
+
+/// Behind a trusted proxy every upgrade comes from the proxy's address: the per-address
+/// handshake budget must count the clients it forwards for, not the proxy.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_handshake_budget_is_per_client() {
+    let proxy = Ipv4Addr::new(127, 0, 0, 3);
+    let server = TestServer::builder()
+        .args(["--max-handshakes-per-address", "4", "--auth-timeout-secs", "60", "--trusted-proxies", "127.0.0.3"])
+        .start()
+        .await;
+    let mut held = Vec::new();
+    for i in 0..12u8 {
+        let client = format!("203.0.113.{i}");
+        held.push(half_open_via(&server, proxy, &client).await.unwrap_or_else(|e| panic!("client {client}: {e}")));
+    }
+    let mut refused = 0;
+    for _ in 0..6 {
+        match half_open_via(&server, proxy, "198.51.100.7").await {
+            r if refused_with(&r, 429, "too_many_handshakes") => refused += 1,
+            Ok(ws) => held.push(ws),
+            Err(e) => panic!("unexpected answer: {e}"),
+        }
+    }
+    assert_eq!((held.len(), refused), (16, 2), "twelve clients in, then one client held to four");
+}

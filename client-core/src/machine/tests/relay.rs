@@ -336,13 +336,19 @@ impl Relay {
                 }
                 self.next_seq += 1;
                 let seq = if req.online_only { 0 } else { self.next_seq };
-                let env = Envelope { seq, server_timestamp: self.now, kind: m.kind, content: m.content };
+                let env = Envelope {
+                    seq,
+                    server_timestamp: self.now,
+                    kind: m.kind,
+                    content: m.content,
+                    ..Envelope::default()
+                };
                 // Online-only envelopes are kept under a unique key until pushed once.
                 let key = if req.online_only { u64::MAX - self.next_seq } else { seq };
                 self.device_mut(account, m.device_id).mailbox.insert(key, env);
             }
         }
-        let ok = SendOk { server_timestamp: self.now };
+        let ok = SendOk { server_timestamp: self.now, group_seq: 0 };
         SendResponse { request_id: req.request_id, result: Some(send_response::Result::Ok(ok)) }
     }
 

@@ -15,8 +15,9 @@ use hush_wire::frames::{Auth, ClientFrame, decode_server_frame};
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::commit::SendResult;
 use crate::config::Config;
-use crate::store::{NewAccount, NewDeviceRecord, OutgoingMessage, RecipientBatch, SignedKey};
+use crate::store::{NewAccount, NewDeviceRecord, OutgoingMessage, RecipientBatch, SendItem, SignedKey, Write};
 
 /// The server's end of an in-memory socket. Frames it sends are queued for the peer at once
 /// (as a kernel buffer would take them). `flushes` counts the flushes that may still complete
@@ -222,8 +223,8 @@ impl Scene {
                 expires_at: now + 3_600_000,
                 idempotency_key: None,
             };
-            let reply = self.state.committer.send(item).await.unwrap_or_else(|_| panic!("writer gone"));
-            assert!(matches!(reply.await, Ok(SendResult::Stored(_))));
+            let reply = self.state.committer.write(Write::Direct(item)).await.unwrap_or_else(|_| panic!("writer gone"));
+            assert!(matches!(reply.await, Ok(SendResult::Stored { .. })));
         }
     }
 
@@ -355,4 +356,100 @@ async fn connection_task_stays_small() {
     let fut = run(s.state.clone(), pipe, ticket);
     let size = std::mem::size_of_val(&fut);
     assert!(size <= 2048, "a connection's task is {size} bytes; box large, rare futures (auth, fetch, close)");
+}
+
+/// A database that cannot answer during authentication is the server's fault: the client is
+/// told to retry (`1011`), not that its account is unknown (`4001`, after which it stops).
+#[tokio::test]
+async fn a_failed_device_lookup_is_a_server_error_not_an_auth_failure() {
+    use sqlx::Connection as _;
+    let s = scene(|_| {}).await;
+    let url = format!("sqlite://{}", s._dir.path().join("hush.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query("ALTER TABLE devices RENAME TO devices_away").execute(&mut db).await.unwrap_or_else(|e| panic!("{e}"));
+    let (mut peer, task) = s.connect();
+    let server_frame::Frame::Challenge(c) = peer.frame().await else { panic!("no challenge") };
+    s.answer(&peer, &c.nonce);
+    let (code, reason) = peer.close(Duration::from_secs(30)).await;
+    assert_eq!((code, reason.as_str()), (close::INTERNAL, close::REASON_INTERNAL));
+    ended(task, Duration::from_secs(5)).await;
+
+    // The same device with a bad signature, once the database answers again, is refused.
+    sqlx::query("ALTER TABLE devices_away RENAME TO devices").execute(&mut db).await.unwrap_or_else(|e| panic!("{e}"));
+    let (mut peer, task) = s.connect();
+    let server_frame::Frame::Challenge(_) = peer.frame().await else { panic!("no challenge") };
+    s.answer(&peer, &[0u8; 32]);
+    let (code, _) = peer.close(Duration::from_secs(30)).await;
+    assert_eq!(code, close::AUTH_FAILED);
+    ended(task, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn group_frames_go_to_their_modules_and_group_envelopes_carry_their_position() {
+    use hush_wire::frames::{GroupSendRequest, SendErrorCode};
+
+    use crate::store::{DistributeItem, GroupSendItem, NewGroup};
+    let s = scene(|_| {}).await;
+    let now = now_ms();
+    let group = NewGroup {
+        id: Uuid::new_v4(),
+        owner: s.sender.account,
+        members: vec![s.key.account],
+        title: Vec::new(),
+        description: Vec::new(),
+        avatar: Vec::new(),
+        members_can_add: false,
+        server_ts: now,
+        expires_at: now + 3_600_000,
+        max_members: 10,
+    };
+    let g = s.state.store.create_group(&group).await.unwrap_or_else(|e| panic!("{e}")).group;
+    let to_peer = RecipientBatch {
+        account: s.key.account,
+        messages: vec![OutgoingMessage {
+            device_id: 1,
+            registration_id: 7,
+            kind: 1,
+            content: bytes::Bytes::from("skdm"),
+        }],
+    };
+    let write = |w| async { s.state.committer.write(w).await.unwrap_or_else(|_| panic!("writer gone")).await };
+    let distribution = DistributeItem {
+        sender: s.sender,
+        group: g,
+        epoch: 1,
+        recipients: vec![to_peer],
+        server_ts: now,
+        expires_at: now + 3_600_000,
+        idempotency_key: None,
+    };
+    assert!(matches!(write(Write::Distribute(distribution)).await, Ok(SendResult::Stored { group_seq: None, .. })));
+    let (mut peer, _task) = s.online().await;
+
+    let message = GroupSendItem {
+        sender: s.sender,
+        group: g,
+        epoch: 1,
+        content: bytes::Bytes::from("skm"),
+        server_ts: now,
+        expires_at: now + 3_600_000,
+        idempotency_key: None,
+    };
+    assert!(matches!(write(Write::Group(message)).await, Ok(SendResult::Stored { group_seq: Some(2), .. })));
+    let server_frame::Frame::Envelope(e) = peer.frame().await else { panic!("no envelope pushed") };
+    assert_eq!((e.group_id.as_ref(), e.group_seq, e.content.as_ref()), (g.as_bytes().as_slice(), 2, b"skm".as_slice()));
+
+    // The peer itself has distributed nothing: its own group send is refused, naming the sender.
+    let request = GroupSendRequest {
+        request_id: 9,
+        group_id: g.as_bytes().to_vec().into(),
+        epoch: 1,
+        content: bytes::Bytes::from("mine"),
+        idempotency_key: bytes::Bytes::new(),
+    };
+    peer.send(client_frame::Frame::GroupSend(request));
+    let server_frame::Frame::SendResponse(r) = peer.frame().await else { panic!("no answer") };
+    let Some(send_response::Result::Error(err)) = r.result else { panic!("not refused: {r:?}") };
+    assert_eq!((r.request_id, err.code(), err.current_epoch), (9, SendErrorCode::MissingDistributions, 1));
+    assert_eq!(err.mismatches[0].missing, [1]);
 }

@@ -5,7 +5,9 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use hush_keys::auth::AuthHeader;
-use hush_wire::api::AddDeviceRequest;
+use hush_wire::api::{
+    AddDeviceRequest, AddMembersRequest, CreateGroupRequest, GroupInfo, GroupRole, SetRoleRequest, UpdateGroupRequest,
+};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use uuid::Uuid;
@@ -49,13 +51,28 @@ fn signed_bodies_get_a_success_or_a_json_4xx() {
     let fixture = Fixture::new();
     let upload = upload(&fixture.identity);
     let add = AddDeviceRequest { device: new_device(&fixture.identity).0 };
+    let create = CreateGroupRequest { members: vec![fixture.account], title: vec![1; 8].into(), ..Default::default() };
+    let update =
+        UpdateGroupRequest { title: Some(vec![2; 8].into()), members_can_add: Some(true), ..Default::default() };
+    let members = AddMembersRequest { members: vec![Uuid::new_v4()] };
+    let role = SetRoleRequest { role: GroupRole::Admin };
+    // A group the fixture's account owns, so group bodies reach the roster checks too.
+    let group = fixture.call(fixture.signed("POST", "/v1/groups", serde_json::to_vec(&create).unwrap())).unwrap();
+    let group: GroupInfo = serde_json::from_slice(&group.body).unwrap();
+    let (on_group, on_member) =
+        (format!("/v1/groups/{}", group.group_id), format!("/v1/groups/{}/members", group.group_id));
+    let on_role = format!("{on_member}/{}/role", fixture.account);
     let strategy = prop_oneof![
-        bodies_from(&upload).prop_map(|body| ("PUT", "/v1/keys", body)),
-        bodies_from(&add).prop_map(|body| ("POST", "/v1/devices", body)),
+        bodies_from(&upload).prop_map(|body| ("PUT", "/v1/keys".to_owned(), body)),
+        bodies_from(&add).prop_map(|body| ("POST", "/v1/devices".to_owned(), body)),
+        bodies_from(&create).prop_map(|body| ("POST", "/v1/groups".to_owned(), body)),
+        bodies_from(&update).prop_map(move |body| ("PATCH", on_group.clone(), body)),
+        bodies_from(&members).prop_map(move |body| ("POST", on_member.clone(), body)),
+        bodies_from(&role).prop_map(move |body| ("PUT", on_role.clone(), body)),
     ];
     TestRunner::new(fuzz_config())
         .run(&strategy, |(method, path, body)| {
-            check_success_or_refusal(&fixture.call(fixture.signed(method, path, body))?)
+            check_success_or_refusal(&fixture.call(fixture.signed(method, &path, body))?)
         })
         .unwrap();
 }
@@ -121,7 +138,12 @@ fn query() -> impl Strategy<Value = String> {
 }
 
 /// Routes with parameters (the account's own id is one of the spellings tried).
-const ROUTES: [(&str, &str); 9] = [
+const ROUTES: [(&str, &str); 14] = [
+    ("GET", "/v1/groups"),
+    ("GET", "/v1/groups/{a}"),
+    ("DELETE", "/v1/groups/{a}"),
+    ("DELETE", "/v1/groups/{a}/members/{b}"),
+    ("PUT", "/v1/groups/{a}/members/{b}/role"),
     ("GET", "/v1/accounts/username/{a}"),
     ("GET", "/v1/accounts/{a}"),
     ("GET", "/v1/accounts/{a}/devices"),

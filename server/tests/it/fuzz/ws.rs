@@ -10,7 +10,8 @@ use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use hush_wire::close;
 use hush_wire::frames::{
-    Ack, Auth, ClientFrame, DeviceMessage, EnvelopeKind, RecipientMessages, SendRequest, client_frame, server_frame,
+    Ack, Auth, ClientFrame, DeviceMessage, DistributeRequest, EnvelopeKind, GroupSendRequest, RecipientMessages,
+    SendRequest, client_frame, server_frame,
 };
 use hush_wire::{decode_client_frame, decode_server_frame};
 use proptest::prelude::*;
@@ -235,7 +236,8 @@ fn auth_frames_that_are_not_valid_are_closed_with_the_documented_code() {
 }
 
 /// Client frames after authentication: sends to this account, other accounts or no
-/// account, with any device ids, kinds and contents; acks of any seqs; a second Auth.
+/// account, with any device ids, kinds and contents; group sends and distributions to any
+/// (mostly unknown) group; acks of any seqs; a second Auth.
 fn session_frame(account: Uuid) -> impl Strategy<Value = client_frame::Frame> {
     let account_id = prop_oneof![
         2 => Just(account.as_bytes().to_vec()),
@@ -248,7 +250,7 @@ fn session_frame(account: Uuid) -> impl Strategy<Value = client_frame::Frame> {
         4 => proptest::collection::vec(any::<u8>(), 0..64),
         1 => Just(vec![7u8; hush_wire::limits::MAX_ENVELOPE_BYTES + 1]),
     ];
-    let message = (prop_oneof![1..4u32, any::<u32>()], prop_oneof![Just(4242u32), any::<u32>()], kind, content)
+    let message = (prop_oneof![1..4u32, any::<u32>()], prop_oneof![Just(4242u32), any::<u32>()], kind, content.clone())
         .prop_map(|(device_id, registration_id, kind, content)| DeviceMessage {
             device_id,
             registration_id,
@@ -257,6 +259,29 @@ fn session_frame(account: Uuid) -> impl Strategy<Value = client_frame::Frame> {
         });
     let recipient = (account_id, proptest::collection::vec(message, 0..3))
         .prop_map(|(account_id, messages)| RecipientMessages { account_id: account_id.into(), messages });
+    let group_id = prop_oneof![
+        3 => any::<u128>().prop_map(|n| n.to_be_bytes().to_vec()),
+        1 => proptest::collection::vec(any::<u8>(), 0..20),
+    ];
+    let epoch = prop_oneof![Just(1u64), any::<u64>()];
+    let group_send = (any::<u64>(), group_id.clone(), epoch.clone(), content.clone()).prop_map(
+        |(request_id, group_id, epoch, content)| GroupSendRequest {
+            request_id,
+            group_id: group_id.into(),
+            epoch,
+            content: content.into(),
+            idempotency_key: Default::default(),
+        },
+    );
+    let distribute = (any::<u64>(), group_id, epoch, proptest::collection::vec(recipient.clone(), 0..3)).prop_map(
+        |(request_id, group_id, epoch, recipients)| DistributeRequest {
+            request_id,
+            group_id: group_id.into(),
+            epoch,
+            recipients,
+            idempotency_key: Default::default(),
+        },
+    );
     let send = (any::<u64>(), proptest::collection::vec(recipient, 0..3), any::<bool>()).prop_map(
         |(request_id, recipients, online_only)| SendRequest {
             request_id,
@@ -273,6 +298,8 @@ fn session_frame(account: Uuid) -> impl Strategy<Value = client_frame::Frame> {
     .prop_map(|seqs| Ack { seqs });
     prop_oneof![
         6 => send.prop_map(client_frame::Frame::Send),
+        2 => group_send.prop_map(client_frame::Frame::GroupSend),
+        2 => distribute.prop_map(client_frame::Frame::Distribute),
         3 => ack.prop_map(client_frame::Frame::Ack),
         1 => Just(client_frame::Frame::Auth(Auth::default())),
     ]
@@ -307,6 +334,8 @@ fn expectation(bytes: &[u8]) -> Result<Vec<u64>, u16> {
         Ok(client_frame::Frame::Ack(ack)) if ack.seqs.len() > 4096 => Err(close::MALFORMED),
         Ok(client_frame::Frame::Ack(_)) => Ok(vec![PROBE_ID]),
         Ok(client_frame::Frame::Send(req)) => Ok(vec![req.request_id, PROBE_ID]),
+        Ok(client_frame::Frame::GroupSend(req)) => Ok(vec![req.request_id, PROBE_ID]),
+        Ok(client_frame::Frame::Distribute(req)) => Ok(vec![req.request_id, PROBE_ID]),
     }
 }
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use hush_server::store::{Accepted, IDEMPOTENCY_RETENTION_MS, SendItem, SendRejection, Store, TrustRootCheck};
 
-use super::{ROOMY, T0, accepted, commit, create, dk, mailbox, send, seqs_in, to};
+use super::{ROOMY, T0, accepted, commit, commit_all, create, dk, mailbox, send, seqs_in, to};
 
 fn keyed(mut item: SendItem, key: &str) -> SendItem {
     item.idempotency_key = Some(Bytes::from(key.to_owned()));
@@ -13,7 +13,7 @@ fn keyed(mut item: SendItem, key: &str) -> SendItem {
 
 fn duplicate_of(outcome: &hush_server::store::SendOutcome) -> Option<u64> {
     match outcome {
-        Ok(Accepted::Duplicate { server_ts }) => Some(*server_ts),
+        Ok(Accepted::Duplicate { server_ts, .. }) => Some(*server_ts),
         _ => None,
     }
 }
@@ -39,10 +39,10 @@ pub async fn resend_in_the_same_batch_is_stored_once(store: &dyn Store) {
     let bob = create(store, "bob").await;
     let item = keyed(send(dk(bob, 1), vec![to(alice, &[(1, 100)], "hello")]), "k");
     let other = keyed(send(dk(bob, 1), vec![to(alice, &[(1, 100)], "other")]), "k2");
-    let outcomes = store.commit_sends(&[item.clone(), item, other], ROOMY).await.unwrap();
-    assert!(matches!(outcomes[0], Ok(Accepted::Stored(_))), "{outcomes:?}");
+    let outcomes = commit_all(store, &[item.clone(), item, other], ROOMY).await.unwrap();
+    assert!(matches!(outcomes[0], Ok(Accepted::Stored { .. })), "{outcomes:?}");
     assert_eq!(duplicate_of(&outcomes[1]), Some(T0), "{outcomes:?}");
-    assert!(matches!(outcomes[2], Ok(Accepted::Stored(_))), "another key is another send: {outcomes:?}");
+    assert!(matches!(outcomes[2], Ok(Accepted::Stored { .. })), "another key is another send: {outcomes:?}");
     assert_eq!(seqs_in(store, mailbox(store, dk(alice, 1)).await).await, [1, 2]);
 }
 
@@ -85,8 +85,8 @@ pub async fn sends_without_a_key_are_never_deduplicated(store: &dyn Store) {
     let item = send(dk(bob, 1), vec![to(alice, &[(1, 100)], "hello")]);
     let mut empty_key = item.clone();
     empty_key.idempotency_key = Some(Bytes::new());
-    let outcomes = store.commit_sends(&[item.clone(), item, empty_key.clone(), empty_key], ROOMY).await.unwrap();
-    assert!(outcomes.iter().all(|o| matches!(o, Ok(Accepted::Stored(_)))), "{outcomes:?}");
+    let outcomes = commit_all(store, &[item.clone(), item, empty_key.clone(), empty_key], ROOMY).await.unwrap();
+    assert!(outcomes.iter().all(|o| matches!(o, Ok(Accepted::Stored { .. }))), "{outcomes:?}");
     assert_eq!(seqs_in(store, mailbox(store, dk(alice, 1)).await).await, [1, 2, 3, 4]);
 }
 

@@ -1,11 +1,13 @@
-//! Sends: commit_sends, check_devices, fetch and ack.
+//! Sends: commit (one-to-one writes), check_devices, fetch and ack.
 
 use bytes::Bytes;
 use futures_util::future::join_all;
 use hush_server::store::{Mismatch, SendItem, SendRejection, Store, StoredEnvelope, compare_device_sets};
 use uuid::Uuid;
 
-use super::{NO_SEQS, ROOMY, T0, accepted, commit, create, dk, first_seq, mailbox, record, send, seqs_in, to};
+use super::{
+    NO_SEQS, ROOMY, T0, accepted, commit, commit_all, create, dk, first_seq, mailbox, record, send, seqs_in, to,
+};
 
 pub async fn seqs_start_at_one_and_increase_per_device(store: &dyn Store) {
     let alice = create(store, "alice").await;
@@ -23,6 +25,7 @@ pub async fn seqs_start_at_one_and_increase_per_device(store: &dyn Store) {
             server_ts: T0 + n,
             kind: i32::try_from(n).unwrap() + 1,
             content: Bytes::from(format!("hello {n}")),
+            group: None,
         };
         assert_eq!(committed[0].envelope, expected);
         sent.push(expected);
@@ -204,7 +207,7 @@ pub async fn batch_commits_or_refuses_each_item_on_its_own(store: &dyn Store) {
         send(dk(bob, 1), vec![to(ghost, &[(1, 100)], "nobody")]),
         send(dk(bob, 1), vec![to(alice, &[(1, 100)], "second")]),
     ];
-    let outcomes = store.commit_sends(&items, ROOMY).await.unwrap();
+    let outcomes = commit_all(store, &items, ROOMY).await.unwrap();
     assert_eq!(outcomes.len(), 4, "one outcome per item, in order");
     let seq = |i: usize| first_seq(&outcomes[i]);
     assert_eq!(seq(0), Some(1));
@@ -216,7 +219,7 @@ pub async fn batch_commits_or_refuses_each_item_on_its_own(store: &dyn Store) {
     let stored = store.fetch(mailbox(store, dk(alice, 1)).await, 0, 10).await.unwrap();
     let contents: Vec<_> = stored.iter().map(|e| (e.seq, e.content.as_ref())).collect();
     assert_eq!(contents, [(1, b"first".as_slice()), (2, b"second".as_slice())]);
-    assert!(store.commit_sends(&[], ROOMY).await.unwrap().is_empty());
+    assert!(commit_all(store, &[], ROOMY).await.unwrap().is_empty());
 }
 
 pub async fn batch_counts_its_own_envelopes_against_the_limit(store: &dyn Store) {
@@ -224,7 +227,7 @@ pub async fn batch_counts_its_own_envelopes_against_the_limit(store: &dyn Store)
     let bob = create(store, "bob").await;
     let items: Vec<SendItem> =
         (0..4).map(|n| send(dk(bob, 1), vec![to(alice, &[(1, 100)], &format!("m{n}"))])).collect();
-    let outcomes = store.commit_sends(&items, 3).await.unwrap();
+    let outcomes = commit_all(store, &items, 3).await.unwrap();
     let seqs: Vec<_> = outcomes[..3].iter().map(first_seq).collect();
     assert_eq!(seqs, [Some(1), Some(2), Some(3)]);
     assert_eq!(outcomes[3].as_ref().unwrap_err(), &SendRejection::MailboxFull(vec![dk(alice, 1)]));
@@ -266,7 +269,7 @@ pub async fn concurrent_crossing_batches_keep_seqs_unique(store: &dyn Store) {
             vec![send(dk(bob, 1), recipients.clone()), send(dk(bob, 1), recipients)]
         })
         .collect();
-    let results = join_all(batches.iter().map(|items| store.commit_sends(items, ROOMY))).await;
+    let results = join_all(batches.iter().map(|items| commit_all(store, items, ROOMY))).await;
     let mut alice_seqs = Vec::new();
     for outcome in results.into_iter().flat_map(|r| r.unwrap()) {
         for c in accepted(outcome) {
