@@ -381,31 +381,43 @@ pub struct CreateGroupRequest {
     pub members_can_add: bool,
 }
 
-/// `PATCH /v1/groups/{group_id}`: change what is given (admins and owners).
+/// `PATCH /v1/groups/{group_id}`: change what is given (admins and owners). At least one
+/// field, none `null` and no others: an update that changes nothing is refused, and so the
+/// document says (no `null`, `additionalProperties: false`, and `minProperties: 1`, which the
+/// server's OpenAPI modifier sets because utoipa 5.5 writes `#[schema(min_properties)]` as
+/// `maxProperties`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateGroupRequest {
     /// New encrypted title.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, format = Byte)]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(value_type = String, format = Byte)]
     pub title: Option<B64>,
     /// New encrypted description.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, format = Byte)]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(value_type = String, format = Byte)]
     pub description: Option<B64>,
     /// New encrypted avatar.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, format = Byte)]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(value_type = String, format = Byte)]
     pub avatar: Option<B64>,
     /// New setting.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(value_type = bool)]
     pub members_can_add: Option<bool>,
+}
+
+/// An optional field that may be left out but is never `null` (with `#[serde(default)]`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// `POST /v1/groups/{group_id}/members`: add accounts (admins and owners, or any member when
 /// `members_can_add`). They join as members.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AddMembersRequest {
-    /// Account ids to add (not already members).
+    /// Account ids to add (not already members), at least one.
+    #[schema(min_items = 1)]
     pub members: Vec<Uuid>,
 }
 

@@ -99,10 +99,25 @@ fn declare_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// Bodies that must have at least this many properties. utoipa 5.5 writes
+/// `#[schema(min_properties = n)]` as `maxProperties` (utoipa-gen `features.rs`), so the
+/// bound is set here.
+const MIN_PROPERTIES: [(&str, usize); 1] = [("UpdateGroupRequest", 1)];
+
+fn set_min_properties(components: &mut utoipa::openapi::Components) {
+    use utoipa::openapi::{RefOr, Schema};
+    for (name, min) in MIN_PROPERTIES {
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) {
+            object.min_properties = Some(min);
+        }
+    }
+}
+
 impl utoipa::Modify for SecurityAddon {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         declare_common_errors(openapi);
         let components = openapi.components.get_or_insert_with(Default::default);
+        set_min_properties(components);
         components.add_security_scheme(
             "hush_sig",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
