@@ -136,3 +136,47 @@ fn every_429_declares_retry_after() {
     }
     assert!(limited >= 4, "only {limited} operations declare 429");
 }
+
+/// Creates a group owned by the fixture's account; its id.
+fn create_group(fixture: &Fixture) -> Uuid {
+    let answer = fixture.call(fixture.signed("POST", "/v1/groups", b"{}".to_vec())).unwrap();
+    assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    let group: hush_wire::api::GroupInfo = serde_json::from_slice(&answer.body).unwrap();
+    group.group_id
+}
+
+/// Regression (schemathesis, "schema-valid request rejected"): `PATCH /v1/groups/{id}` with
+/// `{}` was valid by the document and refused as "changes nothing". Now the document asks for
+/// at least one property, none `null` and no others, and the server refuses exactly those.
+#[test]
+fn a_group_update_that_changes_nothing_is_schema_invalid_and_refused() {
+    let doc = document();
+    let schema = &doc["components"]["schemas"]["UpdateGroupRequest"];
+    assert_eq!(schema["minProperties"], 1, "{schema}");
+    assert!(schema.get("maxProperties").is_none(), "{schema}");
+    assert_eq!(schema["additionalProperties"], false, "{schema}");
+    for (name, property) in schema["properties"].as_object().unwrap() {
+        assert!(property["type"].is_string(), "{name} may be null: {property}");
+    }
+    let fixture = Fixture::new();
+    let path = format!("/v1/groups/{}", create_group(&fixture));
+    for body in [r#"{}"#, r#"{"title":null}"#, r#"{"members_can_add":null}"#, r#"{"colour":"red"}"#] {
+        let answer = fixture.call(fixture.signed("PATCH", &path, body.as_bytes().to_vec())).unwrap();
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}: {answer:?}");
+        assert_eq!(answer.check_json_refusal().unwrap().code, "invalid_request", "{body}");
+    }
+    let answer = fixture.call(fixture.signed("PATCH", &path, br#"{"title":"QQ=="}"#.to_vec())).unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+}
+
+/// Regression (schemathesis, "schema-valid request rejected"): adding `{"members": []}` was
+/// valid by the document and refused; the document now says at least one.
+#[test]
+fn adding_no_members_is_schema_invalid_and_refused() {
+    let doc = document();
+    assert_eq!(doc["components"]["schemas"]["AddMembersRequest"]["properties"]["members"]["minItems"], 1);
+    let fixture = Fixture::new();
+    let path = format!("/v1/groups/{}/members", create_group(&fixture));
+    let answer = fixture.call(fixture.signed("POST", &path, br#"{"members":[]}"#.to_vec())).unwrap();
+    assert_eq!(answer.check_json_refusal().unwrap().code, "invalid_request");
+}
