@@ -3,8 +3,8 @@
 use std::io::Write as _;
 
 use hush_client_core::{
-    ConnectionState, Contact, Event, MessageDirection, MessageRecord, MessageStatus, OutboxEntry, OutboxState,
-    ReceiptKind, SafetyNumber, Status, TrustState,
+    ConnectionState, Contact, Event, MessageDirection, MessageKind, MessageRecord, MessageStatus, OutboxEntry,
+    OutboxState, ReceiptKind, SafetyNumber, Status, TrustState,
 };
 use serde_json::{Value, json};
 
@@ -73,12 +73,29 @@ pub fn message_json(m: &MessageRecord) -> Value {
     if let (MessageStatus::Failed(reason), Some(obj)) = (&m.status, v.as_object_mut()) {
         obj.insert("failed_reason".into(), json!(reason));
     }
+    if m.conversation.starts_with(hush_client_core::GROUP_PREFIX)
+        && let Some(obj) = v.as_object_mut()
+    {
+        obj.insert("group_seq".into(), json!(m.group_seq));
+        obj.insert("kind".into(), json!(if m.kind == MessageKind::System { "system" } else { "text" }));
+    }
     v
 }
 
 /// A message as one line of text.
 pub fn message_text(m: &MessageRecord) -> String {
     let when = format_ms(m.sent_at);
+    if m.kind == MessageKind::System {
+        return format!("[{when}] {}: * {}", m.conversation, m.body);
+    }
+    if m.conversation.starts_with(hush_client_core::GROUP_PREFIX) {
+        return match m.direction {
+            MessageDirection::Incoming => format!("[{when}] {} in {}: {}", m.from, m.conversation, m.body),
+            MessageDirection::Outgoing => {
+                format!("[{when}] {} -> {}: {} ({})", m.from, m.conversation, m.body, status_name(&m.status))
+            }
+        };
+    }
     match m.direction {
         MessageDirection::Incoming => format!("[{when}] {}: {}", m.from, m.body),
         MessageDirection::Outgoing => {
@@ -223,6 +240,9 @@ pub fn live_event_json(event: &Event) -> Option<Value> {
             }
             v
         }
+        // Group events (group_invite, group_updated, distribution_refused) and later kinds:
+        // the library's own JSON form.
+        other => serde_json::to_value(other).ok()?,
     })
 }
 
@@ -268,6 +288,8 @@ mod tests {
             sent_at: 10,
             received_at: 20,
             lamport: 3,
+            group_seq: 0,
+            kind: MessageKind::Text,
             status: MessageStatus::Received,
             local_seq: 5,
         };

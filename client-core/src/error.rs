@@ -48,6 +48,12 @@ pub enum MachineError {
     /// An input the machine does not accept (an empty message, a message to oneself).
     #[error("{0}")]
     Invalid(String),
+    /// The server refused a REST call (a group operation), or could not be reached.
+    #[error("{0}")]
+    Rest(crate::machine::RestFailure),
+    /// No group with this id on this device.
+    #[error("no group {0} on this device (see `hush group list`)")]
+    UnknownGroup(String),
 }
 
 /// A message longer than the server accepts: 96 KiB per device envelope

@@ -53,8 +53,9 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use error::{ClientError, MachineError, StoreError, TooLarge};
 pub use types::{
-    ClientConfig, ConnectionState, Contact, Event, MessageDirection, MessageId, MessageRecord, MessageStatus,
-    OutboxEntry, OutboxState, Receipt, ReceiptKind, ReceivedMessage, SafetyNumber, Status, TrustState,
+    ClientConfig, ConnectionState, Contact, ConversationId, Event, GROUP_PREFIX, GroupInfo, GroupMemberInfo, GroupRole,
+    GroupState, MessageDirection, MessageId, MessageKind, MessageRecord, MessageStatus, OutboxEntry, OutboxState,
+    Receipt, ReceiptKind, ReceivedMessage, SafetyNumber, Status, TrustState,
 };
 
 use driver::Command;

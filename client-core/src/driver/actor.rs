@@ -205,6 +205,8 @@ impl Actor {
         for request in self.machine.take_requests() {
             match request {
                 OutgoingRequest::Send(req) => self.send_frame(client_frame::Frame::Send(req)),
+                OutgoingRequest::GroupSend(req) => self.send_frame(client_frame::Frame::GroupSend(req)),
+                OutgoingRequest::Distribute(req) => self.send_frame(client_frame::Frame::Distribute(req)),
                 OutgoingRequest::Ack(seqs) => self.send_frame(client_frame::Frame::Ack(Ack { seqs })),
                 OutgoingRequest::Rest { id, call } => {
                     let (rest, tx) = (self.rest.clone(), self.rest_tx.clone());
@@ -493,6 +495,7 @@ fn client_error(e: MachineError) -> ClientError {
         MachineError::TooLarge(t) => ClientError::TooLarge(t),
         MachineError::InFlight(id) => ClientError::MessageInFlight(id),
         MachineError::Invalid(why) => ClientError::Invalid(why),
+        MachineError::Rest(f) => ClientError::from(f),
         other => ClientError::Machine(other),
     }
 }
