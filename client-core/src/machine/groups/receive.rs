@@ -330,9 +330,8 @@ impl Machine {
             Some(b) => Some((b.account, b.device)),
             None => self.store.distribution(gid, dist).await?,
         };
-        if let Some(owner) = bound
-            && owner != (sender.account, sender.device)
-        {
+        let own_dist = self.store.group(gid).await?.is_some_and(|g| g.distribution_id == dist);
+        if own_dist || bound.is_some_and(|owner| owner != (sender.account, sender.device)) {
             tracing::warn!("refused a group distribution whose id another member device uses");
             let from = self.username_of(sender.account).await?;
             self.events.push_back(Event::DistributionRefused {

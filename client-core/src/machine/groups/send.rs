@@ -204,6 +204,9 @@ impl Machine {
         rng: &mut R,
     ) -> Result<Step, MachineError> {
         let me = self.account.account_id;
+        // Only current members (the roster may have changed since the targets were named).
+        let mut dist = dist;
+        dist.targets.retain(|(a, _)| *a == me || group.role_of(*a).is_some());
         for (account, devices) in &dist.targets {
             let have = self.signal.session_devices(&hush_keys::aci_string(*account)).await?;
             let missing: Option<Vec<u32>> = match devices {
@@ -365,7 +368,17 @@ impl Machine {
                         batch.groups.insert(gid, Some(group));
                         self.store.commit(batch).await?;
                     }
-                    SendErrorCode::DeviceMismatch => self.fix_devices(&head, &err.mismatches).await?,
+                    SendErrorCode::DeviceMismatch => {
+                        // A named device is no member device (any more): learn the roster again.
+                        self.fix_devices(&head, &err.mismatches).await?;
+                        if let Some(d) = self.group_dist.as_mut() {
+                            for m in &err.mismatches {
+                                let Ok(account) = Uuid::from_slice(&m.account_id) else { continue };
+                                d.targets.retain(|(a, _)| *a != account || m.extra.is_empty());
+                            }
+                        }
+                        self.fetch_group(gid);
+                    }
                     SendErrorCode::NotAMember => {
                         self.group_dist = None;
                         self.fail_head(&head, "the server says this account is not a member of the group").await?;
