@@ -3,8 +3,8 @@
 use std::io::Write as _;
 
 use hush_client_core::{
-    ConnectionState, Contact, Event, MessageDirection, MessageKind, MessageRecord, MessageStatus, OutboxEntry,
-    OutboxState, ReceiptKind, SafetyNumber, Status, TrustState,
+    ConnectionState, Contact, Event, GroupInfo, GroupRole, GroupState, MessageDirection, MessageKind, MessageRecord,
+    MessageStatus, OutboxEntry, OutboxState, ReceiptKind, SafetyNumber, Status, TrustState,
 };
 use serde_json::{Value, json};
 
@@ -102,6 +102,35 @@ pub fn message_text(m: &MessageRecord) -> String {
             format!("[{when}] {} -> {}: {} ({})", m.from, m.conversation, m.body, status_name(&m.status))
         }
     }
+}
+
+/// A group as JSON (`hush group`, daemon `group_*` results): its `group` (group:<uuid>),
+/// `group_id`, `title`, `description`, `state` (active, invited, left), `members` (username,
+/// account_id, role), `roster_version`, `epoch`.
+pub fn group_json(g: &GroupInfo) -> Value {
+    serde_json::to_value(g).unwrap_or(Value::Null)
+}
+
+/// A group as text: one line, or with `members` one more line per member.
+pub fn group_text(g: &GroupInfo, members: bool) -> String {
+    let state = match g.state {
+        GroupState::Active => String::new(),
+        GroupState::Invited => " [invite: `hush group accept` or `decline`]".to_owned(),
+        GroupState::Left => " [left]".to_owned(),
+    };
+    let title = if g.title.is_empty() { "(title not received yet)" } else { g.title.as_str() };
+    let mut out = format!("{}  {title}  ({} members){state}", g.group, g.members.len());
+    if members {
+        for m in &g.members {
+            let role = match m.role {
+                GroupRole::Owner => "owner",
+                GroupRole::Admin => "admin",
+                GroupRole::Member => "member",
+            };
+            out.push_str(&format!("\n  {} ({role})", m.username));
+        }
+    }
+    out
 }
 
 /// A contact as JSON.
@@ -299,6 +328,22 @@ mod tests {
             json!({"id": "07070707070707070707070707070707", "from": "alice", "from_device": 1,
                    "conversation": "alice", "direction": "incoming", "body": "hi", "sent_at": 10,
                    "received_at": 20, "status": "received", "local_seq": 5})
+        );
+    }
+
+    #[test]
+    fn a_group_has_the_documented_json_fields_and_a_text_line() {
+        let v = json!({"group": "group:11111111-1111-1111-1111-111111111111",
+               "group_id": "11111111-1111-1111-1111-111111111111", "title": "friends", "description": "",
+               "state": "invited", "members": [{"username": "alice",
+               "account_id": "22222222-2222-2222-2222-222222222222", "role": "owner"}],
+               "roster_version": 2, "epoch": 0});
+        let g: GroupInfo = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(group_json(&g), v);
+        assert_eq!(
+            group_text(&g, true),
+            "group:11111111-1111-1111-1111-111111111111  friends  (1 members) \
+             [invite: `hush group accept` or `decline`]\n  alice (owner)"
         );
     }
 }

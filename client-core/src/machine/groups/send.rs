@@ -93,6 +93,36 @@ impl Machine {
         Ok(id)
     }
 
+    /// Marks every received text of a group as read, and tells each author (pairwise, one
+    /// receipt per author).
+    pub async fn mark_group_read<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        group: Uuid,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<(), MachineError> {
+        let mut by_author: std::collections::BTreeMap<Uuid, Vec<MessageId>> = Default::default();
+        for m in self.store.messages(ConversationId::Group(group), usize::MAX).await? {
+            if m.kind == MessageKind::Text
+                && m.direction == MessageDirection::Incoming
+                && m.status == MessageStatus::Received
+            {
+                by_author.entry(m.sender).or_default().push(m.id);
+            }
+        }
+        if by_author.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::default();
+        for (author, ids) in by_author {
+            batch.message_status.extend(ids.iter().map(|id| (*id, MessageStatus::Read)));
+            let receipt = super::super::send::receipt(content::receipt_message::Kind::Read, &ids, now);
+            self.queue_receipt(&mut batch, author, receipt, rng);
+        }
+        self.store.commit(batch).await?;
+        self.pump(now, rng).await
+    }
+
     fn own_address(&self) -> Result<ProtocolAddress, MachineError> {
         Ok(ProtocolAddress::new(hush_keys::aci_string(self.account.account_id), device_id(self.account.device_id)?))
     }
