@@ -537,7 +537,7 @@ impl Actor {
             GroupCommand::Create { title, members } => {
                 let contacts = self.contacts_named(&members).await?;
                 wait(
-                    self.machine.create_group(&title, &contacts, &mut self.rng).map_err(client_error)?,
+                    self.machine.create_group(&title, &contacts, &mut self.rng).await.map_err(client_error)?,
                     Then::Info(None),
                 )
             }

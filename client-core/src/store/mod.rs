@@ -205,6 +205,19 @@ pub struct KyberRow {
     pub last_resort: bool,
 }
 
+/// Bytes in stored JSON records, as lowercase hex.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A member of a group as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRow {
@@ -220,14 +233,17 @@ pub struct GroupRow {
     /// The group id (the server's).
     pub id: Uuid,
     /// The 32-byte master key that encrypts title and description (empty until it arrives).
+    #[serde(with = "hex_bytes")]
     pub master_key: Vec<u8>,
     /// Decrypted title and description (empty while the key is unknown).
     pub title: String,
     /// Description.
     pub description: String,
     /// The server's encrypted title and description, kept to decrypt once the key arrives.
+    #[serde(with = "hex_bytes")]
     pub title_blob: Vec<u8>,
     /// Encrypted description.
+    #[serde(with = "hex_bytes")]
     pub description_blob: Vec<u8>,
     /// Roster, owners first.
     pub members: Vec<MemberRow>,

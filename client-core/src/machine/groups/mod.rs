@@ -28,6 +28,8 @@ pub(super) use send::GroupDist;
 /// Bytes of a group's master key.
 pub const MASTER_KEY_BYTES: usize = 32;
 const NONCE_BYTES: usize = 12;
+/// Named value: the master key and title of a group being created.
+const PENDING_KEY: &str = "group_create_pending";
 const TITLE_LABEL: &[u8] = b"hush-group-title-v1";
 const DESCRIPTION_LABEL: &[u8] = b"hush-group-description-v1";
 
@@ -149,7 +151,7 @@ impl Machine {
     /// owner). Returns the id of the operation; [`Machine::take_completions`] gives
     /// [`GroupOutcome::Created`] once the server has answered, and the new members get this
     /// device's sender key (with the group's key and title) at once.
-    pub fn create_group<R: rand::Rng + rand::CryptoRng>(
+    pub async fn create_group<R: rand::Rng + rand::CryptoRng>(
         &mut self,
         title: &str,
         members: &[ContactRow],
@@ -170,13 +172,33 @@ impl Machine {
             members.iter().map(|c| c.account_id).filter(|a| *a != self.account.account_id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let request = CreateGroupRequest {
-            members: ids,
-            title: hush_wire::api::B64(seal_blob(&master_key, TITLE_LABEL, title.as_bytes(), rng)),
-            ..Default::default()
-        };
+        let title_blob = seal_blob(&master_key, TITLE_LABEL, title.as_bytes(), rng);
+        let request =
+            CreateGroupRequest { members: ids, title: hush_wire::api::B64(title_blob.clone()), ..Default::default() };
+        // Kept before the call: should this device stop before the answer, the roster change
+        // that announces the group still finds its key (see `take_pending_key`).
+        let mut batch = Batch::default();
+        batch.values.insert(PENDING_KEY.to_owned(), Some([master_key.as_slice(), &title_blob].concat()));
+        self.store.commit(batch).await?;
         let purpose = GroupPurpose::Create { master_key, title: title.to_owned() };
         Ok(self.rest_call(RestCall::CreateGroup(request), Purpose::Group(purpose)))
+    }
+
+    /// The key of the group this device asked the server to create last, for a group without
+    /// a key here whose encrypted title is the one that request carried (the random nonce
+    /// makes it unique): the answer was lost, the group was made. Removed once used.
+    async fn take_pending_key(&self, batch: &mut Batch, group: &mut GroupRow) -> Result<bool, MachineError> {
+        if !group.master_key.is_empty() || group.title_blob.is_empty() {
+            return Ok(false);
+        }
+        let Some(v) = self.store.value(PENDING_KEY).await? else { return Ok(false) };
+        if v.len() <= MASTER_KEY_BYTES || v[MASTER_KEY_BYTES..] != group.title_blob[..] {
+            return Ok(false);
+        }
+        group.master_key = v[..MASTER_KEY_BYTES].to_vec();
+        group.decrypt_blobs();
+        batch.values.insert(PENDING_KEY.to_owned(), None);
+        Ok(true)
     }
 
     /// Adds contacts to a group (as members). Returns the operation id.
@@ -370,6 +392,7 @@ impl Machine {
                     g.title = title;
                 }
                 let mut batch = Batch::default();
+                batch.values.insert(PENDING_KEY.to_owned(), None);
                 let others: Vec<Uuid> = info.members.iter().map(|m| m.account_id).collect();
                 self.queue_distribution(&mut batch, g.id, &others, rng);
                 let event = group_event(&g);
@@ -406,9 +429,14 @@ impl Machine {
                 if let Some(mut g) = self.store.group(group).await? {
                     let before = g.clone();
                     g.apply_info(&info);
+                    let mut batch = Batch::default();
+                    if self.take_pending_key(&mut batch, &mut g).await? {
+                        // This device made the group: the members still need its key.
+                        let members: Vec<Uuid> = g.members.iter().map(|m| m.account).collect();
+                        self.queue_distribution(&mut batch, group, &members, rng);
+                    }
                     if g != before {
                         let event = group_event(&g);
-                        let mut batch = Batch::default();
                         batch.groups.insert(group, Some(g));
                         self.store.commit(batch).await?;
                         if event_visible(&before) {
@@ -468,6 +496,27 @@ pub(super) fn group_event(g: &GroupRow) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_group_record_has_a_stable_json_form() {
+        let mut g = GroupRow::placeholder(
+            Uuid::from_bytes([1; 16]),
+            GroupState::Active,
+            Some(Uuid::from_bytes([2; 16])),
+            Uuid::from_bytes([3; 16]),
+        );
+        g.master_key = vec![4; 32];
+        g.title = "friends".into();
+        g.title_blob = vec![5; 4];
+        g.members = vec![MemberRow { account: Uuid::from_bytes([2; 16]), role: GroupRole::Owner }];
+        g.roster_version = 2;
+        g.epoch = 1;
+        g.key_epoch = Some(1);
+        g.distributed.insert((Uuid::from_bytes([2; 16]), 1));
+        insta::assert_json_snapshot!(g);
+        let entry = receive::system_entry_sample();
+        insta::assert_json_snapshot!("system_entry", entry);
+    }
 
     #[test]
     fn blobs_open_with_the_key_and_label_only() {

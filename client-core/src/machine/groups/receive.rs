@@ -32,6 +32,18 @@ struct SystemEntry {
     role: Option<GroupRole>,
 }
 
+/// A sample system entry as stored (for the snapshot of the stored form).
+#[cfg(test)]
+pub(super) fn system_entry_sample() -> serde_json::Value {
+    let entry = SystemEntry {
+        kind: kind_name(roster_change::Kind::RoleChanged).to_owned(),
+        actor: Uuid::from_bytes([1; 16]),
+        accounts: vec![Uuid::from_bytes([2; 16])],
+        role: Some(GroupRole::Admin),
+    };
+    serde_json::to_value(entry).unwrap_or_default()
+}
+
 /// What opening a group message gave.
 enum Opened {
     Text(Sender, Vec<u8>),

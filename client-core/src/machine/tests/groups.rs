@@ -15,7 +15,7 @@ async fn create(relay: &mut Relay, owner: &mut Party, title: &str, members: &[&P
     for m in members {
         rows.push(contact(relay, owner, m).await);
     }
-    let op = owner.machine.create_group(title, &rows, &mut rand::rng()).unwrap();
+    let op = owner.machine.create_group(title, &rows, &mut rand::rng()).await.unwrap();
     relay.settle(&mut [owner]).await;
     completed(owner, op)
 }
@@ -358,4 +358,58 @@ async fn members_added_later_get_the_key_and_roles_change() {
     relay.settle(&mut [&mut dave]).await;
     let outcome = dave.machine.take_completions().into_iter().find(|(id, _)| *id == op);
     assert!(matches!(outcome, Some((_, Err(crate::error::MachineError::Rest(ref f)))) if f.code == "forbidden"));
+}
+
+#[tokio::test]
+async fn a_group_whose_create_answer_was_lost_still_gets_its_key_to_the_members() {
+    let mut relay = Relay::new();
+    let mut alice = relay.register("alice").await;
+    let mut bob = relay.register("bob").await;
+    contact(&relay, &mut bob, &alice).await;
+    relay.connect(&mut alice).await;
+    relay.connect(&mut bob).await;
+    let to_bob = contact(&relay, &mut alice, &bob).await;
+    relay.settle(&mut [&mut alice, &mut bob]).await;
+    relay.lose_rest_answers = 1;
+    let op = alice.machine.create_group("lost", &[to_bob], &mut rand::rng()).await.unwrap();
+    relay.settle(&mut [&mut alice, &mut bob]).await;
+    assert!(alice.machine.take_completions().iter().all(|(id, _)| *id != op), "the answer never came");
+    let group = *relay.groups.keys().next().unwrap();
+    // Alice's device learned the group from the roster change and took the key it had kept.
+    assert_eq!(alice.machine.group_info(group).await.unwrap().unwrap().title, "lost");
+    assert_eq!(bob.machine.group_info(group).await.unwrap().unwrap().title, "lost");
+    say(&relay, &mut alice, group, "found").await;
+    relay.settle(&mut [&mut alice, &mut bob]).await;
+    assert_eq!(texts(&bob, group).await, vec!["found".to_owned()]);
+}
+
+#[tokio::test]
+async fn reading_a_group_sends_read_receipts_to_each_author() {
+    let mut relay = Relay::new();
+    let mut alice = relay.register("alice").await;
+    let mut bob = relay.register("bob").await;
+    let mut carol = relay.register("carol").await;
+    contact(&relay, &mut bob, &alice).await;
+    contact(&relay, &mut carol, &alice).await;
+    for p in [&mut alice, &mut bob, &mut carol] {
+        relay.connect(p).await;
+    }
+    let group = create(&mut relay, &mut alice, "g", &[&bob, &carol]).await;
+    relay.settle(&mut [&mut alice, &mut bob, &mut carol]).await;
+    say(&relay, &mut alice, group, "from alice").await;
+    relay.settle(&mut [&mut alice, &mut bob, &mut carol]).await;
+    say(&relay, &mut bob, group, "from bob").await;
+    relay.settle(&mut [&mut alice, &mut bob, &mut carol]).await;
+    carol.machine.mark_group_read(group, relay.now, &mut rand::rng()).await.unwrap();
+    relay.settle(&mut [&mut alice, &mut bob, &mut carol]).await;
+    let read = |p: &Party| {
+        p.events
+            .iter()
+            .any(|e| matches!(e, Event::Receipt(r) if r.kind == crate::types::ReceiptKind::Read && r.from == "carol"))
+    };
+    assert!(read(&alice) && read(&bob), "each author is told");
+    let history = carol.machine.group_history(group, 10).await.unwrap();
+    assert!(
+        history.iter().filter(|m| m.kind == MessageKind::Text).all(|m| m.status == crate::types::MessageStatus::Read)
+    );
 }

@@ -75,6 +75,8 @@ pub struct Relay {
     held_distributions: Vec<Envelope>,
     /// Every group message ciphertext the relay accepted, in order.
     pub group_ciphertexts: Vec<(Uuid, u64, Vec<u8>)>,
+    /// Carry out this many of the next REST calls but lose their answers.
+    pub lose_rest_answers: u32,
 }
 
 impl Relay {
@@ -95,6 +97,7 @@ impl Relay {
             hold_distributions_to: None,
             held_distributions: Vec::new(),
             group_ciphertexts: Vec::new(),
+            lose_rest_answers: 0,
         }
     }
 
@@ -273,6 +276,10 @@ impl Relay {
                 }
                 OutgoingRequest::Rest { id, call } => {
                     let answer = self.rest(account, device, call);
+                    if self.lose_rest_answers > 0 {
+                        self.lose_rest_answers -= 1;
+                        continue;
+                    }
                     parties[i].machine.rest_response(id, answer, now, &mut rng).await.unwrap_or_else(|e| panic!("{e}"));
                 }
             }
