@@ -617,9 +617,13 @@ impl Machine {
                 break;
             }
             if let ConversationId::Group(g) = row.conversation
-                && self.store.group(g).await?.is_some_and(|g| g.state == crate::types::GroupState::Invited)
+                && self
+                    .store
+                    .group(g)
+                    .await?
+                    .is_some_and(|g| g.state == crate::types::GroupState::Invited || g.declined)
             {
-                continue; // hidden until the invite is accepted
+                continue; // hidden until the invite is accepted (and for good once declined)
             }
             out.push(self.record(row, None).await?);
         }

@@ -293,6 +293,7 @@ macro_rules! store_conformance_tests {
                     epoch: 1,
                     state: GroupState::Active,
                     added_by: Some(uuid(1)),
+                    declined: false,
                     distribution_id: uuid(40 + n),
                     key_epoch: Some(1),
                     distributed: [(uuid(2), 1), (uuid(2), 2)].into_iter().collect(),

@@ -257,6 +257,9 @@ pub struct GroupRow {
     pub state: GroupState,
     /// Who added this account (for an invite).
     pub added_by: Option<Uuid>,
+    /// The invite was declined: what arrived meanwhile stays hidden.
+    #[serde(default)]
+    pub declined: bool,
     /// This device's distribution id in the group.
     pub distribution_id: Uuid,
     /// The epoch this device's current sender key was made under (`None`: no key yet).

@@ -104,6 +104,7 @@ impl GroupRow {
             epoch: 0,
             state,
             added_by,
+            declined: false,
             distribution_id,
             key_epoch: None,
             distributed: Default::default(),
@@ -279,7 +280,13 @@ impl Machine {
     /// Declines an invite: leaves the group. Returns the operation id.
     pub async fn decline_invite(&mut self, group: Uuid) -> Result<u64, MachineError> {
         match self.store.group(group).await? {
-            Some(g) if g.state == GroupState::Invited => self.leave_group(group).await,
+            Some(mut g) if g.state == GroupState::Invited => {
+                g.declined = true;
+                let mut batch = Batch::default();
+                batch.groups.insert(group, Some(g));
+                self.store.commit(batch).await?;
+                self.leave_group(group).await
+            }
             Some(_) => Err(MachineError::Invalid("there is no invite to this group".into())),
             None => Err(MachineError::UnknownGroup(ConversationId::group_name(group))),
         }

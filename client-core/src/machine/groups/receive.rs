@@ -150,6 +150,7 @@ impl Machine {
             // Added again after leaving: a new membership, a new sender key.
             group.state = join_state;
             group.added_by = Some(actor);
+            group.declined = false;
             group.key_epoch = None;
             group.distributed.clear();
             fetch = true;
@@ -401,7 +402,7 @@ impl Machine {
         let Ok(entry) = serde_json::from_str::<SystemEntry>(body) else { return Ok(body.to_owned()) };
         let actor = self.username_of(entry.actor).await?;
         let mut names = Vec::new();
-        for a in &entry.accounts {
+        for a in entry.accounts.iter().filter(|a| entry.kind != "created" || **a != entry.actor) {
             names.push(self.username_of(*a).await?);
         }
         let names = names.join(", ");

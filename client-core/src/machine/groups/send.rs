@@ -16,7 +16,7 @@ use super::super::send::Seal;
 use super::super::{MAX_DEVICE_FIXES, Machine, OutgoingRequest, Purpose, RestCall};
 use crate::content::{self, Content, DataMessage, GroupDistribution, content::Body};
 use crate::error::MachineError;
-use crate::store::{Batch, GroupRow, MessageRow, NewOutbox, OutboxKind, OutboxRow};
+use crate::store::{Batch, GroupRow, MessageRow, NewOutbox, OutboxKind, OutboxRow, SentLogRow};
 use crate::types::{ConversationId, Event, GroupState, MessageDirection, MessageId, MessageKind, MessageStatus};
 
 /// The distribution the outbox head (`seq`) waits for: per account, the devices to reach
@@ -274,6 +274,10 @@ impl Machine {
         let seal = Seal { cert: &cert.cert, now };
         let mut recipients = Vec::new();
         let mut reached = Vec::new();
+        // Kept in the resend log like a text: a device that cannot decrypt its copy asks for
+        // it again, and the messages it holds for this key then open.
+        let mut sent_log = Vec::new();
+        let unpadded = content.encode_to_vec();
         for (account, devices) in &dist.targets {
             let name = hush_keys::aci_string(*account);
             let have = self.signal.session_devices(&name).await?;
@@ -286,6 +290,14 @@ impl Machine {
             for device in list.into_iter().filter(|d| (*account, *d) != (me, own_device)) {
                 match self.encrypt_for((&name, device), &plain, &seal, rng).await {
                     Ok(sealed) => {
+                        sent_log.push(SentLogRow {
+                            address: (name.clone(), device),
+                            timestamp: sealed.tag,
+                            peer: *account,
+                            message_id: head.message_id,
+                            content: unpadded.clone(),
+                            sent_at: now,
+                        });
                         messages.push(sealed.message);
                         reached.push((*account, device));
                     }
@@ -309,7 +321,8 @@ impl Machine {
             }
         }
         // The new chain (if any) and the ratchet steps are committed before anything leaves.
-        let (batch, _) = self.signal.take();
+        let (mut batch, _) = self.signal.take();
+        batch.sent_log = sent_log;
         self.store.commit(batch).await?;
         if recipients.is_empty() {
             self.group_dist = None;

@@ -309,6 +309,8 @@ async fn an_invite_from_a_stranger_waits_for_accept_and_decline_leaves() {
     assert!(!relay.groups[&group].members.contains_key(&carol.account));
     assert_eq!(carol.machine.group_info(group).await.unwrap().unwrap().state, GroupState::Left);
     assert!(carol.machine.invites().await.unwrap().is_empty());
+    assert_eq!(resumed(&carol, group).await, 0, "a declined invite's messages stay hidden");
+    assert_eq!(resumed(&bob, group).await, 2, "an accepted one's are there");
     let last = alice.machine.group_history(group, 100).await.unwrap().pop().unwrap();
     assert_eq!((last.kind, last.body.as_str()), (MessageKind::System, "carol left"));
 }
@@ -412,4 +414,11 @@ async fn reading_a_group_sends_read_receipts_to_each_author() {
     assert!(
         history.iter().filter(|m| m.kind == MessageKind::Text).all(|m| m.status == crate::types::MessageStatus::Read)
     );
+}
+
+/// Group texts `messages_after` gives (what an app resuming from its cursor sees).
+async fn resumed(p: &Party, group: Uuid) -> usize {
+    let name = ConversationId::group_name(group);
+    let all = p.machine.messages_after(0, 100).await.unwrap();
+    all.into_iter().filter(|m| m.conversation == name && m.kind == MessageKind::Text).count()
 }
