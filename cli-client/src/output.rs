@@ -117,6 +117,7 @@ pub fn group_text(g: &GroupInfo, members: bool) -> String {
         GroupState::Active => String::new(),
         GroupState::Invited => " [invite: `hush group accept` or `decline`]".to_owned(),
         GroupState::Left => " [left]".to_owned(),
+        _ => String::new(),
     };
     let title = if g.title.is_empty() { "(title not received yet)" } else { g.title.as_str() };
     let mut out = format!("{}  {title}  ({} members){state}", g.group, g.members.len());
@@ -161,6 +162,7 @@ pub fn connection_name(c: &ConnectionState) -> &'static str {
         ConnectionState::Connected => "connected",
         ConnectionState::Disconnected(_) => "disconnected",
         ConnectionState::Stopped(_) => "stopped",
+        _ => "unknown",
     }
 }
 

@@ -23,6 +23,7 @@ impl StoreError {
 
 /// The protocol state machine failed to process an input.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MachineError {
     /// The local store failed.
     #[error(transparent)]
@@ -82,6 +83,7 @@ fn pid_note(pid: &Option<u32>) -> String {
 
 /// What the public API reports.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The local store failed.
     #[error(transparent)]

@@ -143,6 +143,7 @@ impl<'de> Deserialize<'de> for ConversationId {
 /// What a stored message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum MessageKind {
     /// Written by a person (or a bot).
     #[default]
@@ -248,6 +249,7 @@ pub struct Receipt {
 /// State of the connection to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+#[non_exhaustive]
 pub enum ConnectionState {
     /// Not connected and not trying.
     Offline,
@@ -383,6 +385,7 @@ pub enum Event {
 /// This account's standing in a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum GroupState {
     /// A member; the group is shown.
     Active,

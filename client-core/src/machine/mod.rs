@@ -38,6 +38,7 @@ use crate::types::{Contact, ConversationId, Event, MessageKind, MessageRecord};
 
 /// A request for the driver to carry out.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum OutgoingRequest {
     /// Send this frame on the WebSocket; the answer goes to [`Machine::handle_send_response`].
     Send(SendRequest),
@@ -60,6 +61,7 @@ pub enum OutgoingRequest {
 
 /// A REST call the machine needs.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum RestCall {
     /// `GET /v1/accounts/{id}`.
     LookupAccount(Uuid),
@@ -116,6 +118,7 @@ pub enum RestCall {
 
 /// A successful REST answer.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum RestAnswer {
     /// To [`RestCall::LookupAccount`].
     Account(AccountInfo),

@@ -72,6 +72,7 @@ pub(super) fn random_uuid(rng: &mut impl rand::Rng) -> Uuid {
 
 /// What a finished group operation gives the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GroupOutcome {
     /// A group was created with this id.
     Created(Uuid),
