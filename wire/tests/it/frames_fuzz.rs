@@ -112,7 +112,13 @@ fn mutated_client_frames_decode_or_fail_cleanly_and_decoded_ones_re_encode() {
 #[test]
 fn mutated_server_frames_decode_or_fail_cleanly_and_decoded_ones_re_encode() {
     let envelope = (any::<u64>(), any::<u64>(), kind(), bytes_up_to(64)).prop_map(|(seq, ts, kind, content)| {
-        server_frame::Frame::Envelope(hush_wire::frames::Envelope { seq, server_timestamp: ts, kind, content, ..Default::default() })
+        server_frame::Frame::Envelope(hush_wire::frames::Envelope {
+            seq,
+            server_timestamp: ts,
+            kind,
+            content,
+            ..Default::default()
+        })
     });
     let strategy = envelope.prop_flat_map(|frame| mutated(ServerFrame::from(frame).to_bytes()));
     TestRunner::new(fuzz_config())
