@@ -388,7 +388,12 @@ impl Machine {
             match self.open_sender_key(gid, &held.content, Some((dist, sender))).await? {
                 Opened::Text(from, plain) => {
                     batch.held_remove.push((gid, held.group_seq));
-                    self.store_group_text(batch, gid, held.group_seq, &from, &plain, now, rng).await?;
+                    match self.store_group_text(batch, gid, held.group_seq, &from, &plain, now, rng).await {
+                        Err(MachineError::Store(e)) => return Err(MachineError::Store(e)),
+                        // A malformed held message must not cost the distribution that opened it.
+                        Err(e) => tracing::debug!(error = %e, "held group message dropped"),
+                        Ok(()) => {}
+                    }
                 }
                 Opened::Drop => batch.held_remove.push((gid, held.group_seq)),
                 Opened::Hold => {}

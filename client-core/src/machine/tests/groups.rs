@@ -422,3 +422,31 @@ async fn resumed(p: &Party, group: Uuid) -> usize {
     let all = p.machine.messages_after(0, 100).await.unwrap();
     all.into_iter().filter(|m| m.conversation == name && m.kind == MessageKind::Text).count()
 }
+
+#[tokio::test]
+async fn redelivered_group_envelopes_after_lost_acks_and_a_crash_show_nothing_twice() {
+    let mut relay = Relay::new();
+    let mut alice = relay.register("alice").await;
+    let mut bob = relay.register("bob").await;
+    contact(&relay, &mut bob, &alice).await;
+    relay.connect(&mut alice).await;
+    bob.acks_reach_server = false;
+    relay.connect(&mut bob).await;
+    let group = create(&mut relay, &mut alice, "g", &[&bob]).await;
+    for i in 0..5 {
+        say(&relay, &mut alice, group, &format!("m{i}")).await;
+    }
+    relay.settle(&mut [&mut alice, &mut bob]).await;
+    assert_eq!(group_events(&bob, group).len(), 5);
+    assert!(relay.mailbox_len(bob.account, 1) > 5, "nothing was acked");
+
+    let mut bob2 = Relay::party(bob.store.clone(), bob.account, 1).await;
+    relay.connect(&mut bob2).await;
+    relay.settle(&mut [&mut alice, &mut bob2]).await;
+    assert!(group_events(&bob2, group).is_empty(), "{:?}", bob2.events);
+    assert_eq!(relay.mailbox_len(bob.account, 1), 0);
+    let expected: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts(&bob2, group).await, expected);
+    let system = bob2.machine.group_history(group, 100).await.unwrap();
+    assert_eq!(system.iter().filter(|m| m.kind == MessageKind::System).count(), 1, "the roster change once");
+}
