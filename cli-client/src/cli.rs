@@ -124,7 +124,7 @@ pub enum Command {
         action: GroupAction,
         /// How long to wait for the server (and for this device's key to reach new members).
         #[command(flatten)]
-        timeout: TimeoutArg,
+        timeout: GroupTimeout,
     },
     /// Serve JSON-RPC 2.0 (one JSON object per line) on stdio, or on a Unix socket.
     ///
@@ -227,6 +227,14 @@ pub enum OutboxAction {
 pub struct TimeoutArg {
     /// Seconds to wait before giving up (exit code 3).
     #[arg(long = "timeout", value_name = "SECONDS", default_value = "30", value_parser = parse_secs)]
+    pub value: Duration,
+}
+
+/// `--timeout SECONDS` (default 30) anywhere after `hush group`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct GroupTimeout {
+    /// Seconds to wait for the server before giving up (exit code 3).
+    #[arg(long = "timeout", value_name = "SECONDS", default_value = "30", value_parser = parse_secs, global = true)]
     pub value: Duration,
 }
 
