@@ -84,7 +84,7 @@ pub enum GroupOutcome {
 #[derive(Debug, Clone)]
 pub(crate) enum GroupPurpose {
     Create { master_key: Vec<u8>, title: String },
-    Change { group: Uuid, added: Vec<Uuid>, title: Option<String> },
+    Change { group: Uuid, added: Vec<Uuid>, removed: Option<Uuid>, title: Option<String> },
     Leave(Uuid),
     Fetch(Uuid),
 }
@@ -211,7 +211,7 @@ impl Machine {
             return Err(MachineError::Invalid("everyone named is a member already".into()));
         }
         let call = RestCall::AddMembers { group, request: AddMembersRequest { members: added.clone() } };
-        Ok(self.rest_call(call, Purpose::Group(GroupPurpose::Change { group, added, title: None })))
+        Ok(self.rest_call(call, Purpose::Group(GroupPurpose::Change { group, added, removed: None, title: None })))
     }
 
     /// Removes a member. Returns the operation id. Every remaining member makes a new sender
@@ -222,7 +222,10 @@ impl Machine {
             return self.leave_group(group).await;
         }
         let call = RestCall::RemoveMember { group, account };
-        Ok(self.rest_call(call, Purpose::Group(GroupPurpose::Change { group, added: vec![], title: None })))
+        Ok(self.rest_call(
+            call,
+            Purpose::Group(GroupPurpose::Change { group, added: vec![], removed: Some(account), title: None }),
+        ))
     }
 
     /// Leaves a group (an invite too: that is declining it). Returns the operation id.
@@ -241,7 +244,8 @@ impl Machine {
     pub async fn set_role(&mut self, group: Uuid, account: Uuid, role: GroupRole) -> Result<u64, MachineError> {
         self.active_group(group).await?;
         let call = RestCall::SetRole { group, account, request: SetRoleRequest { role } };
-        Ok(self.rest_call(call, Purpose::Group(GroupPurpose::Change { group, added: vec![], title: None })))
+        Ok(self
+            .rest_call(call, Purpose::Group(GroupPurpose::Change { group, added: vec![], removed: None, title: None })))
     }
 
     /// Changes the group's title (admins and owners). Returns the operation id.
@@ -257,7 +261,7 @@ impl Machine {
         }
         let blob = seal_blob(&g.master_key, TITLE_LABEL, title.as_bytes(), rng);
         let request = UpdateGroupRequest { title: Some(hush_wire::api::B64(blob)), ..Default::default() };
-        let purpose = GroupPurpose::Change { group, added: vec![], title: Some(title.to_owned()) };
+        let purpose = GroupPurpose::Change { group, added: vec![], removed: None, title: Some(title.to_owned()) };
         Ok(self.rest_call(RestCall::UpdateGroup { group, request }, Purpose::Group(purpose)))
     }
 
@@ -409,13 +413,19 @@ impl Machine {
                 self.events.push_back(event);
                 Ok(GroupOutcome::Created(info.group_id))
             }
-            (GroupPurpose::Change { group, added, title }, Ok(RestAnswer::RosterChange(r))) => {
+            (GroupPurpose::Change { group, added, removed, title }, Ok(RestAnswer::RosterChange(r))) => {
                 if let Some(mut g) = self.store.group(group).await? {
                     g.epoch = g.epoch.max(r.epoch);
                     for a in &added {
                         if g.role_of(*a).is_none() {
                             g.members.push(MemberRow { account: *a, role: GroupRole::Member });
                         }
+                    }
+                    // The next message's key must not reach the removed member, even before the
+                    // roster change arrives.
+                    if let Some(r) = removed {
+                        g.members.retain(|m| m.account != r);
+                        g.distributed.retain(|(a, _)| *a != r);
                     }
                     if let Some(t) = title {
                         g.title = t;
