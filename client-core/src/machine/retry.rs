@@ -46,7 +46,7 @@ use uuid::Uuid;
 use super::{Machine, OutgoingRequest};
 use crate::error::MachineError;
 use crate::store::{Address, Batch, NewOutbox, OutboxKind, OutboxRow};
-use crate::types::{Event, MessageId};
+use crate::types::{ConversationId, Event, MessageId};
 
 /// The window of the retry rate limits, ms.
 pub const RETRY_WINDOW_MS: u64 = 60_000;
@@ -182,7 +182,7 @@ impl Machine {
             self.retries.stats.requests_sent += 1;
             batch.outbox_add.push(NewOutbox {
                 message_id: MessageId::random(rng),
-                peer: sealer.account,
+                conversation: ConversationId::Direct(sealer.account),
                 kind: OutboxKind::RetryRequest,
                 content: request.serialized().to_vec(),
             });
@@ -228,7 +228,7 @@ impl Machine {
             batch.sent_log_remove.push((address, timestamp));
             batch.outbox_add.push(NewOutbox {
                 message_id: logged.message_id,
-                peer: logged.peer,
+                conversation: ConversationId::Direct(logged.peer),
                 kind: OutboxKind::Resend,
                 content: logged.content,
             });
@@ -247,8 +247,9 @@ impl Machine {
         rng: &mut R,
     ) -> Result<(), MachineError> {
         let own = self.account.account_id;
-        let mut accounts = vec![head.peer];
-        if head.peer != own {
+        let Some(peer) = head.conversation.peer() else { return Ok(()) };
+        let mut accounts = vec![peer];
+        if peer != own {
             // The server wants a copy for every other own device too; they ignore it (it names
             // a device of the peer).
             accounts.push(own);

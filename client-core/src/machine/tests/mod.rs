@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod groups;
 mod outbox;
 mod relay;
 mod retry;
