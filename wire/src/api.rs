@@ -364,17 +364,18 @@ pub struct CreateGroupRequest {
     /// server's member limit in all.
     #[serde(default)]
     pub members: Vec<Uuid>,
-    /// Encrypted title (at most 1 KiB).
+    /// Encrypted title (at most 1 KiB; the document's `maxLength` in base64 characters is what
+    /// always fits, see [`base64_chars_that_fit`]).
     #[serde(default)]
-    #[schema(value_type = String, format = Byte)]
+    #[schema(value_type = String, format = Byte, max_length = 1364)]
     pub title: B64,
     /// Encrypted description (at most 8 KiB).
     #[serde(default)]
-    #[schema(value_type = String, format = Byte)]
+    #[schema(value_type = String, format = Byte, max_length = 10920)]
     pub description: B64,
     /// Encrypted avatar (at most 64 KiB).
     #[serde(default)]
-    #[schema(value_type = String, format = Byte)]
+    #[schema(value_type = String, format = Byte, max_length = 87380)]
     pub avatar: B64,
     /// Whether members (not only admins) may add others.
     #[serde(default)]
@@ -391,20 +392,28 @@ pub struct CreateGroupRequest {
 pub struct UpdateGroupRequest {
     /// New encrypted title.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
-    #[schema(value_type = String, format = Byte)]
+    #[schema(value_type = String, format = Byte, max_length = 1364)]
     pub title: Option<B64>,
     /// New encrypted description.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
-    #[schema(value_type = String, format = Byte)]
+    #[schema(value_type = String, format = Byte, max_length = 10920)]
     pub description: Option<B64>,
     /// New encrypted avatar.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
-    #[schema(value_type = String, format = Byte)]
+    #[schema(value_type = String, format = Byte, max_length = 87380)]
     pub avatar: Option<B64>,
     /// New setting.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     #[schema(value_type = bool)]
     pub members_can_add: Option<bool>,
+}
+
+/// The `maxLength` the document gives a base64 field of at most `max_bytes` bytes: the longest
+/// base64 text that always decodes to no more (whole 3-byte groups). A text 1 to 4 characters
+/// longer may still fit (padding), so the server checks the decoded bytes; the document errs
+/// on the safe side, as a schema-valid body must be accepted.
+pub const fn base64_chars_that_fit(max_bytes: usize) -> usize {
+    max_bytes / 3 * 4
 }
 
 /// An optional field that may be left out but is never `null` (with `#[serde(default)]`).
