@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hush_e2e::{RestClient, TestAccount, TestServer};
 
-/// Longest the schemathesis run may take (debug build, 2 cores: it takes about 30 s).
+/// Longest the schemathesis run may take (debug build, 2 cores: it takes under a minute).
 const RUN_DEADLINE: Duration = Duration::from_secs(600);
 /// Where `.ci/run` installs the pinned schemathesis.
 const VENV: &str = ".venvs/hush-schemathesis";
