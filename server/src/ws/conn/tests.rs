@@ -453,3 +453,25 @@ async fn group_frames_go_to_their_modules_and_group_envelopes_carry_their_positi
     assert_eq!((r.request_id, err.code(), err.current_epoch), (9, SendErrorCode::MissingDistributions, 1));
     assert_eq!(err.mismatches[0].missing, [1]);
 }
+
+/// The client gives up on a login whose device lookup is slow and opens a new socket; if
+/// the abandoned socket's login completes after the new one's, the abandoned one is the
+/// stale connection: it is closed with `connected_elsewhere`, and the newer one stays
+/// (a client that gets `4003` on its live socket stops reconnecting).
+#[tokio::test]
+async fn a_late_login_of_an_abandoned_socket_does_not_replace_the_newer_connection() {
+    let s = scene(|c| c.ping_interval = Duration::from_secs(3600)).await;
+    let (mut abandoned, abandoned_task) = s.connect();
+    let server_frame::Frame::Challenge(c) = abandoned.frame().await else { panic!("no challenge") };
+    let (mut newer, newer_task) = s.online().await;
+    // The abandoned socket's login completes only now.
+    s.answer(&abandoned, &c.nonce);
+    let (code, reason) = abandoned.close(Duration::from_secs(5)).await;
+    assert_eq!((code, reason.as_str()), (close::REPLACED, close::REASON_REPLACED));
+    ended(abandoned_task, Duration::from_secs(5)).await;
+    assert!(!newer_task.is_finished(), "the newer connection was closed");
+    assert!(s.state.hub.is_connected(s.key));
+    s.fill_mailbox(1, 10).await;
+    let pushed = tokio::time::timeout(Duration::from_secs(5), newer.frame()).await;
+    assert!(matches!(pushed, Ok(server_frame::Frame::Envelope(_))), "the newer connection gets pushes: {pushed:?}");
+}
