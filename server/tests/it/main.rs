@@ -3,4 +3,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod fuzz;
+mod registration;
 mod store;
