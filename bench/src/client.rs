@@ -236,12 +236,20 @@ impl Payloads {
 
     /// A send request for one message to one device.
     pub fn send(&self, request_id: u64, to: &BenchDevice, sender: u32, number: u32) -> Message {
-        self.send_marked(request_id, to, sender, number, false)
+        self.request(request_id, to, (sender, number), false, Bytes::new())
     }
 
-    /// Like [`Payloads::send`], marked as sent again after a lost answer (`resent`), so the
-    /// receiver can tell a duplicate of a resend from any other duplicate.
+    /// Like [`Payloads::send`], with an idempotency key that is the same for every attempt of
+    /// one message (its sender and number), as a client's outbox message id is, and marked as
+    /// sent again after a lost answer (`resent`), so the receiver can tell a duplicate of a
+    /// resend from any other duplicate.
     pub fn send_marked(&self, request_id: u64, to: &BenchDevice, sender: u32, number: u32, resent: bool) -> Message {
+        let key = Bytes::from(format!("bench-{}-{number}", sender & !RESENT));
+        self.request(request_id, to, (sender, number), resent, key)
+    }
+
+    fn request(&self, request_id: u64, to: &BenchDevice, message: (u32, u32), resent: bool, key: Bytes) -> Message {
+        let (sender, number) = message;
         let mut content = BytesMut::from(&self.filler[..]);
         let sender = if resent { sender | RESENT } else { sender & !RESENT };
         content[..4].copy_from_slice(&sender.to_be_bytes());
@@ -259,7 +267,7 @@ impl Payloads {
                 }],
             }],
             online_only: false,
-            idempotency_key: Bytes::new(),
+            idempotency_key: key,
         };
         binary(client_frame::Frame::Send(req))
     }

@@ -7,8 +7,10 @@
 //! receiver tells copies apart: the same envelope seq again is a *redelivery* (normal
 //! at-least-once after a lost ack, dropped by clients by seq); the same message under a new
 //! seq whose copy was marked as a resend is a *duplicate of a resent send* (the server stored
-//! the first attempt and the resend; an idempotency key on sends would remove these); any
-//! other duplicate is counted apart as `dup_other`.
+//! the first attempt and the resend); any other duplicate is counted apart as `dup_other`.
+//! Every attempt of one message carries the same idempotency key (as a client's outbox id),
+//! so the server answers a resend of a stored message with the first result and stores
+//! nothing: both duplicate counts must be 0, like `lost`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -144,7 +146,8 @@ pub async fn crash(target: &mut Target, o: &CrashOptions) -> anyhow::Result<(Str
         counters.refused.load(Ordering::Relaxed),
         counters.reconnects.load(Ordering::Relaxed),
     );
-    Ok((line, lost == 0 && acked_total == sent && sum(|e| e.dup_other) == 0))
+    let duplicates = sum(|e| e.dup_resent) + sum(|e| e.dup_other);
+    Ok((line, lost == 0 && acked_total == sent && duplicates == 0))
 }
 
 /// One sender's work.
@@ -158,7 +161,8 @@ struct SendJob {
 }
 
 /// Sends every message until each is acked, reconnecting after a crash and resending what
-/// was in flight (marked as resent: the server may have stored the first attempt).
+/// was in flight (with the same idempotency key, marked as resent: the server may have
+/// stored the first attempt).
 async fn send(
     job: SendJob,
     payloads: Arc<Payloads>,

@@ -4,4 +4,5 @@
 
 mod fuzz;
 mod openapi;
+mod registration;
 mod store;

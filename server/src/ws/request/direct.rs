@@ -34,11 +34,8 @@ pub fn parse(req: SendRequest) -> Result<Parsed, SendError> {
     Ok(Parsed { recipients, online_only: req.online_only, idempotency_key })
 }
 
-/// Applies a stored send: rate, then the writer; answered once committed.
+/// Applies a stored send: rate (a resend of a stored key is free), then the writer; answered once committed.
 pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
-    if let Err(e) = ctx.check_rate() {
-        return refuse(e);
-    }
     let (server_ts, expires_at) = ctx.times();
     let item = SendItem {
         sender: ctx.device,
@@ -47,7 +44,7 @@ pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
         expires_at,
         idempotency_key: parsed.idempotency_key,
     };
-    ctx.commit(Write::Direct(item)).await
+    ctx.commit_within_rate(Write::Direct(item)).await
 }
 
 /// Parses and applies a `SendRequest` (stored or online-only).

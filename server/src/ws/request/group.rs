@@ -29,11 +29,9 @@ pub fn parse(req: GroupSendRequest) -> Result<Parsed, SendError> {
     Ok(Parsed { group, epoch: req.epoch, content: req.content, idempotency_key })
 }
 
-/// Applies a group send: rate, then the writer; answered (with the group seq) once committed.
+/// Applies a group send: rate (a resend of a stored key is free), then the writer; answered (with the group
+/// seq) once committed.
 pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
-    if let Err(e) = ctx.check_rate() {
-        return refuse(e);
-    }
     let (server_ts, expires_at) = ctx.times();
     let item = GroupSendItem {
         sender: ctx.device,
@@ -44,7 +42,7 @@ pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
         expires_at,
         idempotency_key: parsed.idempotency_key,
     };
-    ctx.commit(Write::Group(item)).await
+    ctx.commit_within_rate(Write::Group(item)).await
 }
 
 /// Parses and applies a `GroupSendRequest`.
