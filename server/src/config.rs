@@ -56,6 +56,16 @@ pub struct Args {
     /// Most WebSocket connections still authenticating from one source address [default: 32].
     #[arg(long, env = "HUSHD_MAX_HANDSHAKES_PER_ADDRESS")]
     pub max_handshakes_per_address: Option<usize>,
+    /// Most connections whose answer the server is checking at once (device lookup, signature,
+    /// `AuthOk`); in a reconnect storm the others wait their turn, parked, so connected
+    /// devices keep their latency [default: 64].
+    #[arg(long, env = "HUSHD_MAX_AUTHENTICATING")]
+    pub max_authenticating: Option<usize>,
+    /// Length of the listening socket's queue of connections not yet accepted (the kernel caps it
+    /// at net.core.somaxconn); a full queue drops new connections' SYNs, which clients resend
+    /// only after a second [default: 4096].
+    #[arg(long, env = "HUSHD_LISTEN_BACKLOG")]
+    pub listen_backlog: Option<u32>,
     /// Seconds one write to a WebSocket may take; a client that stops reading is closed with 4007 [default: 10].
     #[arg(long, env = "HUSHD_WRITE_TIMEOUT_SECS")]
     pub write_timeout_secs: Option<u64>,
@@ -116,6 +126,8 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_handshakes: Option<usize>,
     max_handshakes_per_address: Option<usize>,
+    max_authenticating: Option<usize>,
+    listen_backlog: Option<u32>,
     write_timeout_secs: Option<u64>,
     shutdown_timeout_secs: Option<u64>,
     redis: Option<String>,
@@ -183,6 +195,8 @@ pub struct Limits {
     pub max_handshakes: usize,
     /// Connections still authenticating from one source address.
     pub max_handshakes_per_address: usize,
+    /// Connections whose answer the server checks at once.
+    pub max_authenticating: usize,
     /// Bytes of envelopes the hub queues for one connection before it re-reads its mailbox instead.
     pub queue_bytes: usize,
 }
@@ -234,6 +248,8 @@ pub struct AbuseLimits {
 pub struct Config {
     /// Listen address.
     pub listen: SocketAddr,
+    /// Queue length of the listening socket.
+    pub listen_backlog: u32,
     /// Data directory (database, certificate keys).
     pub data_dir: PathBuf,
     /// Database URL.
@@ -308,6 +324,7 @@ impl Config {
         Ok(Config {
             abuse,
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878))),
+            listen_backlog: args.listen_backlog.or(file.listen_backlog).unwrap_or(4096).max(1),
             data_dir,
             db,
             retention: Duration::from_secs(u64::from(retention_days) * 86_400),
@@ -335,6 +352,7 @@ impl Config {
                     .or(file.max_handshakes_per_address)
                     .unwrap_or(32)
                     .max(1),
+                max_authenticating: args.max_authenticating.or(file.max_authenticating).unwrap_or(64).max(1),
                 queue_bytes: QUEUE_BYTES,
             },
             redis: args.redis.or(file.redis),
