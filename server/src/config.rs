@@ -56,14 +56,9 @@ pub struct Args {
     /// Most WebSocket connections still authenticating from one source address [default: 32].
     #[arg(long, env = "HUSHD_MAX_HANDSHAKES_PER_ADDRESS")]
     pub max_handshakes_per_address: Option<usize>,
-    /// Most connections whose answer the server is checking at once (device lookup, signature,
-    /// `AuthOk`); in a reconnect storm the others wait their turn, parked, so connected
-    /// devices keep their latency [default: 64].
-    #[arg(long, env = "HUSHD_MAX_AUTHENTICATING")]
-    pub max_authenticating: Option<usize>,
     /// Length of the listening socket's queue of connections not yet accepted (the kernel caps it
     /// at net.core.somaxconn); a full queue drops new connections' SYNs, which clients resend
-    /// only after a second [default: 4096].
+    /// only after a second [default: 1024].
     #[arg(long, env = "HUSHD_LISTEN_BACKLOG")]
     pub listen_backlog: Option<u32>,
     /// Seconds one write to a WebSocket may take; a client that stops reading is closed with 4007 [default: 10].
@@ -126,7 +121,6 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_handshakes: Option<usize>,
     max_handshakes_per_address: Option<usize>,
-    max_authenticating: Option<usize>,
     listen_backlog: Option<u32>,
     write_timeout_secs: Option<u64>,
     shutdown_timeout_secs: Option<u64>,
@@ -195,8 +189,6 @@ pub struct Limits {
     pub max_handshakes: usize,
     /// Connections still authenticating from one source address.
     pub max_handshakes_per_address: usize,
-    /// Connections whose answer the server checks at once.
-    pub max_authenticating: usize,
     /// Bytes of envelopes the hub queues for one connection before it re-reads its mailbox instead.
     pub queue_bytes: usize,
 }
@@ -324,7 +316,7 @@ impl Config {
         Ok(Config {
             abuse,
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878))),
-            listen_backlog: args.listen_backlog.or(file.listen_backlog).unwrap_or(4096).max(1),
+            listen_backlog: args.listen_backlog.or(file.listen_backlog).unwrap_or(1024).max(1),
             data_dir,
             db,
             retention: Duration::from_secs(u64::from(retention_days) * 86_400),
@@ -352,7 +344,6 @@ impl Config {
                     .or(file.max_handshakes_per_address)
                     .unwrap_or(32)
                     .max(1),
-                max_authenticating: args.max_authenticating.or(file.max_authenticating).unwrap_or(64).max(1),
                 queue_bytes: QUEUE_BYTES,
             },
             redis: args.redis.or(file.redis),
@@ -440,6 +431,13 @@ mod tests {
         assert!(bundles.burst + bundles.per_hour >= 6_000, "{bundles:?}");
         // One requester takes at most a few dozen of one target device's one-time keys an hour.
         assert!(one_time.burst + one_time.per_hour <= 36, "{one_time:?}");
+    }
+
+    #[test]
+    fn the_listen_backlog_defaults_to_1024_and_can_be_set() {
+        assert_eq!(Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}")).listen_backlog, 1024);
+        let args = Args { listen_backlog: Some(16_384), ..Args::default() };
+        assert_eq!(Config::from_args(args).unwrap_or_else(|e| panic!("{e}")).listen_backlog, 16_384);
     }
 
     #[test]

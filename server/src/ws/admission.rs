@@ -1,26 +1,17 @@
-//! Admission of WebSocket connections: the total connection limit, a smaller budget for
-//! connections still authenticating, in all and per source address, and the few slots in
-//! which the server checks an answer.
+//! Admission of WebSocket connections: the total connection limit, and a smaller budget
+//! for connections still authenticating, in all and per source address.
 //!
 //! A slot is reserved atomically when the upgrade is asked for (no check-then-increment
 //! race) and released when its [`Ticket`] is dropped, whatever path the connection takes.
 //! When the handshake budget is full, the oldest handshake is dropped for the new one: a
 //! real client finishes its handshake in one round trip, so sockets that never
 //! authenticate cannot lock it out, however many addresses they come from.
-//!
-//! Once a client has answered the challenge, the server's own work for it (the device
-//! lookup, the signature check, `AuthOk`) waits for one of `authenticating` slots
-//! ([`Ticket::authenticating`]). In a reconnect storm the thousands of others wait parked,
-//! not runnable, so the frames of devices already connected are not queued behind them on
-//! the CPU; and the slots are taken in arrival order, so the storm is served first come,
-//! first served.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
@@ -43,8 +34,6 @@ pub struct Budget {
     pub handshakes: usize,
     /// Connections still authenticating from one address.
     pub per_address: usize,
-    /// Connections whose answer the server checks at once.
-    pub authenticating: usize,
 }
 
 #[derive(Default)]
@@ -73,21 +62,12 @@ pub struct Admission {
     budget: Budget,
     open: AtomicUsize,
     handshakes: Mutex<Handshakes>,
-    authenticating: Arc<Semaphore>,
-    /// Connections waiting for an authentication slot.
-    waiting: AtomicUsize,
 }
 
 impl Admission {
     /// Admission with these limits.
     pub fn new(budget: Budget) -> Arc<Self> {
-        Arc::new(Admission {
-            budget,
-            open: AtomicUsize::new(0),
-            handshakes: Mutex::default(),
-            authenticating: Arc::new(Semaphore::new(budget.authenticating.max(1))),
-            waiting: AtomicUsize::new(0),
-        })
+        Arc::new(Admission { budget, open: AtomicUsize::new(0), handshakes: Mutex::default() })
     }
 
     fn lock(&self) -> MutexGuard<'_, Handshakes> {
@@ -102,7 +82,7 @@ impl Admission {
             return Err(Refusal::Full);
         }
         // From here on the connection slot is released by the ticket's drop.
-        let mut ticket = Ticket { admission: self.clone(), handshake: None, authenticating: None };
+        let mut ticket = Ticket { admission: self.clone(), handshake: None };
         let mut hs = self.lock();
         if hs.per_address.get(&addr).copied().unwrap_or(0) >= self.budget.per_address {
             return Err(Refusal::AddressBusy);
@@ -132,12 +112,6 @@ impl Admission {
     pub fn handshaking(&self) -> usize {
         self.lock().open.len()
     }
-
-    /// Connections holding an authentication slot, and connections waiting for one.
-    pub fn authenticating(&self) -> (usize, usize) {
-        let held = self.budget.authenticating.max(1) - self.authenticating.available_permits();
-        (held, self.waiting.load(Ordering::Acquire))
-    }
 }
 
 struct Handshake {
@@ -149,7 +123,6 @@ struct Handshake {
 pub struct Ticket {
     admission: Arc<Admission>,
     handshake: Option<Handshake>,
-    authenticating: Option<OwnedSemaphorePermit>,
 }
 
 impl Ticket {
@@ -170,35 +143,6 @@ impl Ticket {
     }
 }
 
-impl Ticket {
-    /// Waits for an authentication slot (first come, first served) and holds it until
-    /// [`Ticket::authenticated`] or the ticket's drop.
-    pub async fn authenticating(&mut self) {
-        if self.authenticating.is_some() {
-            return;
-        }
-        let slots = self.admission.authenticating.clone();
-        self.admission.waiting.fetch_add(1, Ordering::AcqRel);
-        let _waiting = Waiting(&self.admission.waiting);
-        // The semaphore is never closed.
-        self.authenticating = slots.acquire_owned().await.ok();
-    }
-
-    /// The server's check of this connection is done: its slot goes to the next one.
-    pub fn authenticated(&mut self) {
-        self.authenticating = None;
-    }
-}
-
-/// Counts a connection waiting for a slot, also when its wait is cancelled.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.answered();
@@ -211,7 +155,7 @@ mod tests {
     use super::*;
 
     fn budget(connections: usize, handshakes: usize, per_address: usize) -> Arc<Admission> {
-        Admission::new(Budget { connections, handshakes, per_address, authenticating: 1 })
+        Admission::new(Budget { connections, handshakes, per_address })
     }
 
     fn ip(last: u8) -> IpAddr {
@@ -256,30 +200,6 @@ mod tests {
         assert_eq!(a.handshaking(), 2);
         drop(oldest);
         assert_eq!((a.open(), a.handshaking()), (2, 2), "dropping an evicted ticket frees only its connection slot");
-    }
-
-    #[tokio::test]
-    async fn authentication_slots_are_taken_in_turn_and_freed_when_done_or_dropped() {
-        use futures_util::FutureExt;
-        let a = Admission::new(Budget { connections: 10, handshakes: 10, per_address: 10, authenticating: 1 });
-        let ticket = || a.admit(ip(1)).unwrap_or_else(|e| panic!("{e:?}"));
-        let (mut first, mut second, mut third) = (ticket(), ticket(), ticket());
-        first.authenticating().await;
-        assert_eq!(a.authenticating(), (1, 0));
-        {
-            let mut waiting = Box::pin(second.authenticating());
-            assert!((&mut waiting).now_or_never().is_none(), "the second waits while the first holds the slot");
-            assert_eq!(a.authenticating(), (1, 1));
-        }
-        assert_eq!(a.authenticating(), (1, 0), "a cancelled wait is not counted");
-        first.authenticated();
-        second.authenticating().await;
-        assert!(Box::pin(third.authenticating()).now_or_never().is_none());
-        drop(second);
-        tokio::time::timeout(std::time::Duration::from_secs(5), third.authenticating())
-            .await
-            .unwrap_or_else(|_| panic!("a dropped ticket did not free its slot"));
-        assert_eq!(a.authenticating(), (1, 0));
     }
 
     #[test]

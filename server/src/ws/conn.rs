@@ -233,14 +233,6 @@ where
     // Verifying is the server's own work, bounded by the database: from here the connection
     // no longer counts against the handshake budget.
     ticket.answered();
-    // The check waits for one of a few slots: a reconnect storm waits here, parked.
-    tokio::select! {
-        () = ticket.authenticating() => {}
-        () = state.shutdown.cancelled() => {
-            close_with(socket, close::GOING_AWAY, close::REASON_SHUTDOWN).await;
-            return None;
-        }
-    }
     let verified = verify_auth(state, &nonce, &auth).await;
     if verified.is_none() {
         close_with(socket, close::AUTH_FAILED, close::REASON_AUTH_FAILED).await;
@@ -248,7 +240,6 @@ where
     }
     let ok = AuthOk { server_time: now_ms(), window: state.config.limits.window };
     bounded(state, socket.send(frame(server_frame::Frame::AuthOk(ok)))).await.ok()?;
-    ticket.authenticated();
     verified
 }
 

@@ -344,54 +344,6 @@ async fn a_handshake_that_never_authenticates_times_out() {
     assert_eq!((s.state.admission.open(), s.state.admission.handshaking()), (0, 0), "its slots were released");
 }
 
-/// In a reconnect storm every connection's authentication ran at once, and the frames of
-/// devices already connected queued behind thousands of them: now the server checks at most
-/// `max_authenticating` answers at a time, and the others wait, parked, for a slot.
-#[tokio::test]
-async fn an_answer_waits_for_an_authentication_slot_while_another_connection_holds_it() {
-    let s = scene(|c| {
-        c.limits.max_authenticating = 1;
-        c.write_timeout = Duration::from_secs(600);
-        c.ping_interval = Duration::from_secs(3600);
-    })
-    .await;
-    // The first connection's `AuthOk` cannot be flushed: it keeps the only slot.
-    let (mut first, first_task) = s.connect_with(1);
-    let server_frame::Frame::Challenge(c) = first.frame().await else { panic!("no challenge") };
-    s.answer(&first, &c.nonce);
-    tokio::time::timeout(Duration::from_secs(10), first.stuck.notified())
-        .await
-        .unwrap_or_else(|_| panic!("the server never tried to flush AuthOk"));
-    assert_eq!(s.state.admission.authenticating(), (1, 0));
-
-    let (mut second, second_task) = s.connect();
-    let server_frame::Frame::Challenge(c) = second.frame().await else { panic!("no challenge") };
-    s.answer(&second, &c.nonce);
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while s.state.admission.authenticating() != (1, 1) {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the second answer did not wait for a slot: {:?}", s.state.admission.authenticating()));
-    assert!(second.from_server.try_recv().is_err(), "no AuthOk while the slot is held");
-
-    // The stuck write times out; its slot goes to the waiting connection.
-    tokio::time::pause();
-    ended(first_task, Duration::from_secs(700)).await;
-    tokio::time::resume(); // before the second connection reads the database
-    let frame = tokio::time::timeout(Duration::from_secs(10), second.frame()).await;
-    assert!(matches!(frame, Ok(server_frame::Frame::AuthOk(_))), "{frame:?}");
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while s.state.admission.authenticating() != (0, 0) {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("an authenticated connection kept its slot: {:?}", s.state.admission.authenticating()));
-    assert!(!second_task.is_finished());
-}
-
 /// The state machine each connection task carries is most of what an idle connection
 /// costs beyond its buffers (1.5 KiB today; the idle target is 2 KiB per connection in
 /// all). A change that inlines a large future into the loop fails here, not in production.
