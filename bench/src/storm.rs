@@ -172,7 +172,6 @@ struct StormJob {
 }
 
 /// One storm device: connect, wait, drop, wait, reconnect and read its backlog to `QueueEmpty`.
-
 async fn storm_device(
     job: StormJob,
     mut phase: watch::Receiver<Phase>,
