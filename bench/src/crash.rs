@@ -22,7 +22,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use hush_wire::frames::{send_response, server_frame};
 use tokio::sync::watch;
 
-use crate::client::{self, BenchDevice, Payloads, SharedKeys};
+use crate::client::{self, BenchDevice, CONNECT_CONCURRENCY, Connector, Payloads, SharedKeys};
 use crate::target::Target;
 
 /// Sends one sender may have unanswered at once.
@@ -82,16 +82,24 @@ pub async fn crash(target: &mut Target, o: &CrashOptions) -> anyhow::Result<(Str
     let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
     let url = target.ws_url(0);
     let pace = Duration::from_secs_f64(o.pairs as f64 / o.rate.max(1.0));
+    let connector = Connector::bounded(CONNECT_CONCURRENCY);
 
     let mut receiver_tasks = Vec::new();
     for r in &receivers {
-        let job = RecvJob { url: url.clone(), device: r.clone(), expected: o.messages, deadline };
+        let job = RecvJob {
+            url: url.clone(),
+            connector: connector.clone(),
+            device: r.clone(),
+            expected: o.messages,
+            deadline,
+        };
         receiver_tasks.push(tokio::spawn(receive(job, stop_rx.clone(), counters.clone())));
     }
     let mut sender_tasks = Vec::new();
     for (i, s) in devices.iter().enumerate() {
         let job = SendJob {
             url: url.clone(),
+            connector: connector.clone(),
             device: s.clone(),
             to: receivers[i].clone(),
             sender: i as u32,
@@ -153,6 +161,7 @@ pub async fn crash(target: &mut Target, o: &CrashOptions) -> anyhow::Result<(Str
 /// One sender's work.
 struct SendJob {
     url: String,
+    connector: Connector,
     device: Arc<BenchDevice>,
     to: Arc<BenchDevice>,
     sender: u32,
@@ -179,7 +188,7 @@ async fn send(
     let mut due = tokio::time::Instant::now();
     let mut first = true;
     while remaining > 0 {
-        let (ws, _) = client::connect_retry(&job.url, &job.device, deadline).await?;
+        let (ws, _) = job.connector.connect(&job.url, &job.device, deadline).await?;
         if !std::mem::take(&mut first) {
             counters.reconnects.fetch_add(1, Ordering::Relaxed);
         }
@@ -241,6 +250,7 @@ async fn send(
 /// One receiver's work.
 struct RecvJob {
     url: String,
+    connector: Connector,
     device: Arc<BenchDevice>,
     expected: u32,
     deadline: tokio::time::Instant,
@@ -253,7 +263,7 @@ async fn receive(
     mut stop: watch::Receiver<bool>,
     counters: Arc<Counters>,
 ) -> anyhow::Result<ReceiverEnd> {
-    let RecvJob { url, device, expected, deadline } = job;
+    let RecvJob { url, connector, device, expected, deadline } = job;
     let mut end = ReceiverEnd { received: vec![false; expected as usize], ..ReceiverEnd::default() };
     // Per message number: whether a copy marked as resent was seen.
     let mut resent_seen = vec![false; expected as usize];
@@ -261,7 +271,7 @@ async fn receive(
     let mut first = true;
     let mut draining = false;
     loop {
-        let (mut ws, _) = client::connect_retry(&url, &device, deadline).await?;
+        let (mut ws, _) = connector.connect(&url, &device, deadline).await?;
         if !std::mem::take(&mut first) && !draining {
             counters.reconnects.fetch_add(1, Ordering::Relaxed);
         }

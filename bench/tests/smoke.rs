@@ -17,8 +17,14 @@ fn hushd() -> PathBuf {
 
 /// Runs `hush-bench --spawn <args>` and returns its last line as key=value pairs.
 fn run(args: &[&str]) -> Vec<(String, String)> {
+    run_with(&[], args)
+}
+
+/// [`run`] with extra environment variables (the spawned hushd inherits them).
+fn run_with(env: &[(&str, &str)], args: &[&str]) -> Vec<(String, String)> {
     let out = Command::new(env!("CARGO_BIN_EXE_hush-bench"))
         .env("HUSHD_BIN", hushd())
+        .envs(env.iter().copied())
         .arg("--spawn")
         .args(args)
         .output()
@@ -62,6 +68,16 @@ fn idle_reports_memory_per_connection() {
     let f = run(&["idle", "--conns", "20"]);
     assert_eq!(value(&f, "idle_conns"), "20");
     assert!(value(&f, "server_rss_kib_per_conn").parse::<f64>().is_ok());
+}
+
+/// `idle` opened every socket at once and gave up on the `1013 server_busy` close of a full
+/// handshake budget: against the default budget of 1,024, `idle --conns 5000` failed.
+#[test]
+fn idle_connects_through_a_full_handshake_budget() {
+    let f = run_with(&[("HUSHD_MAX_HANDSHAKES", "16")], &["idle", "--conns", "400"]);
+    assert_eq!(value(&f, "idle_conns"), "400");
+    let retries: u64 = value(&f, "connect_retries").parse().unwrap_or_else(|e| panic!("connect_retries: {e}"));
+    eprintln!("{retries} handshakes were retried");
 }
 
 #[test]
