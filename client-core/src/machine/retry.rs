@@ -226,9 +226,12 @@ impl Machine {
         if let Some(logged) = self.store.sent_log(&address, timestamp).await? {
             self.retries.stats.resends += 1;
             batch.sent_log_remove.push((address, timestamp));
+            // A copy logged for one of our own devices is a sent transcript: it goes back to
+            // our own account (the device that asked), not to the contact it was written to.
+            let to = if sealer.account == self.account.account_id { sealer.account } else { logged.peer };
             batch.outbox_add.push(NewOutbox {
                 message_id: logged.message_id,
-                conversation: ConversationId::Direct(logged.peer),
+                conversation: ConversationId::Direct(to),
                 kind: OutboxKind::Resend,
                 content: logged.content,
             });
