@@ -117,6 +117,9 @@ pub struct TestClient {
     pub name: String,
     pub dir: TempDir,
     pub events: EventStream,
+    /// Events taken from `events` by a wait that was looking for something else, oldest first:
+    /// [`TestClient::next_event`] returns them before newer ones.
+    pub backlog: std::collections::VecDeque<Event>,
 }
 
 impl TestClient {
@@ -127,7 +130,7 @@ impl TestClient {
             .await
             .unwrap_or_else(|e| panic!("register {name}: {e}"));
         let events = client.events();
-        TestClient { client, name, dir, events }
+        TestClient { client, name, dir, events, backlog: Default::default() }
     }
 
     pub fn config(&self, server: &Hushd) -> ClientConfig {
@@ -155,6 +158,17 @@ impl TestClient {
                 Ok(None) => panic!("{}: client stopped while waiting for {what}", self.name),
                 Err(_) => panic!("{}: timed out waiting for {what}; saw {seen:?}", self.name),
             }
+        }
+    }
+
+    /// The next event (the backlog first), or `None` once the client stopped; panics at `deadline`.
+    pub async fn next_event(&mut self, what: &str, deadline: Instant) -> Option<Event> {
+        if let Some(e) = self.backlog.pop_front() {
+            return Some(e);
+        }
+        match tokio::time::timeout_at(deadline, self.events.recv()).await {
+            Ok(e) => e,
+            Err(_) => panic!("{}: timed out waiting for {what}", self.name),
         }
     }
 
