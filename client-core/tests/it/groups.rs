@@ -115,7 +115,7 @@ struct Trio {
 /// alice (owner), bob with two devices and carol, all connected and in one group.
 async fn trio() -> Trio {
     let server = Hushd::start().await;
-    let mut alice = TestClient::register(&server, "alice").await;
+    let alice = TestClient::register(&server, "alice").await;
     let mut bob = TestClient::register(&server, "bob").await;
     let mut bob2 = second_device(&server, &bob).await;
     let mut carol = TestClient::register(&server, "carol").await;
@@ -200,4 +200,234 @@ async fn every_device_gets_every_group_message_once_in_group_seq_order_with_a_me
         let extra = more_texts(c, &group);
         assert!(extra.is_empty(), "{}: more texts: {extra:?}", c.name);
     }
+}
+
+/// The code of a server refusal, or a panic naming what came instead.
+fn refusal(result: Result<impl std::fmt::Debug, ClientError>) -> (u16, String) {
+    match result {
+        Err(ClientError::Server { status, code, message }) => {
+            assert!(!message.is_empty(), "a refusal says why");
+            (status, code)
+        }
+        other => panic!("expected a server refusal, got {other:?}"),
+    }
+}
+
+/// Waits for the system entry of a roster change of `kind` in `group`.
+async fn roster_change(who: &mut TestClient, group: &str, kind: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match who.next_event(&format!("a {kind} roster change"), deadline).await {
+            Some(Event::Message(m))
+                if m.conversation == group && m.kind == MessageKind::System && m.body.contains(kind) =>
+            {
+                return;
+            }
+            Some(_) => {}
+            None => panic!("{}: client stopped", who.name),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_gets_nothing_after_its_removal_and_cannot_decrypt_a_later_message() {
+    let Trio { server, mut alice, mut bob, mut bob2, mut carol, group } = trio().await;
+    let gid = uuid::Uuid::parse_str(group.trim_start_matches("group:")).unwrap();
+    // Everyone has a sender key under epoch 1.
+    for (c, text) in [(&mut alice, "a before"), (&mut bob, "b before"), (&mut carol, "c before")] {
+        let id = c.client.send_text(&group, text).await.unwrap();
+        sent(c, &[id]).await;
+    }
+    assert_eq!(texts(&mut carol, &group, 2).await.len(), 2);
+    texts(&mut bob2, &group, 3).await;
+    texts(&mut alice, &group, 2).await;
+    texts(&mut bob, &group, 2).await;
+
+    // Bob is offline while carol is removed, and writes under the old epoch.
+    bob.client.disconnect().await.unwrap();
+    let info = alice.client.remove_member(&group, &carol.name).await.unwrap();
+    assert_eq!(info.members.len(), 2);
+    assert!(info.epoch > 1, "a removal moves the epoch: {info:?}");
+    roster_change(&mut carol, &group, "removed").await;
+    assert_eq!(carol.client.group_info(&group).await.unwrap().state, GroupState::Left);
+    let id = bob.client.send_text(&group, "b after").await.unwrap();
+    // Alice stays offline so the stored copy stays on the server for the check below.
+    alice.client.disconnect().await.unwrap();
+    bob.client.connect().await.unwrap();
+    sent(&mut bob, &[id]).await;
+    assert_eq!(texts(&mut bob2, &group, 1).await, ["b after"], "bob rotated and resent by itself");
+    let a2 = alice.client.send_text(&group, "a after").await.unwrap();
+    alice.client.connect().await.unwrap();
+    sent(&mut alice, &[a2]).await;
+    let mut got = texts(&mut alice, &group, 1).await;
+    got.extend(texts(&mut bob, &group, 1).await);
+    assert_eq!(got, ["b after", "a after"]);
+
+    // Carol got nothing after her removal.
+    carol.drain().await;
+    assert_eq!(more_texts(&mut carol, &group), Vec::<String>::new());
+    let carol_history = bodies(&history(&carol, &group).await);
+    assert_eq!(carol_history, ["a before", "b before", "c before"]);
+
+    // Given the ciphertext of a later message, carol's keys cannot open it.
+    bob2.client.disconnect().await.unwrap();
+    let later = bob.client.send_text(&group, "b secret").await.unwrap();
+    sent(&mut bob, &[later]).await;
+    let seq = history(&bob, &group).await.last().map(|m| m.group_seq).unwrap();
+    let url = format!("sqlite://{}?mode=ro", server.db_path().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let (ciphertext,): (Vec<u8>,) =
+        sqlx::query_as("SELECT content FROM group_messages WHERE group_id = ?1 AND seq = ?2")
+            .bind(gid.as_bytes().to_vec())
+            .bind(i64::try_from(seq).unwrap())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    carol.client.shutdown().await.unwrap();
+    let store = hush_client_core::store::SqliteStore::open(&carol.dir.path().join("client.db")).await.unwrap();
+    let account = hush_client_core::store::ClientStore::account(&store).await.unwrap().unwrap();
+    let identity = libsignal_protocol::IdentityKeyPair::try_from(&account.identity_key_pair[..]).unwrap();
+    let bob_id = bob.client.status().await.unwrap().account_id;
+    let mut signal = hush_client_core::signal_store::SignalStore::new(
+        std::sync::Arc::new(store.clone()),
+        identity,
+        account.registration_id,
+    );
+    let bob_address = libsignal_protocol::ProtocolAddress::new(hush_keys::aci_string(bob_id), 1.try_into().unwrap());
+    let opened = libsignal_protocol::group_decrypt(&ciphertext, &mut signal, &bob_address).await;
+    assert!(opened.is_err(), "the removed member opened a message sent after its removal");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_are_enforced_and_a_non_member_is_refused() {
+    let Trio { server, alice, bob, bob2: _bob2, mut carol, group } = trio().await;
+    // A member may not add, remove or change roles (the group does not let members add).
+    let dave = TestClient::register(&server, "dave").await;
+    assert_eq!(refusal(bob.client.add_members(&group, &[&dave.name]).await), (403, "forbidden".into()));
+    assert_eq!(refusal(bob.client.remove_member(&group, &carol.name).await), (403, "forbidden".into()));
+    assert_eq!(refusal(bob.client.set_role(&group, &carol.name, GroupRole::Admin).await), (403, "forbidden".into()));
+    // The last owner cannot leave or give up ownership without handing over.
+    assert_eq!(refusal(alice.client.leave_group(&group).await), (409, "last_owner".into()));
+    // An admin may remove members, not owners, and may not change roles.
+    let info = alice.client.set_role(&group, &bob.name, GroupRole::Admin).await.unwrap();
+    assert!(info.members.iter().any(|m| m.username == bob.name && m.role == GroupRole::Admin), "{info:?}");
+    assert_eq!(refusal(bob.client.remove_member(&group, &alice.name).await), (403, "forbidden".into()));
+    assert_eq!(refusal(bob.client.set_role(&group, &carol.name, GroupRole::Admin).await), (403, "forbidden".into()));
+    // Carol is offline when she is removed, so her device still thinks she is a member:
+    // the server refuses what she tries.
+    carol.client.disconnect().await.unwrap();
+    let info = bob.client.remove_member(&group, &carol.name).await.unwrap();
+    assert_eq!(info.members.len(), 2);
+    assert_eq!(refusal(carol.client.add_members(&group, &[&dave.name]).await), (404, "not_a_member".into()));
+    assert_eq!(refusal(carol.client.set_group_title(&group, "mine").await), (404, "not_a_member".into()));
+    let id = carol.client.send_text(&group, "let me in").await.unwrap();
+    carol.client.connect().await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut kept = Vec::new();
+    let reason = loop {
+        match carol.next_event("her group send to fail", deadline).await {
+            Some(Event::SendFailed { id: failed, reason, .. }) if failed == id => break reason,
+            Some(Event::Sent { id: ok, .. }) if ok == id => panic!("a removed member's message was accepted"),
+            Some(other) => kept.push(other),
+            None => panic!("carol stopped"),
+        }
+    };
+    carol.backlog.extend(kept);
+    assert!(reason.contains("member"), "the failure says why: {reason}");
+    // Once she knows, her device refuses at once, and says why.
+    roster_change(&mut carol, &group, "removed").await;
+    match carol.client.send_text(&group, "again").await {
+        Err(e) => assert!(e.to_string().contains("not a member"), "{e}"),
+        Ok(_) => panic!("a removed member could queue a group message"),
+    }
+    // A stranger cannot send to a group or learn it.
+    assert!(dave.client.send_text(&group, "hi").await.is_err(), "a stranger cannot send to a group");
+    assert!(dave.client.group_info(&group).await.is_err(), "a stranger learns nothing of a group");
+    for (c, text) in [(&alice, "still"), (&bob, "here")] {
+        let id = c.client.send_text(&group, text).await.unwrap();
+        let _ = id;
+    }
+    alice.drain().await;
+    bob.drain().await;
+    assert_eq!(bodies(&history(&alice, &group).await), ["still", "here"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_from_a_non_contact_can_be_declined_or_accepted() {
+    let server = Hushd::start().await;
+    let mut alice = TestClient::register(&server, "alice").await;
+    let mut dave = TestClient::register(&server, "dave").await;
+    let mut erin = TestClient::register(&server, "erin").await;
+    for c in [&alice, &dave, &erin] {
+        c.client.connect().await.unwrap();
+    }
+    let info = alice.client.create_group("party", &[&dave.name, &erin.name]).await.unwrap();
+    let group = info.group;
+    let id = alice.client.send_text(&group, "welcome").await.unwrap();
+    sent(&mut alice, &[id]).await;
+    for c in [&mut dave, &mut erin] {
+        let mut seen = Vec::new();
+        let invite = c.wait_for("an invite", &mut seen, |e| matches!(e, Event::GroupInvite { .. })).await;
+        let Event::GroupInvite { group: g, from } = invite else { unreachable!() };
+        assert_eq!((g.as_str(), from.as_str()), (group.as_str(), alice.name.as_str()));
+        assert!(c.client.groups().await.unwrap().is_empty(), "an invite is not a group yet");
+        assert_eq!(c.client.invites().await.unwrap().len(), 1);
+    }
+    dave.client.decline_invite(&group).await.unwrap();
+    assert!(dave.client.invites().await.unwrap().is_empty());
+    roster_change(&mut alice, &group, "left").await;
+    let members = alice.client.group_info(&group).await.unwrap().members;
+    assert!(!members.iter().any(|m| m.username == dave.name), "dave left by declining: {members:?}");
+
+    let info = erin.client.accept_invite(&group).await.unwrap();
+    assert_eq!((info.title.as_str(), info.state), ("party", GroupState::Active));
+    erin.drain().await;
+    assert_eq!(bodies(&history(&erin, &group).await), ["welcome"], "what arrived meanwhile is shown");
+    let id = alice.client.send_text(&group, "glad you came").await.unwrap();
+    sent(&mut alice, &[id]).await;
+    assert_eq!(texts(&mut erin, &group, 1).await, ["glad you came"]);
+    dave.drain().await;
+    assert!(bodies(&history(&dave, &group).await).iter().all(|b| b != "glad you came"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_of_hushd_between_send_and_delivery_loses_nothing() {
+    let Trio { mut server, mut alice, mut bob, mut bob2, carol: _carol, group } = trio().await;
+    bob.client.disconnect().await.unwrap();
+    let mut all = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        all.push(format!("committed {i}"));
+        ids.push(alice.client.send_text(&group, &all[i]).await.unwrap());
+    }
+    sent(&mut alice, &ids).await;
+    // Some of these may be committed before the kill, some not: the client resends them.
+    for i in 0..5 {
+        all.push(format!("in flight {i}"));
+        alice.client.send_text(&group, &all[10 + i]).await.unwrap();
+    }
+    server.kill().await;
+    for i in 0..5 {
+        all.push(format!("while down {i}"));
+        alice.client.send_text(&group, &all[15 + i]).await.unwrap();
+    }
+    server.restart().await;
+    alice.drain().await;
+    bob.client.connect().await.unwrap();
+    let mut got = texts(&mut bob, &group, 20).await;
+    got.sort();
+    let mut want = all.clone();
+    want.sort();
+    assert_eq!(got, want, "bob got every message once");
+    let got2 = texts(&mut bob2, &group, 20).await;
+    assert_eq!(got2.iter().collect::<HashSet<_>>().len(), 20, "bob2 got every message once: {got2:?}");
+    bob.drain().await;
+    bob2.drain().await;
+    assert!(more_texts(&mut bob, &group).is_empty() && more_texts(&mut bob2, &group).is_empty());
+    let order = bodies(&history(&alice, &group).await);
+    assert_eq!(bodies(&history(&bob, &group).await), order);
+    assert_eq!(bodies(&history(&bob2, &group).await), order);
+    assert_eq!(order[..10], all[..10], "the committed ones keep their order");
 }
