@@ -3,7 +3,8 @@
 use hush_keys::auth::DeviceSigningKey;
 use hush_keys::registration::{RegistrationSigningInput, sign_registration};
 use hush_wire::api::{
-    AddDeviceRequest, AddDeviceResponse, B64, NewDevice, PreKey, RegisterRequest, RegisterResponse, RegistrationChallenge, RegistrationProof, SignedPreKey,
+    AddDeviceRequest, AddDeviceResponse, B64, NewDevice, PreKey, RegisterRequest, RegisterResponse,
+    RegistrationChallenge, RegistrationProof, SignedPreKey,
 };
 use libsignal_protocol::{
     GenericSignedPreKey as _, IdentityKeyPair, KeyPair, KyberPreKeyRecord, PreKeyRecord, SignalProtocolError,

@@ -45,7 +45,7 @@ async fn a_group_made_with_the_cli_carries_messages_and_the_daemon_makes_and_sho
     let out = alice.hush(&["group", "create", "trio", "bob", "carol", "--json"]).await.ok();
     let created = out.json_lines();
     assert_eq!(created.len(), 1, "{out:?}");
-    let group = created[0]["group"].as_str().unwrap().to_owned();
+    let group = created[0]["group"].as_str().expect("a group id").to_owned();
     assert!(group.starts_with("group:"), "{group}");
     assert_eq!(created[0]["title"], json!("trio"));
     assert_eq!(created[0]["members"].as_array().map(Vec::len), Some(3));
@@ -71,7 +71,7 @@ async fn a_group_made_with_the_cli_carries_messages_and_the_daemon_makes_and_sho
     let mut daemon = carol.daemon_stdio();
     let rpc = daemon.rpc();
     let made = rpc.call("group_create", json!({ "title": "carols", "members": ["alice"] })).await;
-    let carols = made["group"].as_str().unwrap().to_owned();
+    let carols = made["group"].as_str().expect("a group id").to_owned();
     assert_eq!(made["title"], json!("carols"), "{made}");
     let info = rpc.call("group_info", json!({ "group": carols })).await;
     assert_eq!(info["members"].as_array().map(Vec::len), Some(2), "{info}");

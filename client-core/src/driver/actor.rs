@@ -14,9 +14,9 @@ use tokio::time::Instant;
 use super::rest::{DeviceAuth, Rest};
 use super::ws::{self, WsEvent};
 use super::{Command, GroupCommand, GroupReply, Reply, Subscribers, now_ms, open_store};
+use crate::account::DeviceRegistration;
 use crate::error::{ClientError, MachineError};
 use crate::machine::{GroupOutcome, Machine, OutgoingRequest, RestAnswer, RestFailure};
-use crate::account::DeviceRegistration;
 use crate::store::{Batch, ClientStore, ContactRow, SqliteStore};
 use crate::types::{ClientConfig, ConnectionState, ConversationId, Event, GROUP_PREFIX, Status};
 

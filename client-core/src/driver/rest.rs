@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use hush_keys::auth::DeviceSigningKey;
 use hush_wire::api::{
-    AccountInfo, AddDeviceRequest, AddDeviceResponse, ApiError, PreKeyBundles, RegisterRequest, RegisterResponse, RegistrationChallenge, ServerInfo,
+    AccountInfo, AddDeviceRequest, AddDeviceResponse, ApiError, PreKeyBundles, RegisterRequest, RegisterResponse,
+    RegistrationChallenge, ServerInfo,
 };
 use rand::RngCore as _;
 use serde::de::DeserializeOwned;
