@@ -26,9 +26,23 @@ async fn join(who: &mut TestClient, group: &str) {
             _ => false,
         })
         .await;
+    who.backlog.extend(seen);
     if matches!(event, Event::GroupInvite { .. }) {
         let info = who.client.accept_invite(group).await.unwrap();
         assert_eq!(info.state, GroupState::Active);
+    }
+    // The title comes with the group's key, in the creator's distribution.
+    let deadline = Instant::now() + WAIT;
+    let mut kept = Vec::new();
+    while who.client.group_info(group).await.unwrap().title.is_empty() {
+        match who.next_event("the group's key and title", deadline).await {
+            Some(Event::GroupUpdated { group: g, title, .. }) if g == group && !title.is_empty() => break,
+            Some(other) => kept.push(other),
+            None => panic!("{}: client stopped", who.name),
+        }
+    }
+    for e in kept.into_iter().rev() {
+        who.backlog.push_front(e);
     }
 }
 
