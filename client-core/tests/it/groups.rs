@@ -446,3 +446,47 @@ async fn a_kill_9_of_hushd_between_send_and_delivery_loses_nothing() {
     assert_eq!(bodies(&history(&bob2, &group).await), order);
     assert_eq!(order[..10], all[..10], "the committed ones keep their order");
 }
+
+/// Removes `device` from the server, signed by that device itself (read from its stopped store).
+async fn remove_device_on_server(server: &Hushd, device: &TestClient) {
+    device.client.shutdown().await.unwrap();
+    let store = hush_client_core::store::SqliteStore::open(&device.dir.path().join("client.db")).await.unwrap();
+    let account = hush_client_core::store::ClientStore::account(&store).await.unwrap().unwrap();
+    store.close().await;
+    let seed: [u8; 32] = account.auth_key.as_slice().try_into().unwrap();
+    let key = hush_keys::auth::DeviceSigningKey::from_bytes(&seed);
+    let path = format!("/v1/devices/{}", account.device_id);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let header =
+        key.rest_authorization(account.account_id, account.device_id, "DELETE", &path, &[], now as u64, rand::random());
+    let resp = reqwest::Client::new()
+        .delete(format!("{}{path}", server.url()))
+        .header(hush_wire::api::AUTH_HEADER, header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204, "{:?}", resp.text().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_under_an_epoch_the_server_moved_is_refused_and_the_client_rotates_and_resends() {
+    let Trio { server, mut alice, mut bob, bob2, mut carol, group } = trio().await;
+    let id = alice.client.send_text(&group, "epoch one").await.unwrap();
+    sent(&mut alice, &[id]).await;
+    assert_eq!(texts(&mut bob, &group, 1).await, ["epoch one"]);
+    assert_eq!(texts(&mut carol, &group, 1).await, ["epoch one"]);
+    let before = alice.client.group_info(&group).await.unwrap().epoch;
+
+    // Bob removes his second device: the server moves the group's epoch and writes no roster
+    // change, so alice learns it only from the refusal of her next send (STALE_EPOCH).
+    remove_device_on_server(&server, &bob2).await;
+    let id = alice.client.send_text(&group, "epoch two").await.unwrap();
+    sent(&mut alice, &[id]).await;
+    assert!(alice.client.group_info(&group).await.unwrap().epoch > before, "alice learned the new epoch");
+    assert_eq!(texts(&mut bob, &group, 1).await, ["epoch two"], "rotated and resent without help");
+    assert_eq!(texts(&mut carol, &group, 1).await, ["epoch two"]);
+    let id = carol.client.send_text(&group, "carol too").await.unwrap();
+    sent(&mut carol, &[id]).await;
+    assert_eq!(texts(&mut alice, &group, 1).await, ["carol too"]);
+    assert_eq!(texts(&mut bob, &group, 1).await, ["carol too"]);
+}
