@@ -53,6 +53,19 @@ impl Hushd {
         self.data_dir.path().join("hush.db")
     }
 
+    /// What hushd wrote to stderr (warnings and errors), across restarts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("hushd.log")).unwrap_or_default()
+    }
+
+    fn log_file(&self) -> Stdio {
+        let path = self.data_dir.path().join("hushd.log");
+        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => Stdio::from(f),
+            Err(_) => Stdio::null(),
+        }
+    }
+
     /// SIGKILL, no cleanup.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -76,7 +89,7 @@ impl Hushd {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(self.log_file())
             .kill_on_drop(true);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start hushd: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout not piped"));
