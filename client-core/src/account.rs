@@ -3,7 +3,8 @@
 use hush_keys::auth::DeviceSigningKey;
 use hush_keys::registration::{RegistrationSigningInput, sign_registration};
 use hush_wire::api::{
-    B64, NewDevice, PreKey, RegisterRequest, RegisterResponse, RegistrationChallenge, RegistrationProof, SignedPreKey,
+    AddDeviceRequest, AddDeviceResponse, B64, NewDevice, PreKey, RegisterRequest, RegisterResponse,
+    RegistrationChallenge, RegistrationProof, SignedPreKey,
 };
 use libsignal_protocol::{
     GenericSignedPreKey as _, IdentityKeyPair, KeyPair, KyberPreKeyRecord, PreKeyRecord, SignalProtocolError,
@@ -132,21 +133,11 @@ impl Registration {
             next_prekey_id: 1,
             next_kyber_id: 2,
         };
-        let signed = signed_prekey(&identity, 1, params.now_ms, &mut batch, rng)?;
-        let last_resort = kyber_prekey(&identity, 1, true, &mut batch)?;
-        let one_time = one_time_keys(&mut account, ONE_TIME_KEYS, &mut batch, rng)?;
+        let device = device_keys(&identity, &mut account, &auth, params.now_ms, &mut batch, rng)?;
         let request = RegisterRequest {
             username: account.username.clone(),
             identity_key: B64(identity.identity_key().serialize().to_vec()),
-            device: NewDevice {
-                registration_id,
-                auth_key: B64(auth.public().to_bytes().to_vec()),
-                name: None,
-                signed_prekey: signed,
-                kyber_last_resort: last_resort,
-                one_time_prekeys: one_time.ec,
-                one_time_kyber_prekeys: one_time.kyber,
-            },
+            device,
             // Filled in by `sign`, over the server's challenge.
             proof: RegistrationProof { nonce: B64::default(), server_time: 0, signature: B64::default() },
         };
@@ -180,6 +171,72 @@ impl Registration {
     /// The batch to commit once the server accepted the registration.
     pub fn finish(mut self, response: &RegisterResponse) -> (LocalAccount, Batch) {
         self.account.account_id = response.account_id;
+        self.account.device_id = response.device_id;
+        self.batch.account = Some(self.account.clone());
+        (self.account, self.batch)
+    }
+}
+
+/// Makes the keys of one device of the account whose identity is `identity`: signed EC prekey,
+/// last-resort Kyber prekey and [`ONE_TIME_KEYS`] one-time keys of each kind; private records go
+/// into `batch`, the upload is returned.
+fn device_keys<R: Rng + CryptoRng>(
+    identity: &IdentityKeyPair,
+    account: &mut LocalAccount,
+    auth: &DeviceSigningKey,
+    now_ms: u64,
+    batch: &mut Batch,
+    rng: &mut R,
+) -> Result<NewDevice, MachineError> {
+    let signed_prekey = signed_prekey(identity, 1, now_ms, batch, rng)?;
+    let kyber_last_resort = kyber_prekey(identity, 1, true, batch)?;
+    let one_time = one_time_keys(account, ONE_TIME_KEYS, batch, rng)?;
+    Ok(NewDevice {
+        registration_id: account.registration_id,
+        auth_key: B64(auth.public().to_bytes().to_vec()),
+        name: None,
+        signed_prekey,
+        kyber_last_resort,
+        one_time_prekeys: one_time.ec,
+        one_time_kyber_prekeys: one_time.kyber,
+    })
+}
+
+/// Another device of an existing account, made by a device that holds the account's identity
+/// key: the body of `POST /v1/devices` and the keys the new device keeps once it succeeds.
+#[derive(Debug)]
+pub struct DeviceRegistration {
+    /// The body of `POST /v1/devices` (sent signed by the existing device).
+    pub request: AddDeviceRequest,
+    account: LocalAccount,
+    batch: Batch,
+}
+
+impl DeviceRegistration {
+    /// Makes the new device's keys (registration id, auth key, prekeys) under `existing`'s
+    /// identity key; username, account id, trust root and server stay those of `existing`.
+    pub fn generate<R: Rng + CryptoRng>(
+        existing: &LocalAccount,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Result<Self, MachineError> {
+        let identity = IdentityKeyPair::try_from(&existing.identity_key_pair[..])?;
+        let auth = DeviceSigningKey::generate(rng);
+        let mut batch = Batch::default();
+        let mut account = LocalAccount {
+            device_id: 0,
+            registration_id: rng.random_range(1..=hush_wire::limits::MAX_REGISTRATION_ID),
+            auth_key: auth.to_bytes().to_vec(),
+            next_prekey_id: 1,
+            next_kyber_id: 2,
+            ..existing.clone()
+        };
+        let device = device_keys(&identity, &mut account, &auth, now_ms, &mut batch, rng)?;
+        Ok(Self { request: AddDeviceRequest { device }, account, batch })
+    }
+
+    /// The batch the new device commits once the server added it.
+    pub fn finish(mut self, response: &AddDeviceResponse) -> (LocalAccount, Batch) {
         self.account.device_id = response.device_id;
         self.batch.account = Some(self.account.clone());
         (self.account, self.batch)

@@ -115,6 +115,18 @@ impl Client {
         Ok(Client { inner: Arc::new(driver::Handle::open(config).await?) })
     }
 
+    /// Registers a new device of this account on the server (`POST /v1/devices`, signed by this
+    /// device, with keys made under the account's identity key, which this device holds) and
+    /// opens it from `config.data_dir`, which must not hold an account yet (it is created if
+    /// needed). The new device has none of this device's history or contacts: it starts empty
+    /// and receives from now on, like any device (groups it learns from their next roster
+    /// change and from the distributions members send it). Linking a device elsewhere (a
+    /// provisioning flow) is not built yet; this is for a device whose data directory this
+    /// process can write.
+    pub async fn add_device(&self, config: ClientConfig) -> Result<Client, ClientError> {
+        Ok(Client { inner: Arc::new(self.inner.add_device(config).await?) })
+    }
+
     /// Subscribes to events from now on.
     pub fn events(&self) -> EventStream {
         let (tx, rx) = mpsc::unbounded_channel();

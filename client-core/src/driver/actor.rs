@@ -14,9 +14,10 @@ use tokio::time::Instant;
 use super::rest::{DeviceAuth, Rest};
 use super::ws::{self, WsEvent};
 use super::{Command, GroupCommand, GroupReply, Reply, Subscribers, now_ms, open_store};
+use crate::account::DeviceRegistration;
 use crate::error::{ClientError, MachineError};
 use crate::machine::{GroupOutcome, Machine, OutgoingRequest, RestAnswer, RestFailure};
-use crate::store::{ClientStore, ContactRow, SqliteStore};
+use crate::store::{Batch, ClientStore, ContactRow, SqliteStore};
 use crate::types::{ClientConfig, ConnectionState, ConversationId, Event, GROUP_PREFIX, Status};
 
 /// How often the machine is ticked (retries, backoff expiry) while connected.
@@ -503,6 +504,9 @@ impl Actor {
             Command::Shutdown { reply } => {
                 let _ = reply.send(Ok(()));
             }
+            Command::AddDevice { reply } => {
+                let _ = reply.send(self.add_device(now).await);
+            }
             Command::Group { op, reply } => match self.group_command(op).await {
                 Ok(Started::Waiting(id, then)) => {
                     self.group_ops.insert(id, (reply, then));
@@ -618,6 +622,15 @@ impl Actor {
         }
         let contact = self.contact(to).await?;
         self.machine.enqueue_text(&contact, text, now, &mut self.rng).await.map_err(client_error)
+    }
+
+    /// Registers another device of this account (`POST /v1/devices`, signed by this device) and
+    /// answers what that device stores.
+    async fn add_device(&mut self, now: u64) -> Result<Batch, ClientError> {
+        let registration = DeviceRegistration::generate(self.machine.account(), now, &mut self.rng)?;
+        let response = self.rest.add_device(&registration.request).await?;
+        tracing::info!(device_id = response.device_id, "device added to this account");
+        Ok(registration.finish(&response).1)
     }
 
     async fn status(&self) -> Result<Status, ClientError> {

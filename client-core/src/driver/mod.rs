@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::account::{Registration, RegistrationParams};
 use crate::error::ClientError;
-use crate::store::{ClientStore, SqliteStore};
+use crate::store::{Batch, ClientStore, SqliteStore};
 use crate::types::{ClientConfig, Contact, Event, MessageId, MessageRecord, OutboxEntry, SafetyNumber, Status};
 use lock::DirLock;
 
@@ -98,6 +98,11 @@ pub(crate) enum Command {
         op: GroupCommand,
         reply: Reply<GroupReply>,
     },
+    /// Registers another device of this account on the server; answers the batch that device
+    /// commits in its own data directory.
+    AddDevice {
+        reply: Reply<Batch>,
+    },
 }
 
 /// A group operation of the [`crate::Client`] handle. Groups are named as `group:<uuid>` (or
@@ -171,6 +176,43 @@ impl Handle {
         if config.server_url.is_empty() {
             return Err(ClientError::Invalid("no server URL to register on".into()));
         }
+        Self::create(config, |config| async move { Self::create_account(&config, username).await }).await
+    }
+
+    /// Makes `config.data_dir` (which must not hold an account yet) the home of the device
+    /// `existing` registers on the server, and opens it.
+    pub async fn add_device(&self, config: ClientConfig) -> Result<Handle, ClientError> {
+        Self::create(config, |config| async move {
+            let store = open_store(&config).await?;
+            let result = async {
+                if let Some(existing) = store.account().await? {
+                    return Err(ClientError::AlreadyRegistered(existing.username));
+                }
+                let (reply, rx) = oneshot::channel();
+                self.send(Command::AddDevice { reply })?;
+                let mut batch = rx.await.map_err(|_| ClientError::Shutdown)??;
+                if !config.server_url.is_empty()
+                    && let Some(account) = batch.account.as_mut()
+                {
+                    account.server_url = config.server_url.clone();
+                }
+                store.commit(batch).await?;
+                Ok(())
+            }
+            .await;
+            store.close().await;
+            result
+        })
+        .await
+    }
+
+    /// Creates (or reuses) the data directory, locks it, runs `setup` (which stores an account
+    /// in it) and starts the actor; removes what a failed `setup` left.
+    async fn create<F, Fut>(config: ClientConfig, setup: F) -> Result<Handle, ClientError>
+    where
+        F: FnOnce(ClientConfig) -> Fut,
+        Fut: Future<Output = Result<(), ClientError>>,
+    {
         let created_dir = !config.data_dir.exists();
         std::fs::create_dir_all(&config.data_dir)?;
         let lock = match DirLock::acquire(&config.data_dir) {
@@ -183,7 +225,7 @@ impl Handle {
             }
         };
         let had_db = db_path(&config).exists();
-        match Self::create_account(&config, username).await {
+        match setup(config.clone()).await {
             Ok(()) => Self::start(config, lock).await,
             Err(e) => {
                 if !had_db {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use hush_keys::auth::DeviceSigningKey;
 use hush_wire::api::{
-    AccountInfo, ApiError, PreKeyBundles, RegisterRequest, RegisterResponse, RegistrationChallenge, ServerInfo,
+    AccountInfo, AddDeviceRequest, AddDeviceResponse, ApiError, PreKeyBundles, RegisterRequest, RegisterResponse,
+    RegistrationChallenge, ServerInfo,
 };
 use rand::RngCore as _;
 use serde::de::DeserializeOwned;
@@ -131,6 +132,12 @@ impl Rest {
     pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, RestFailure> {
         let body = serde_json::to_vec(req).map_err(network)?;
         self.json("POST", "/v1/accounts", Some(body)).await
+    }
+
+    /// `POST /v1/devices`, signed by this device: adds another device to its account.
+    pub async fn add_device(&self, req: &AddDeviceRequest) -> Result<AddDeviceResponse, RestFailure> {
+        let body = serde_json::to_vec(req).map_err(network)?;
+        self.json("POST", "/v1/devices", Some(body)).await
     }
 
     /// `GET /v1/accounts/username/{username}`.

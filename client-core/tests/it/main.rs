@@ -5,6 +5,7 @@
 
 mod crash;
 mod delivery;
+mod groups;
 mod identity;
 mod lifecycle;
 mod retry;

@@ -53,6 +53,19 @@ impl Hushd {
         self.data_dir.path().join("hush.db")
     }
 
+    /// What hushd wrote to stderr (warnings and errors), across restarts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("hushd.log")).unwrap_or_default()
+    }
+
+    fn log_file(&self) -> Stdio {
+        let path = self.data_dir.path().join("hushd.log");
+        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => Stdio::from(f),
+            Err(_) => Stdio::null(),
+        }
+    }
+
     /// SIGKILL, no cleanup.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -76,7 +89,7 @@ impl Hushd {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(self.log_file())
             .kill_on_drop(true);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start hushd: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout not piped"));
@@ -117,6 +130,9 @@ pub struct TestClient {
     pub name: String,
     pub dir: TempDir,
     pub events: EventStream,
+    /// Events taken from `events` by a wait that was looking for something else, oldest first:
+    /// [`TestClient::next_event`] returns them before newer ones.
+    pub backlog: std::collections::VecDeque<Event>,
 }
 
 impl TestClient {
@@ -127,7 +143,7 @@ impl TestClient {
             .await
             .unwrap_or_else(|e| panic!("register {name}: {e}"));
         let events = client.events();
-        TestClient { client, name, dir, events }
+        TestClient { client, name, dir, events, backlog: Default::default() }
     }
 
     pub fn config(&self, server: &Hushd) -> ClientConfig {
@@ -155,6 +171,17 @@ impl TestClient {
                 Ok(None) => panic!("{}: client stopped while waiting for {what}", self.name),
                 Err(_) => panic!("{}: timed out waiting for {what}; saw {seen:?}", self.name),
             }
+        }
+    }
+
+    /// The next event (the backlog first), or `None` once the client stopped; panics at `deadline`.
+    pub async fn next_event(&mut self, what: &str, deadline: Instant) -> Option<Event> {
+        if let Some(e) = self.backlog.pop_front() {
+            return Some(e);
+        }
+        match tokio::time::timeout_at(deadline, self.events.recv()).await {
+            Ok(e) => e,
+            Err(_) => panic!("{}: timed out waiting for {what}", self.name),
         }
     }
 

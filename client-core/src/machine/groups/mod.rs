@@ -83,8 +83,17 @@ pub enum GroupOutcome {
 /// What a group REST call was for.
 #[derive(Debug, Clone)]
 pub(crate) enum GroupPurpose {
-    Create { master_key: Vec<u8>, title: String },
-    Change { group: Uuid, added: Vec<Uuid>, removed: Option<Uuid>, title: Option<String> },
+    Create {
+        master_key: Vec<u8>,
+        title: String,
+    },
+    Change {
+        group: Uuid,
+        added: Vec<Uuid>,
+        removed: Option<Uuid>,
+        role: Option<(Uuid, GroupRole)>,
+        title: Option<String>,
+    },
     Leave(Uuid),
     Fetch(Uuid),
 }
@@ -211,7 +220,10 @@ impl Machine {
             return Err(MachineError::Invalid("everyone named is a member already".into()));
         }
         let call = RestCall::AddMembers { group, request: AddMembersRequest { members: added.clone() } };
-        Ok(self.rest_call(call, Purpose::Group(GroupPurpose::Change { group, added, removed: None, title: None })))
+        Ok(self.rest_call(
+            call,
+            Purpose::Group(GroupPurpose::Change { group, added, removed: None, role: None, title: None }),
+        ))
     }
 
     /// Removes a member. Returns the operation id. Every remaining member makes a new sender
@@ -224,7 +236,13 @@ impl Machine {
         let call = RestCall::RemoveMember { group, account };
         Ok(self.rest_call(
             call,
-            Purpose::Group(GroupPurpose::Change { group, added: vec![], removed: Some(account), title: None }),
+            Purpose::Group(GroupPurpose::Change {
+                group,
+                added: vec![],
+                removed: Some(account),
+                role: None,
+                title: None,
+            }),
         ))
     }
 
@@ -244,8 +262,9 @@ impl Machine {
     pub async fn set_role(&mut self, group: Uuid, account: Uuid, role: GroupRole) -> Result<u64, MachineError> {
         self.active_group(group).await?;
         let call = RestCall::SetRole { group, account, request: SetRoleRequest { role } };
-        Ok(self
-            .rest_call(call, Purpose::Group(GroupPurpose::Change { group, added: vec![], removed: None, title: None })))
+        let purpose =
+            GroupPurpose::Change { group, added: vec![], removed: None, role: Some((account, role)), title: None };
+        Ok(self.rest_call(call, Purpose::Group(purpose)))
     }
 
     /// Changes the group's title (admins and owners). Returns the operation id.
@@ -261,7 +280,8 @@ impl Machine {
         }
         let blob = seal_blob(&g.master_key, TITLE_LABEL, title.as_bytes(), rng);
         let request = UpdateGroupRequest { title: Some(hush_wire::api::B64(blob)), ..Default::default() };
-        let purpose = GroupPurpose::Change { group, added: vec![], removed: None, title: Some(title.to_owned()) };
+        let purpose =
+            GroupPurpose::Change { group, added: vec![], removed: None, role: None, title: Some(title.to_owned()) };
         Ok(self.rest_call(RestCall::UpdateGroup { group, request }, Purpose::Group(purpose)))
     }
 
@@ -413,9 +433,16 @@ impl Machine {
                 self.events.push_back(event);
                 Ok(GroupOutcome::Created(info.group_id))
             }
-            (GroupPurpose::Change { group, added, removed, title }, Ok(RestAnswer::RosterChange(r))) => {
+            (GroupPurpose::Change { group, added, removed, role, title }, Ok(RestAnswer::RosterChange(r))) => {
                 if let Some(mut g) = self.store.group(group).await? {
                     g.epoch = g.epoch.max(r.epoch);
+                    g.roster_version = g.roster_version.max(r.roster_version);
+                    // The answer shows the new role at once, as it shows an addition.
+                    if let Some((account, new_role)) = role {
+                        for m in g.members.iter_mut().filter(|m| m.account == account) {
+                            m.role = new_role;
+                        }
+                    }
                     for a in &added {
                         if g.role_of(*a).is_none() {
                             g.members.push(MemberRow { account: *a, role: GroupRole::Member });
