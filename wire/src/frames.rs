@@ -127,6 +127,21 @@ mod tests {
     }
 
     #[test]
+    fn urgent_is_field_6_of_a_group_send() {
+        let group: ClientFrame = client_frame::Frame::GroupSend(GroupSendRequest {
+            request_id: 2,
+            group_id: vec![0x11; 16].into(),
+            epoch: 1,
+            content: vec![0xCD; 2].into(),
+            idempotency_key: bytes::Bytes::new(),
+            urgent: true,
+        })
+        .into();
+        insta::assert_snapshot!("group_send_urgent_bytes", hex_string(&group.to_bytes()));
+        assert_eq!(decode_client_frame(&group.to_bytes()), Ok(group.frame.clone().unwrap_or_else(|| unreachable!())));
+    }
+
+    #[test]
     fn envelope_frame_bytes_are_stable() {
         let frame: ServerFrame = server_frame::Frame::Envelope(Envelope {
             seq: 42,
@@ -147,6 +162,7 @@ mod tests {
             epoch: 2,
             content: vec![0xCD; 4].into(),
             idempotency_key: vec![0xA5; 2].into(),
+            urgent: false,
         })
         .into();
         let distribute: ClientFrame = client_frame::Frame::Distribute(DistributeRequest {

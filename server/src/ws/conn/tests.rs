@@ -446,6 +446,7 @@ async fn group_frames_go_to_their_modules_and_group_envelopes_carry_their_positi
         epoch: 1,
         content: bytes::Bytes::from("mine"),
         idempotency_key: bytes::Bytes::new(),
+        urgent: false,
     };
     peer.send(client_frame::Frame::GroupSend(request));
     let server_frame::Frame::SendResponse(r) = peer.frame().await else { panic!("no answer") };

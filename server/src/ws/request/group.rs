@@ -68,6 +68,7 @@ mod tests {
             epoch: 1,
             content: vec![1u8; size].into(),
             idempotency_key: bytes::Bytes::new(),
+            urgent: false,
         }
     }
 

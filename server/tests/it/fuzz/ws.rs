@@ -271,6 +271,7 @@ fn session_frame(account: Uuid) -> impl Strategy<Value = client_frame::Frame> {
             epoch,
             content: content.into(),
             idempotency_key: Default::default(),
+            urgent: false,
         },
     );
     let distribute = (any::<u64>(), group_id, epoch, proptest::collection::vec(recipient.clone(), 0..3)).prop_map(
