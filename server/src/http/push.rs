@@ -49,11 +49,7 @@ pub async fn get(State(state): State<AppState>, auth: Authed) -> Result<Json<Pus
               (status = 503, body = ApiError, description = "unavailable: the database failed; retry")),
     security(("hush_sig" = [])))]
 pub async fn remove(State(state): State<AppState>, auth: Authed) -> Result<StatusCode, HttpError> {
-    if state.store.remove_push_target(auth.key(), None).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(no_target())
-    }
+    if state.store.remove_push_target(auth.key(), None).await? { Ok(StatusCode::NO_CONTENT) } else { Err(no_target()) }
 }
 
 fn no_target() -> HttpError {

@@ -149,7 +149,7 @@ where
 {
     let Some(device) = Box::pin(authenticate(&state, &mut socket, &mut ticket)).await else { return };
     let registration = state.hub.register(device.key);
-    let online = Online { state: &state, key: device.key, conn_id: registration.conn_id };
+    let online = Online { state: &state, key: device.key, mailbox: device.mailbox, conn_id: registration.conn_id };
     online.enter();
     // Last-seen has day precision: most connections need no write at all.
     let now = now_ms();
@@ -167,6 +167,7 @@ where
 struct Online<'a> {
     state: &'a AppState,
     key: DeviceKey,
+    mailbox: crate::store::MailboxId,
     conn_id: u64,
 }
 
@@ -185,6 +186,8 @@ impl Drop for Online<'_> {
         if let Some(cluster) = &self.state.cluster {
             cluster.disconnected(self.key);
         }
+        // If it left envelopes unacknowledged, it is woken a little later.
+        self.state.pusher.disconnected(self.key, self.mailbox);
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
     }
 }

@@ -223,7 +223,12 @@ impl Scene {
                 expires_at: now + 3_600_000,
                 idempotency_key: None,
             };
-            let reply = self.state.committer.write(Write::Direct(item)).await.unwrap_or_else(|_| panic!("writer gone"));
+            let reply = self
+                .state
+                .committer
+                .write(Write::Direct(item), crate::push::Urgency::Urgent)
+                .await
+                .unwrap_or_else(|_| panic!("writer gone"));
             assert!(matches!(reply.await, Ok(SendResult::Stored { .. })));
         }
     }
@@ -413,7 +418,9 @@ async fn group_frames_go_to_their_modules_and_group_envelopes_carry_their_positi
             content: bytes::Bytes::from("skdm"),
         }],
     };
-    let write = |w| async { s.state.committer.write(w).await.unwrap_or_else(|_| panic!("writer gone")).await };
+    let write = |w| async {
+        s.state.committer.write(w, crate::push::Urgency::Urgent).await.unwrap_or_else(|_| panic!("writer gone")).await
+    };
     let distribution = DistributeItem {
         sender: s.sender,
         group: g,

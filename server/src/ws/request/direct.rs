@@ -7,6 +7,7 @@ use hush_wire::frames::{EnvelopeKind, SendError, SendRequest};
 use hush_wire::limits::MAX_SEND_BYTES;
 
 use super::{Answer, Ctx, idempotency_key, invalid, parse_recipients, refuse, too_large};
+use crate::push::Urgency;
 use crate::store::{RecipientBatch, SendItem, Write};
 
 /// A checked `SendRequest`.
@@ -47,7 +48,10 @@ pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
         expires_at,
         idempotency_key: parsed.idempotency_key,
     };
-    ctx.commit(Write::Direct(item)).await
+    // SendRequest has no `urgent` flag yet (it lands with the client that sets it), so every
+    // stored one-to-one send wakes offline devices at once: waking for a receipt too is
+    // better than a message waiting for the background wake-up.
+    ctx.commit(Write::Direct(item), Urgency::Urgent).await
 }
 
 /// Parses and applies a `SendRequest` (stored or online-only).

@@ -59,9 +59,10 @@ impl Ctx<'_> {
         (now, now + self.state.config.retention.as_millis() as u64)
     }
 
-    /// Queues `write` with the writer and answers once it is committed or refused.
-    pub async fn commit(&self, write: Write) -> Answer {
-        let Ok(reply) = self.state.committer.write(write).await else {
+    /// Queues `write` with the writer and answers once it is committed or refused; offline
+    /// target devices are then woken as `urgency` says.
+    pub async fn commit(&self, write: Write, urgency: crate::push::Urgency) -> Answer {
+        let Ok(reply) = self.state.committer.write(write, urgency).await else {
             return refuse(internal());
         };
         Box::pin(answer_when_committed(reply))
