@@ -12,12 +12,12 @@ const DEVICE: &str = "(SELECT pk FROM devices WHERE account_id = $1::uuid AND de
 impl PushStore for PostgresStore {
     async fn set_push_target(&self, key: DeviceKey, target: &PushTarget, now_ms: u64) -> Result<(), StoreError> {
         let (provider, token, topic, sandbox) = target.columns();
-        let done = sqlx::query(&format!(
+        let done = sqlx::query(
             "INSERT INTO push_targets (device_pk, provider, token, topic, sandbox, updated_at) \
              SELECT pk, $3, $4, $5, $6, $7 FROM devices WHERE account_id = $1::uuid AND device_id = $2 \
              ON CONFLICT (device_pk) DO UPDATE SET provider = EXCLUDED.provider, token = EXCLUDED.token, \
-             topic = EXCLUDED.topic, sandbox = EXCLUDED.sandbox, updated_at = EXCLUDED.updated_at"
-        ))
+             topic = EXCLUDED.topic, sandbox = EXCLUDED.sandbox, updated_at = EXCLUDED.updated_at",
+        )
         .bind(key.account.to_string())
         .bind(device_param(key.device_id))
         .bind(provider)
