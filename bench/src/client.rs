@@ -2,8 +2,9 @@
 //! frame helpers. Envelope contents are random bytes with a small header the
 //! bench reads back (who sent it, its number, when it was sent).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
@@ -13,6 +14,7 @@ use hush_keys::registration::{RegistrationSigningInput, sign_registration};
 use hush_wire::api::{
     B64, NewDevice, RegisterRequest, RegisterResponse, RegistrationChallenge, RegistrationProof, SignedPreKey,
 };
+use hush_wire::close;
 use hush_wire::frames::{
     Ack, Auth, ClientFrame, DeviceMessage, EnvelopeKind, RecipientMessages, SendRequest, client_frame,
     decode_server_frame, server_frame,
@@ -20,6 +22,7 @@ use hush_wire::frames::{
 use libsignal_protocol::{GenericSignedPreKey, IdentityKeyPair, KeyPair, KyberPreKeyRecord, kem};
 use rand::{Rng, RngCore};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
@@ -134,12 +137,32 @@ fn binary(frame: client_frame::Frame) -> Message {
     Message::Binary(ClientFrame::from(frame).to_bytes().into())
 }
 
-/// Connects and authenticates as `device` on `url`.
+/// The server closed the socket (with this close frame, if any) while the bench waited for a frame.
+#[derive(Debug)]
+pub struct ServerClosed {
+    /// The close code, if the server sent a close frame.
+    pub code: Option<u16>,
+    /// Its reason text.
+    pub reason: String,
+}
+
+impl std::fmt::Display for ServerClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "server closed the connection: {code} {}", self.reason),
+            None => write!(f, "server closed the connection without a close frame"),
+        }
+    }
+}
+
+impl std::error::Error for ServerClosed {}
+
+/// Connects and authenticates as `device` on `url`, once.
 pub async fn connect(url: &str, device: &BenchDevice) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.context("WebSocket connect")?;
     let nonce = match next_frame(&mut ws).await? {
         server_frame::Frame::Challenge(c) => c.nonce,
-        other => bail!("expected a challenge, got {other:?}"),
+        other => return Err(Unexpected(format!("expected a challenge, got {other:?}")).into()),
     };
     let signature = device.signing.sign_ws_challenge(&nonce, device.account, 1);
     let auth = Auth {
@@ -150,26 +173,118 @@ pub async fn connect(url: &str, device: &BenchDevice) -> anyhow::Result<Ws> {
     ws.send(binary(client_frame::Frame::Auth(auth))).await?;
     match next_frame(&mut ws).await? {
         server_frame::Frame::AuthOk(_) => Ok(ws),
-        other => bail!("expected AuthOk, got {other:?}"),
+        other => Err(Unexpected(format!("expected AuthOk, got {other:?}")).into()),
     }
 }
 
-/// Connects as `device`, retrying every 50 ms (while the server restarts, or refuses a
-/// burst of handshakes) until `deadline`. Returns the connection and the failed attempts.
-pub async fn connect_retry(
-    url: &str,
-    device: &BenchDevice,
-    deadline: tokio::time::Instant,
-) -> anyhow::Result<(Ws, u32)> {
-    let mut failures = 0;
-    loop {
-        match connect(url, device).await {
-            Ok(ws) => return Ok((ws, failures)),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.context("still failing at the deadline")),
-            Err(_) => {
-                failures += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+/// The server answered the handshake with a frame the protocol does not allow there.
+#[derive(Debug)]
+pub struct Unexpected(String);
+
+impl std::fmt::Display for Unexpected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unexpected {}
+
+/// Whether a failed connection attempt is worth repeating: the server was busy (`1013`: its
+/// handshake budget was full; a `503` or `429` upgrade), restarting or unreachable (`1001`,
+/// `1011`, a refused or reset TCP connection). A refused authentication, a removed device or
+/// a protocol error would fail again.
+pub fn retryable(e: &anyhow::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    if let Some(closed) = e.downcast_ref::<ServerClosed>() {
+        return !matches!(
+            closed.code,
+            Some(
+                close::AUTH_FAILED
+                    | close::MALFORMED
+                    | close::DEVICE_REMOVED
+                    | close::TOO_BIG
+                    | close::UNSUPPORTED_DATA
+            )
+        );
+    }
+    if e.downcast_ref::<Unexpected>().is_some() {
+        return false;
+    }
+    if let Some(WsError::Http(response)) = e.downcast_ref::<WsError>() {
+        let status = response.status();
+        return status.is_server_error() || status.as_u16() == 429;
+    }
+    true
+}
+
+/// Delay before retry number `attempt` (0 = the first retry): doubling from [`FIRST_BACKOFF`]
+/// up to [`MAX_BACKOFF`], of which a random half is waited ("equal jitter"), so devices refused
+/// together do not come back together.
+pub fn backoff(attempt: u32, rng: &mut impl Rng) -> Duration {
+    let full = FIRST_BACKOFF.saturating_mul(1 << attempt.min(16)).min(MAX_BACKOFF);
+    let half = full / 2;
+    half + half.mul_f64(rng.random::<f64>())
+}
+
+/// First retry delay of [`backoff`] (before jitter).
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest retry delay of [`backoff`] (before jitter).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Handshakes (TCP connect to `AuthOk`) one bounded [`Connector`] has in flight at once: well
+/// under hushd's default handshake budget (`--max-handshakes 1024`).
+pub const CONNECT_CONCURRENCY: usize = 256;
+
+/// Opens authenticated connections as a well-behaved client does: a bounded number of
+/// handshakes at once (a fleet of bench devices shares one connector), and a busy, restarting
+/// or unreachable server retried with jittered backoff until a deadline.
+#[derive(Clone)]
+pub struct Connector {
+    slots: Option<Arc<Semaphore>>,
+}
+
+impl Connector {
+    /// At most `concurrency` handshakes at once.
+    pub fn bounded(concurrency: usize) -> Self {
+        Connector { slots: Some(Arc::new(Semaphore::new(concurrency.max(1)))) }
+    }
+
+    /// No bound on concurrent handshakes: independent devices that happen to reconnect at once
+    /// (what the reconnect storm measures). They still back off when refused.
+    pub fn unbounded() -> Self {
+        Connector { slots: None }
+    }
+
+    /// Connects as `device`, retrying what [`retryable`] allows until `deadline`. Returns the
+    /// connection and the attempts that failed before it.
+    pub async fn connect(
+        &self,
+        url: &str,
+        device: &BenchDevice,
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<(Ws, u32)> {
+        let mut failures = 0;
+        loop {
+            let attempt = async {
+                let _slot = match &self.slots {
+                    Some(slots) => Some(slots.acquire().await.context("connector closed")?),
+                    None => None,
+                };
+                connect(url, device).await
+            };
+            let e = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(ws)) => return Ok((ws, failures)),
+                Ok(Err(e)) => e,
+                Err(_) => bail!("no connection before the deadline ({failures} failed attempts)"),
+            };
+            if !retryable(&e) {
+                return Err(e.context("not retried"));
             }
+            let delay = backoff(failures, &mut rand::rng());
+            if tokio::time::Instant::now() + delay >= deadline {
+                return Err(e.context(format!("still failing at the deadline after {} attempts", failures + 1)));
+            }
+            failures += 1;
+            tokio::time::sleep(delay).await;
         }
     }
 }
@@ -179,10 +294,13 @@ pub async fn next_frame(ws: &mut Ws) -> anyhow::Result<server_frame::Frame> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Binary(b))) => return Ok(decode_server_frame(&b)?),
-            Some(Ok(Message::Close(c))) => bail!("server closed the connection: {c:?}"),
+            Some(Ok(Message::Close(c))) => {
+                let (code, reason) = c.map(|c| (Some(u16::from(c.code)), c.reason.to_string())).unwrap_or_default();
+                return Err(ServerClosed { code, reason }.into());
+            }
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(e.into()),
-            None => bail!("connection ended"),
+            None => return Err(ServerClosed { code: None, reason: String::new() }.into()),
         }
     }
 }
@@ -236,12 +354,20 @@ impl Payloads {
 
     /// A send request for one message to one device.
     pub fn send(&self, request_id: u64, to: &BenchDevice, sender: u32, number: u32) -> Message {
-        self.send_marked(request_id, to, sender, number, false)
+        self.request(request_id, to, (sender, number), false, Bytes::new())
     }
 
-    /// Like [`Payloads::send`], marked as sent again after a lost answer (`resent`), so the
-    /// receiver can tell a duplicate of a resend from any other duplicate.
+    /// Like [`Payloads::send`], with an idempotency key that is the same for every attempt of
+    /// one message (its sender and number), as a client's outbox message id is, and marked as
+    /// sent again after a lost answer (`resent`), so the receiver can tell a duplicate of a
+    /// resend from any other duplicate.
     pub fn send_marked(&self, request_id: u64, to: &BenchDevice, sender: u32, number: u32, resent: bool) -> Message {
+        let key = Bytes::from(format!("bench-{}-{number}", sender & !RESENT));
+        self.request(request_id, to, (sender, number), resent, key)
+    }
+
+    fn request(&self, request_id: u64, to: &BenchDevice, message: (u32, u32), resent: bool, key: Bytes) -> Message {
+        let (sender, number) = message;
         let mut content = BytesMut::from(&self.filler[..]);
         let sender = if resent { sender | RESENT } else { sender & !RESENT };
         content[..4].copy_from_slice(&sender.to_be_bytes());
@@ -259,7 +385,8 @@ impl Payloads {
                 }],
             }],
             online_only: false,
-            idempotency_key: Bytes::new(),
+            idempotency_key: key,
+            urgent: true,
         };
         binary(client_frame::Frame::Send(req))
     }
@@ -274,5 +401,45 @@ impl Payloads {
             number: u32::from_be_bytes(content[4..8].try_into().ok()?),
             sent_ns: u64::from_be_bytes(content[8..16].try_into().ok()?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+
+    fn closed(code: u16) -> anyhow::Error {
+        ServerClosed { code: Some(code), reason: String::new() }.into()
+    }
+
+    #[test]
+    fn a_busy_or_restarting_server_is_retried_and_a_refusal_is_not() {
+        for code in [close::TRY_AGAIN_LATER, close::GOING_AWAY, close::INTERNAL] {
+            assert!(retryable(&closed(code)), "{code} is retried");
+        }
+        assert!(retryable(&ServerClosed { code: None, reason: String::new() }.into()), "a reset is retried");
+        assert!(retryable(&anyhow::anyhow!("connection refused").context("WebSocket connect")));
+        for code in [close::AUTH_FAILED, close::DEVICE_REMOVED, close::MALFORMED] {
+            assert!(!retryable(&closed(code)), "{code} is not retried");
+        }
+        assert!(!retryable(&Unexpected("expected AuthOk".into()).into()));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_waits_a_random_half_of_it() {
+        let ms = Duration::from_millis;
+        let mut rng = StdRng::seed_from_u64(7);
+        let expected = [(0, ms(25), ms(50)), (1, ms(50), ms(100)), (4, ms(400), ms(800)), (5, ms(500), ms(1000))];
+        for (attempt, low, high) in expected.into_iter().chain([(40, ms(500), ms(1000))]) {
+            for _ in 0..50 {
+                let d = backoff(attempt, &mut rng);
+                assert!(d >= low && d <= high, "attempt {attempt}: {d:?} outside [{low:?}, {high:?}]");
+            }
+        }
+        let first: Vec<Duration> = (0..20).map(|_| backoff(0, &mut rng)).collect();
+        assert!(first.iter().any(|d| *d != first[0]), "devices refused together do not come back together");
     }
 }

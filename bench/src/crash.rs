@@ -7,8 +7,10 @@
 //! receiver tells copies apart: the same envelope seq again is a *redelivery* (normal
 //! at-least-once after a lost ack, dropped by clients by seq); the same message under a new
 //! seq whose copy was marked as a resend is a *duplicate of a resent send* (the server stored
-//! the first attempt and the resend; an idempotency key on sends would remove these); any
-//! other duplicate is counted apart as `dup_other`.
+//! the first attempt and the resend); any other duplicate is counted apart as `dup_other`.
+//! Every attempt of one message carries the same idempotency key (as a client's outbox id),
+//! so the server answers a resend of a stored message with the first result and stores
+//! nothing: both duplicate counts must be 0, like `lost`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use hush_wire::frames::{send_response, server_frame};
 use tokio::sync::watch;
 
-use crate::client::{self, BenchDevice, Payloads, SharedKeys};
+use crate::client::{self, BenchDevice, CONNECT_CONCURRENCY, Connector, Payloads, SharedKeys};
 use crate::target::Target;
 
 /// Sends one sender may have unanswered at once.
@@ -80,16 +82,24 @@ pub async fn crash(target: &mut Target, o: &CrashOptions) -> anyhow::Result<(Str
     let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
     let url = target.ws_url(0);
     let pace = Duration::from_secs_f64(o.pairs as f64 / o.rate.max(1.0));
+    let connector = Connector::bounded(CONNECT_CONCURRENCY);
 
     let mut receiver_tasks = Vec::new();
     for r in &receivers {
-        let job = RecvJob { url: url.clone(), device: r.clone(), expected: o.messages, deadline };
+        let job = RecvJob {
+            url: url.clone(),
+            connector: connector.clone(),
+            device: r.clone(),
+            expected: o.messages,
+            deadline,
+        };
         receiver_tasks.push(tokio::spawn(receive(job, stop_rx.clone(), counters.clone())));
     }
     let mut sender_tasks = Vec::new();
     for (i, s) in devices.iter().enumerate() {
         let job = SendJob {
             url: url.clone(),
+            connector: connector.clone(),
             device: s.clone(),
             to: receivers[i].clone(),
             sender: i as u32,
@@ -144,12 +154,14 @@ pub async fn crash(target: &mut Target, o: &CrashOptions) -> anyhow::Result<(Str
         counters.refused.load(Ordering::Relaxed),
         counters.reconnects.load(Ordering::Relaxed),
     );
-    Ok((line, lost == 0 && acked_total == sent && sum(|e| e.dup_other) == 0))
+    let duplicates = sum(|e| e.dup_resent) + sum(|e| e.dup_other);
+    Ok((line, lost == 0 && acked_total == sent && duplicates == 0))
 }
 
 /// One sender's work.
 struct SendJob {
     url: String,
+    connector: Connector,
     device: Arc<BenchDevice>,
     to: Arc<BenchDevice>,
     sender: u32,
@@ -158,7 +170,8 @@ struct SendJob {
 }
 
 /// Sends every message until each is acked, reconnecting after a crash and resending what
-/// was in flight (marked as resent: the server may have stored the first attempt).
+/// was in flight (with the same idempotency key, marked as resent: the server may have
+/// stored the first attempt).
 async fn send(
     job: SendJob,
     payloads: Arc<Payloads>,
@@ -175,7 +188,7 @@ async fn send(
     let mut due = tokio::time::Instant::now();
     let mut first = true;
     while remaining > 0 {
-        let (ws, _) = client::connect_retry(&job.url, &job.device, deadline).await?;
+        let (ws, _) = job.connector.connect(&job.url, &job.device, deadline).await?;
         if !std::mem::take(&mut first) {
             counters.reconnects.fetch_add(1, Ordering::Relaxed);
         }
@@ -237,6 +250,7 @@ async fn send(
 /// One receiver's work.
 struct RecvJob {
     url: String,
+    connector: Connector,
     device: Arc<BenchDevice>,
     expected: u32,
     deadline: tokio::time::Instant,
@@ -249,7 +263,7 @@ async fn receive(
     mut stop: watch::Receiver<bool>,
     counters: Arc<Counters>,
 ) -> anyhow::Result<ReceiverEnd> {
-    let RecvJob { url, device, expected, deadline } = job;
+    let RecvJob { url, connector, device, expected, deadline } = job;
     let mut end = ReceiverEnd { received: vec![false; expected as usize], ..ReceiverEnd::default() };
     // Per message number: whether a copy marked as resent was seen.
     let mut resent_seen = vec![false; expected as usize];
@@ -257,7 +271,7 @@ async fn receive(
     let mut first = true;
     let mut draining = false;
     loop {
-        let (mut ws, _) = client::connect_retry(&url, &device, deadline).await?;
+        let (mut ws, _) = connector.connect(&url, &device, deadline).await?;
         if !std::mem::take(&mut first) && !draining {
             counters.reconnects.fetch_add(1, Ordering::Relaxed);
         }

@@ -208,7 +208,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if !ok {
         bail!(
-            "envelopes were lost, duplicated or refused (crash: an acknowledged message was lost): see the figures above"
+            "envelopes were lost, duplicated or refused (crash: an acknowledged message was lost or a message stored twice): see the figures above"
         );
     }
     Ok(())

@@ -9,7 +9,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use hush_wire::frames::{send_response, server_frame};
 use tokio::sync::Semaphore;
 
-use crate::client::{self, BenchDevice, Payloads, SharedKeys, Ws};
+use crate::client::{self, BenchDevice, CONNECT_CONCURRENCY, Connector, Payloads, SharedKeys, Ws};
 use crate::target::{Target, wait_until};
 
 /// Sends one sender may have unanswered at once.
@@ -150,15 +150,21 @@ pub async fn idle(target: &Target, conns: usize) -> anyhow::Result<String> {
     let before = target.usage()?;
     let connected = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
+    let retries = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(tokio::sync::Notify::new());
     let checkpoint = 1000.min(conns);
-    eprintln!("opening {conns} connections");
+    let connector = Connector::bounded(CONNECT_CONCURRENCY);
+    let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
+    eprintln!("opening {conns} connections, {CONNECT_CONCURRENCY} handshakes at a time");
+    let opening = Instant::now();
     for (i, device) in devices.into_iter().enumerate() {
         let url = target.ws_url(i);
-        let (ok_count, fail_count, stop) = (connected.clone(), failed.clone(), stop.clone());
+        let (ok_count, fail_count, retries, stop) = (connected.clone(), failed.clone(), retries.clone(), stop.clone());
+        let connector = connector.clone();
         tokio::spawn(async move {
-            match client::connect(&url, &device).await {
-                Ok(mut ws) => {
+            match connector.connect(&url, &device, deadline).await {
+                Ok((mut ws, failures)) => {
+                    retries.fetch_add(u64::from(failures), Ordering::Relaxed);
                     ok_count.fetch_add(1, Ordering::Relaxed);
                     // Hold the connection, answering pings, until the bench ends.
                     tokio::select! {
@@ -189,6 +195,7 @@ pub async fn idle(target: &Target, conns: usize) -> anyhow::Result<String> {
         }
     }
     wait_until(PHASE_TIMEOUT, || connected.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) >= conns).await;
+    let open_ms = opening.elapsed().as_secs_f64() * 1000.0;
     tokio::time::sleep(Duration::from_secs(2)).await; // let the server settle before reading its memory
     let after = target.usage()?;
     stop.notify_waiters();
@@ -198,8 +205,9 @@ pub async fn idle(target: &Target, conns: usize) -> anyhow::Result<String> {
         bail!("{failures} of {conns} connections failed");
     }
     Ok(format!(
-        "idle_conns={n} server_rss_kib_per_conn={:.2}",
-        after.rss_kib.saturating_sub(before.rss_kib) as f64 / n.max(1) as f64
+        "idle_conns={n} server_rss_kib_per_conn={:.2} open_ms={open_ms:.0} connect_retries={}",
+        after.rss_kib.saturating_sub(before.rss_kib) as f64 / n.max(1) as f64,
+        retries.load(Ordering::Relaxed),
     ))
 }
 
@@ -222,15 +230,17 @@ pub async fn pairs(target: &Target, o: &PairsOptions) -> anyhow::Result<(String,
     let mut devices: Vec<Arc<BenchDevice>> = devices.into_iter().map(Arc::new).collect();
     let receivers_dev: Vec<Arc<BenchDevice>> = devices.split_off(o.pairs);
     let payloads = Arc::new(Payloads::new(o.size, Instant::now()));
+    let connector = Connector::bounded(CONNECT_CONCURRENCY);
+    let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
     let mut receivers = Vec::new();
     for (i, r) in receivers_dev.iter().enumerate() {
-        let mut ws = client::connect(&target.ws_url(i), r).await?;
+        let (mut ws, _) = connector.connect(&target.ws_url(i), r, deadline).await?;
         while !matches!(client::next_frame(&mut ws).await?, server_frame::Frame::QueueEmpty(_)) {}
         receivers.push(tokio::spawn(receive(ws, o.messages, payloads.clone())));
     }
     let mut senders_ws = Vec::new();
     for (i, s) in devices.iter().enumerate() {
-        let mut ws = client::connect(&target.ws_url(i + 1), s).await?;
+        let (mut ws, _) = connector.connect(&target.ws_url(i + 1), s, deadline).await?;
         while !matches!(client::next_frame(&mut ws).await?, server_frame::Frame::QueueEmpty(_)) {}
         senders_ws.push(ws);
     }
@@ -287,13 +297,15 @@ pub async fn drain(target: &Target, messages: u32, size: usize) -> anyhow::Resul
     let sender = Arc::new(devices.pop().context("no sender")?);
     let receiver = Arc::new(receiver);
     let payloads = Arc::new(Payloads::new(size, Instant::now()));
-    let ws = client::connect(&target.ws_url(0), &sender).await?;
+    let connector = Connector::bounded(CONNECT_CONCURRENCY);
+    let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
+    let (ws, _) = connector.connect(&target.ws_url(0), &sender, deadline).await?;
     let sent = send_all(ws, receiver.clone(), 0, messages, payloads.clone(), None).await?;
     if sent.ok != u64::from(messages) {
         bail!("only {} of {messages} sends were accepted", sent.ok);
     }
     let start = Instant::now();
-    let ws = client::connect(&target.ws_url(0), &receiver).await?;
+    let (ws, _) = connector.connect(&target.ws_url(0), &receiver, deadline).await?;
     let got = receive(ws, messages, payloads).await?;
     let drain = got.last.map(|t| t.duration_since(start)).unwrap_or_else(|| start.elapsed());
     let lost = u64::from(messages).saturating_sub(got.unique);

@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use hush_wire::frames::{send_response, server_frame};
 use tokio::sync::{Mutex, watch};
 
-use crate::client::{self, BenchDevice, Payloads, SharedKeys, Ws};
+use crate::client::{self, BenchDevice, CONNECT_CONCURRENCY, Connector, Payloads, SharedKeys, Ws};
 use crate::scenarios::percentile;
 use crate::target::{Target, wait_until};
 
@@ -70,9 +70,19 @@ pub async fn reconnect(target: &Target, o: &ReconnectOptions) -> anyhow::Result<
     let (phase_tx, phase_rx) = watch::channel(Phase::Connect);
     let (go_tx, go_rx) = watch::channel(None::<Instant>);
 
+    // The set-up connects a bounded number at a time; the storm itself is every device at
+    // once, each backing off on its own when refused, as independent devices do.
+    let connector = Connector::bounded(CONNECT_CONCURRENCY);
+    let at_once = Connector::unbounded();
     eprintln!("connecting {} devices", o.devices);
     for (i, d) in devices.iter().enumerate() {
-        let job = StormJob { url: target.ws_url(i), device: d.clone(), backlog: o.backlog };
+        let job = StormJob {
+            url: target.ws_url(i),
+            device: d.clone(),
+            backlog: o.backlog,
+            connect: connector.clone(),
+            reconnect: at_once.clone(),
+        };
         tokio::spawn(storm_device(job, phase_rx.clone(), go_rx.clone(), shared.clone()));
         if i % 256 == 255 {
             tokio::task::yield_now().await;
@@ -93,8 +103,9 @@ pub async fn reconnect(target: &Target, o: &ReconnectOptions) -> anyhow::Result<
     for i in 0..o.probes {
         let (Some(from), Some(to)) = (probe_devices.next(), probe_devices.next()) else { break };
         let to = Arc::new(to);
-        let sender = client::connect(&target.ws_url(i), &from).await?;
-        let receiver = client::connect(&target.ws_url(i + 1), &to).await?;
+        let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
+        let (sender, _) = connector.connect(&target.ws_url(i), &from, deadline).await?;
+        let (receiver, _) = connector.connect(&target.ws_url(i + 1), &to, deadline).await?;
         tokio::spawn(drain_forever(receiver));
         let task = probe(sender, to, payloads.clone(), phase_rx.clone(), latencies.clone());
         probe_tasks.push(tokio::spawn(task));
@@ -103,7 +114,8 @@ pub async fn reconnect(target: &Target, o: &ReconnectOptions) -> anyhow::Result<
     eprintln!("dropping every connection, queueing {} envelopes per device", o.backlog);
     phase_tx.send(Phase::Drop).context("phase")?;
     wait_until(PHASE_TIMEOUT, || shared.dropped.load(Ordering::Relaxed) >= o.devices).await;
-    let ws = client::connect(&target.ws_url(0), &backlog_sender).await?;
+    let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
+    let (ws, _) = connector.connect(&target.ws_url(0), &backlog_sender, deadline).await?;
     queue_backlog(ws, &devices, o.backlog, &payloads).await?;
 
     eprintln!("reconnecting {} devices at once", o.devices);
@@ -149,24 +161,27 @@ pub async fn reconnect(target: &Target, o: &ReconnectOptions) -> anyhow::Result<
     Ok((line, failed == 0 && short == 0))
 }
 
-/// One storm device: connect, wait, drop, wait, reconnect and read its backlog to `QueueEmpty`.
-/// One storm device: where it connects, as whom, and how many envelopes wait for it.
+/// One storm device: where it connects, as whom, how many envelopes wait for it, and the
+/// connectors of the set-up and of the storm.
 struct StormJob {
     url: String,
     device: Arc<BenchDevice>,
     backlog: u32,
+    connect: Connector,
+    reconnect: Connector,
 }
 
+/// One storm device: connect, wait, drop, wait, reconnect and read its backlog to `QueueEmpty`.
 async fn storm_device(
     job: StormJob,
     mut phase: watch::Receiver<Phase>,
     mut go: watch::Receiver<Option<Instant>>,
     shared: Arc<Shared>,
 ) {
-    let StormJob { url, device, backlog } = job;
+    let StormJob { url, device, backlog, connect, reconnect } = job;
     let result = async {
         let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
-        let (mut ws, _) = client::connect_retry(&url, &device, deadline).await?;
+        let (mut ws, _) = connect.connect(&url, &device, deadline).await?;
         read_to_queue_empty(&mut ws).await?;
         shared.connected.fetch_add(1, Ordering::Relaxed);
         phase.wait_for(|p| *p != Phase::Connect).await?;
@@ -175,7 +190,7 @@ async fn storm_device(
         shared.dropped.fetch_add(1, Ordering::Relaxed);
         let start = (*go.wait_for(Option::is_some).await?).context("no start time")?;
         let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
-        let (mut ws, retries) = client::connect_retry(&url, &device, deadline).await?;
+        let (mut ws, retries) = reconnect.connect(&url, &device, deadline).await?;
         shared.retries.fetch_add(u64::from(retries), Ordering::Relaxed);
         let got = read_to_queue_empty(&mut ws).await?;
         shared.times_us.lock().await.push(start.elapsed().as_micros() as u64);

@@ -55,13 +55,14 @@ pub enum Command {
         /// The username to take (unique on the server).
         username: String,
     },
-    /// Send a text message and wait until the server has stored it.
+    /// Send a text message (to USERNAME, or to a group: group:<uuid>) and wait until the server
+    /// has stored it.
     ///
     /// The server takes at most 96 KiB per device envelope and 256 KiB per send across all of
     /// the recipient's devices and your own other devices; a longer text is refused before it
     /// is queued, and the error names the longest text for the current devices.
     Send {
-        /// Who to write to.
+        /// Who to write to: a username, or group:<uuid> (see `hush group list`).
         username: String,
         /// The text; `-` reads it from stdin (one trailing newline is dropped).
         text: String,
@@ -79,9 +80,9 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", value_parser = parse_secs)]
         timeout: Option<Duration>,
     },
-    /// Print the conversation with USERNAME from the local store, oldest first.
+    /// Print the conversation with USERNAME (or group:<uuid>) from the local store, oldest first.
     History {
-        /// The other party.
+        /// The other party, or group:<uuid>.
         username: String,
         /// How many of the latest messages to print.
         #[arg(long, default_value_t = 50)]
@@ -111,14 +112,97 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<OutboxAction>,
     },
+    /// Groups: create one, change its roster, list them, accept or decline invites.
+    ///
+    /// A group is named group:<uuid> (`hush group list` shows them); write to it with
+    /// `hush send group:<uuid> TEXT` and read it with `hush receive` / `hush history group:<uuid>`.
+    /// Roster changes show in the conversation ("alice added bob"). Someone who is not a
+    /// contact adding you makes an invite, hidden until `hush group accept`.
+    Group {
+        /// What to do.
+        #[command(subcommand)]
+        action: GroupAction,
+        /// How long to wait for the server (and for this device's key to reach new members).
+        #[command(flatten)]
+        timeout: GroupTimeout,
+    },
     /// Serve JSON-RPC 2.0 (one JSON object per line) on stdio, or on a Unix socket.
     ///
     /// Methods: send, history, contacts, safety_number, trust, status, mark_read, typing,
-    /// outbox, retry, cancel, subscribe, ack, unsubscribe. The daemon reconnects by itself
+    /// outbox, retry, cancel, subscribe, ack, unsubscribe, group_create, group_add,
+    /// group_remove, group_leave, group_role, group_title, group_list, group_invites,
+    /// group_info, group_accept, group_decline. The daemon reconnects by itself
     /// (connection events and `status` say how it stands), except after this device was
     /// removed or a copy of it connected from elsewhere. Message events are numbered and replayed after a restart
     /// until acknowledged. See the README, "Using the hush CLI".
     Daemon(DaemonArgs),
+}
+
+/// What `hush group` does.
+#[derive(Debug, Subcommand)]
+pub enum GroupAction {
+    /// Create a group titled TITLE with MEMBERS (usernames); you become its owner.
+    Create {
+        /// The title (encrypted: the server cannot read it).
+        title: String,
+        /// The first members.
+        members: Vec<String>,
+    },
+    /// Add MEMBERS to GROUP (admins and owners, or anyone when the group allows it).
+    Add {
+        /// group:<uuid>.
+        group: String,
+        /// Usernames to add.
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Remove MEMBER from GROUP (admins and owners); the others make new keys before they write
+    /// again, so MEMBER reads nothing sent afterwards.
+    Remove {
+        /// group:<uuid>.
+        group: String,
+        /// The username to remove.
+        member: String,
+    },
+    /// Leave GROUP (an owner must first make another member owner).
+    Leave {
+        /// group:<uuid>.
+        group: String,
+    },
+    /// Give MEMBER of GROUP the role ROLE (owners only).
+    Role {
+        /// group:<uuid>.
+        group: String,
+        /// The username.
+        member: String,
+        /// owner, admin or member.
+        #[arg(value_parser = ["owner", "admin", "member"])]
+        role: String,
+    },
+    /// Change GROUP's title (admins and owners).
+    Title {
+        /// group:<uuid>.
+        group: String,
+        /// The new title.
+        title: String,
+    },
+    /// List your groups and open invites.
+    List,
+    /// Show GROUP: title, members and roles, your standing.
+    Info {
+        /// group:<uuid>.
+        group: String,
+    },
+    /// Accept the invite to GROUP: it appears, with what arrived meanwhile.
+    Accept {
+        /// group:<uuid>.
+        group: String,
+    },
+    /// Decline the invite to GROUP: you leave it.
+    Decline {
+        /// group:<uuid>.
+        group: String,
+    },
 }
 
 /// What `hush outbox` does.
@@ -143,6 +227,14 @@ pub enum OutboxAction {
 pub struct TimeoutArg {
     /// Seconds to wait before giving up (exit code 3).
     #[arg(long = "timeout", value_name = "SECONDS", default_value = "30", value_parser = parse_secs)]
+    pub value: Duration,
+}
+
+/// `--timeout SECONDS` (default 30) anywhere after `hush group`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct GroupTimeout {
+    /// Seconds to wait for the server before giving up (exit code 3).
+    #[arg(long = "timeout", value_name = "SECONDS", default_value = "30", value_parser = parse_secs, global = true)]
     pub value: Duration,
 }
 

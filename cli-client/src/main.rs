@@ -3,6 +3,7 @@
 //!
 //! - [`cli`]: the command line (clap).
 //! - [`commands`]: the one-shot commands (`register`, `send`, `receive`, ...).
+//! - [`group`]: `hush group ...`.
 //! - [`daemon`]: `hush daemon`, JSON-RPC 2.0 with an at-least-once event stream.
 //! - [`exit`]: exit codes; [`output`]: JSON and text output; [`cursor`]: persistent positions.
 
@@ -11,6 +12,7 @@ mod commands;
 mod cursor;
 mod daemon;
 mod exit;
+mod group;
 mod output;
 mod signals;
 
@@ -64,6 +66,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trust { username } => commands::trust(&ctx, &username).await,
         Command::Status { timeout } => commands::status(&ctx, timeout.value).await,
         Command::Outbox { action } => commands::outbox(&ctx, action).await,
+        Command::Group { action, timeout } => group::run(&ctx, action, timeout.value).await,
         Command::Daemon(args) => daemon::run(&ctx, args).await,
     }
 }

@@ -3,8 +3,8 @@
 use std::io::Write as _;
 
 use hush_client_core::{
-    ConnectionState, Contact, Event, MessageDirection, MessageRecord, MessageStatus, OutboxEntry, OutboxState,
-    ReceiptKind, SafetyNumber, Status, TrustState,
+    ConnectionState, Contact, Event, GroupInfo, GroupRole, GroupState, MessageDirection, MessageKind, MessageRecord,
+    MessageStatus, OutboxEntry, OutboxState, ReceiptKind, SafetyNumber, Status, TrustState,
 };
 use serde_json::{Value, json};
 
@@ -73,18 +73,65 @@ pub fn message_json(m: &MessageRecord) -> Value {
     if let (MessageStatus::Failed(reason), Some(obj)) = (&m.status, v.as_object_mut()) {
         obj.insert("failed_reason".into(), json!(reason));
     }
+    if m.conversation.starts_with(hush_client_core::GROUP_PREFIX)
+        && let Some(obj) = v.as_object_mut()
+    {
+        obj.insert("group_seq".into(), json!(m.group_seq));
+        obj.insert("kind".into(), json!(if m.kind == MessageKind::System { "system" } else { "text" }));
+    }
     v
 }
 
 /// A message as one line of text.
 pub fn message_text(m: &MessageRecord) -> String {
     let when = format_ms(m.sent_at);
+    if m.kind == MessageKind::System {
+        return format!("[{when}] {}: * {}", m.conversation, m.body);
+    }
+    if m.conversation.starts_with(hush_client_core::GROUP_PREFIX) {
+        return match m.direction {
+            MessageDirection::Incoming => format!("[{when}] {} in {}: {}", m.from, m.conversation, m.body),
+            MessageDirection::Outgoing => {
+                format!("[{when}] {} -> {}: {} ({})", m.from, m.conversation, m.body, status_name(&m.status))
+            }
+        };
+    }
     match m.direction {
         MessageDirection::Incoming => format!("[{when}] {}: {}", m.from, m.body),
         MessageDirection::Outgoing => {
             format!("[{when}] {} -> {}: {} ({})", m.from, m.conversation, m.body, status_name(&m.status))
         }
     }
+}
+
+/// A group as JSON (`hush group`, daemon `group_*` results): its `group` (group:<uuid>),
+/// `group_id`, `title`, `description`, `state` (active, invited, left), `members` (username,
+/// account_id, role), `roster_version`, `epoch`.
+pub fn group_json(g: &GroupInfo) -> Value {
+    serde_json::to_value(g).unwrap_or(Value::Null)
+}
+
+/// A group as text: one line, or with `members` one more line per member.
+pub fn group_text(g: &GroupInfo, members: bool) -> String {
+    let state = match g.state {
+        GroupState::Active => String::new(),
+        GroupState::Invited => " [invite: `hush group accept` or `decline`]".to_owned(),
+        GroupState::Left => " [left]".to_owned(),
+        _ => String::new(),
+    };
+    let title = if g.title.is_empty() { "(title not received yet)" } else { g.title.as_str() };
+    let mut out = format!("{}  {title}  ({} members){state}", g.group, g.members.len());
+    if members {
+        for m in &g.members {
+            let role = match m.role {
+                GroupRole::Owner => "owner",
+                GroupRole::Admin => "admin",
+                GroupRole::Member => "member",
+            };
+            out.push_str(&format!("\n  {} ({role})", m.username));
+        }
+    }
+    out
 }
 
 /// A contact as JSON.
@@ -115,6 +162,7 @@ pub fn connection_name(c: &ConnectionState) -> &'static str {
         ConnectionState::Connected => "connected",
         ConnectionState::Disconnected(_) => "disconnected",
         ConnectionState::Stopped(_) => "stopped",
+        _ => "unknown",
     }
 }
 
@@ -223,6 +271,9 @@ pub fn live_event_json(event: &Event) -> Option<Value> {
             }
             v
         }
+        // Group events (group_invite, group_updated, distribution_refused) and later kinds:
+        // the library's own JSON form.
+        other => serde_json::to_value(other).ok()?,
     })
 }
 
@@ -268,6 +319,8 @@ mod tests {
             sent_at: 10,
             received_at: 20,
             lamport: 3,
+            group_seq: 0,
+            kind: MessageKind::Text,
             status: MessageStatus::Received,
             local_seq: 5,
         };
@@ -277,6 +330,22 @@ mod tests {
             json!({"id": "07070707070707070707070707070707", "from": "alice", "from_device": 1,
                    "conversation": "alice", "direction": "incoming", "body": "hi", "sent_at": 10,
                    "received_at": 20, "status": "received", "local_seq": 5})
+        );
+    }
+
+    #[test]
+    fn a_group_has_the_documented_json_fields_and_a_text_line() {
+        let v = json!({"group": "group:11111111-1111-1111-1111-111111111111",
+               "group_id": "11111111-1111-1111-1111-111111111111", "title": "friends", "description": "",
+               "state": "invited", "members": [{"username": "alice",
+               "account_id": "22222222-2222-2222-2222-222222222222", "role": "owner"}],
+               "roster_version": 2, "epoch": 0});
+        let g: GroupInfo = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(group_json(&g), v);
+        assert_eq!(
+            group_text(&g, true),
+            "group:11111111-1111-1111-1111-111111111111  friends  (1 members) \
+             [invite: `hush group accept` or `decline`]\n  alice (owner)"
         );
     }
 }

@@ -98,6 +98,7 @@ fn print_event(event: &Event) {
             let then = if *retry_requested { "; asked them to send it again" } else { "" };
             println!("a message from {from} could not be decrypted{then}")
         }
-        Event::Sent { .. } | Event::QueueEmpty | Event::Connection(_) => {}
+        Event::GroupInvite { group, from } => println!("{from} invited you to {group}"),
+        _ => {}
     }
 }

@@ -23,6 +23,7 @@ impl StoreError {
 
 /// The protocol state machine failed to process an input.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MachineError {
     /// The local store failed.
     #[error(transparent)]
@@ -48,6 +49,12 @@ pub enum MachineError {
     /// An input the machine does not accept (an empty message, a message to oneself).
     #[error("{0}")]
     Invalid(String),
+    /// The server refused a REST call (a group operation), or could not be reached.
+    #[error("{0}")]
+    Rest(crate::machine::RestFailure),
+    /// No group with this id on this device.
+    #[error("no group {0} on this device (see `hush group list`)")]
+    UnknownGroup(String),
 }
 
 /// A message longer than the server accepts: 96 KiB per device envelope
@@ -76,6 +83,7 @@ fn pid_note(pid: &Option<u32>) -> String {
 
 /// What the public API reports.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The local store failed.
     #[error(transparent)]

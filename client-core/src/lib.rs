@@ -53,11 +53,12 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use error::{ClientError, MachineError, StoreError, TooLarge};
 pub use types::{
-    ClientConfig, ConnectionState, Contact, Event, MessageDirection, MessageId, MessageRecord, MessageStatus,
-    OutboxEntry, OutboxState, Receipt, ReceiptKind, ReceivedMessage, SafetyNumber, Status, TrustState,
+    ClientConfig, ConnectionState, Contact, ConversationId, Event, GROUP_PREFIX, GroupInfo, GroupMemberInfo, GroupRole,
+    GroupState, MessageDirection, MessageId, MessageKind, MessageRecord, MessageStatus, OutboxEntry, OutboxState,
+    Receipt, ReceiptKind, ReceivedMessage, SafetyNumber, Status, TrustState,
 };
 
-use driver::Command;
+use driver::{Command, GroupCommand, GroupReply};
 
 /// Filter directives (for `tracing_subscriber::EnvFilter` or `env_logger`) that keep
 /// libsignal's `info` logs, which name contacts, out of an app's logs. Append them to the app's
@@ -132,9 +133,9 @@ impl Client {
         self.call(|reply| Command::Disconnect { reply }).await
     }
 
-    /// Queues a text message to `username` and returns its id at once. The message is sent
-    /// when connected; [`Event::Sent`] or [`Event::SendFailed`] follows. Fails at once if
-    /// sending to `username` is blocked by a changed identity key.
+    /// Queues a text message to `username` (or to a group: `group:<uuid>`) and returns its id
+    /// at once. The message is sent when connected; [`Event::Sent`] or [`Event::SendFailed`]
+    /// follows. Fails at once if sending to `username` is blocked by a changed identity key.
     pub async fn send_text(&self, username: &str, text: &str) -> Result<MessageId, ClientError> {
         let (to, text) = (username.to_owned(), text.to_owned());
         self.call(|reply| Command::SendText { to, text, reply }).await
@@ -147,7 +148,8 @@ impl Client {
         self.call(|reply| Command::SendTyping { to, typing, reply }).await
     }
 
-    /// Marks every received message from `username` as read and sends them a read receipt.
+    /// Marks every received message from `username` (or in a group: `group:<uuid>`) as read
+    /// and sends read receipts (in a group: to each author).
     pub async fn mark_read(&self, username: &str) -> Result<(), ClientError> {
         let peer = username.to_owned();
         self.call(|reply| Command::MarkRead { peer, reply }).await
@@ -170,8 +172,8 @@ impl Client {
         self.call(|reply| Command::Outbox { reply }).await
     }
 
-    /// The last `limit` messages of the conversation with `username`, oldest first, in the
-    /// order every device of both parties shows.
+    /// The last `limit` messages of the conversation with `username` (or of a group:
+    /// `group:<uuid>`, with its system entries), oldest first, in the order every device shows.
     pub async fn history(&self, username: &str, limit: usize) -> Result<Vec<MessageRecord>, ClientError> {
         let peer = username.to_owned();
         self.call(|reply| Command::History { peer, limit, reply }).await
@@ -225,6 +227,89 @@ impl Client {
         };
         self.call(|reply| Command::EndDrain { reply }).await?;
         outcome
+    }
+
+    /// Creates a group titled `title` with `members` (usernames; this account becomes its
+    /// owner) and returns it once the server has made it. The members' devices get this
+    /// device's sender key, the group's key and the title at once; members who are not
+    /// contacts of this account see it as an invite. Send to it with `send_text("group:<uuid>", ...)`.
+    pub async fn create_group(&self, title: &str, members: &[&str]) -> Result<GroupInfo, ClientError> {
+        let op = GroupCommand::Create {
+            title: title.to_owned(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        };
+        self.group_info_of(op).await
+    }
+
+    /// Adds members (usernames) to a group (`group:<uuid>`); admins and owners, or any member
+    /// when the group allows it.
+    pub async fn add_members(&self, group: &str, members: &[&str]) -> Result<GroupInfo, ClientError> {
+        let members = members.iter().map(|m| (*m).to_owned()).collect();
+        self.group_info_of(GroupCommand::Add { group: group.to_owned(), members }).await
+    }
+
+    /// Removes a member (admins and owners; not an owner). Every remaining member makes a new
+    /// sender key before its next message, so the removed member reads nothing sent later.
+    pub async fn remove_member(&self, group: &str, member: &str) -> Result<GroupInfo, ClientError> {
+        self.group_info_of(GroupCommand::Remove { group: group.to_owned(), member: member.to_owned() }).await
+    }
+
+    /// Leaves a group (the last owner must hand over first).
+    pub async fn leave_group(&self, group: &str) -> Result<(), ClientError> {
+        self.group_call(GroupCommand::Leave { group: group.to_owned() }).await.map(|_| ())
+    }
+
+    /// Gives a member another role (owners only).
+    pub async fn set_role(&self, group: &str, member: &str, role: GroupRole) -> Result<GroupInfo, ClientError> {
+        self.group_info_of(GroupCommand::Role { group: group.to_owned(), member: member.to_owned(), role }).await
+    }
+
+    /// Changes a group's title (admins and owners); it is encrypted with the group's key.
+    pub async fn set_group_title(&self, group: &str, title: &str) -> Result<GroupInfo, ClientError> {
+        self.group_info_of(GroupCommand::Title { group: group.to_owned(), title: title.to_owned() }).await
+    }
+
+    /// The groups this account is a member of (invites are listed by [`Client::invites`]).
+    pub async fn groups(&self) -> Result<Vec<GroupInfo>, ClientError> {
+        match self.group_call(GroupCommand::List).await? {
+            GroupReply::List(list) => Ok(list),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Groups this account was added to by someone who is not a contact, not yet accepted or
+    /// declined ([`Event::GroupInvite`]).
+    pub async fn invites(&self) -> Result<Vec<GroupInfo>, ClientError> {
+        match self.group_call(GroupCommand::Invites).await? {
+            GroupReply::List(list) => Ok(list),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// A group as this device knows it.
+    pub async fn group_info(&self, group: &str) -> Result<GroupInfo, ClientError> {
+        self.group_info_of(GroupCommand::Info { group: group.to_owned() }).await
+    }
+
+    /// Accepts an invite: the group appears, with what arrived meanwhile.
+    pub async fn accept_invite(&self, group: &str) -> Result<GroupInfo, ClientError> {
+        self.group_info_of(GroupCommand::Accept { group: group.to_owned() }).await
+    }
+
+    /// Declines an invite: leaves the group.
+    pub async fn decline_invite(&self, group: &str) -> Result<(), ClientError> {
+        self.group_call(GroupCommand::Decline { group: group.to_owned() }).await.map(|_| ())
+    }
+
+    async fn group_call(&self, op: GroupCommand) -> Result<GroupReply, ClientError> {
+        self.call(|reply| Command::Group { op, reply }).await
+    }
+
+    async fn group_info_of(&self, op: GroupCommand) -> Result<GroupInfo, ClientError> {
+        match self.group_call(op).await? {
+            GroupReply::Info(info) => Ok(info),
+            other => Err(ClientError::Invalid(format!("unexpected answer {other:?}"))),
+        }
     }
 
     /// Stops the actor: closes the connection and the store. Other clones of this handle fail

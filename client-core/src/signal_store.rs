@@ -275,7 +275,7 @@ impl KyberPreKeyStore for SignalStore {
 #[async_trait(?Send)]
 impl SenderKeyStore for SignalStore {
     async fn store_sender_key(&mut self, sender: &ProtocolAddress, dist: Uuid, record: &SenderKeyRecord) -> Result<()> {
-        self.pending.borrow_mut().batch.sender_keys.insert((address(sender), dist), record.serialize()?);
+        self.pending.borrow_mut().batch.sender_keys.insert((address(sender), dist), Some(record.serialize()?));
         Ok(())
     }
 
@@ -283,7 +283,7 @@ impl SenderKeyStore for SignalStore {
         let key = (address(sender), dist);
         let pending = self.pending.borrow().batch.sender_keys.get(&key).cloned();
         let bytes = match pending {
-            Some(v) => Some(v),
+            Some(v) => v,
             None => self.store.sender_key(&key.0, dist).await.map_err(store_err)?,
         };
         bytes.map(|b| SenderKeyRecord::deserialize(&b)).transpose()

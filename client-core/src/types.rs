@@ -72,6 +72,87 @@ impl fmt::Debug for MessageId {
     }
 }
 
+/// A conversation: with one peer account, or a group. Written (`Display`, `FromStr`, and in the
+/// store) as the peer's account id, or `group:<uuid>`; in events and JSON the peer appears by
+/// username instead (see [`MessageRecord::conversation`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum ConversationId {
+    /// One-to-one with this account.
+    Direct(Uuid),
+    /// The group with this id.
+    Group(Uuid),
+}
+
+/// The prefix of a group conversation in its written form.
+pub const GROUP_PREFIX: &str = "group:";
+
+impl ConversationId {
+    /// The peer account of a one-to-one conversation.
+    pub fn peer(&self) -> Option<Uuid> {
+        match self {
+            ConversationId::Direct(p) => Some(*p),
+            ConversationId::Group(_) => None,
+        }
+    }
+
+    /// The group of a group conversation.
+    pub fn group(&self) -> Option<Uuid> {
+        match self {
+            ConversationId::Group(g) => Some(*g),
+            ConversationId::Direct(_) => None,
+        }
+    }
+
+    /// `group:<uuid>` for a group id.
+    pub fn group_name(group: Uuid) -> String {
+        format!("{GROUP_PREFIX}{group}")
+    }
+
+    /// Parses the written form; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.strip_prefix(GROUP_PREFIX) {
+            Some(g) => Uuid::parse_str(g).ok().map(ConversationId::Group),
+            None => Uuid::parse_str(s).ok().map(ConversationId::Direct),
+        }
+    }
+}
+
+impl fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConversationId::Direct(p) => write!(f, "{p}"),
+            ConversationId::Group(g) => write!(f, "{GROUP_PREFIX}{g}"),
+        }
+    }
+}
+
+impl Serialize for ConversationId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ConversationId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ConversationId::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom("a conversation is an account id or group:<uuid>"))
+    }
+}
+
+/// What a stored message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// Written by a person (or a bot).
+    #[default]
+    Text,
+    /// A change of a group's roster or settings, written by the server ("alice added bob"); the
+    /// body is the sentence, the author the account that made the change.
+    System,
+}
+
 /// Whether a message was written on this account (by this or another own device) or received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,7 +186,7 @@ pub enum MessageStatus {
 pub struct MessageRecord {
     /// The sender's message id.
     pub id: MessageId,
-    /// Username of the other party of the conversation.
+    /// The conversation: the other party's username, or `group:<uuid>` for a group.
     pub conversation: String,
     /// Username of the author.
     pub from: String,
@@ -119,8 +200,16 @@ pub struct MessageRecord {
     pub sent_at: u64,
     /// When this device stored it (ms since the Unix epoch).
     pub received_at: u64,
-    /// Lamport clock carried in the message; history is ordered by it (ties: author, device, id).
+    /// Lamport clock carried in a one-to-one message; its history is ordered by it (ties:
+    /// author, device, id). 0 in groups.
     pub lamport: u64,
+    /// In a group: the server's group seq, which orders the conversation on every device (0
+    /// while an outgoing message is not sent yet: it is shown last).
+    #[serde(default)]
+    pub group_seq: u64,
+    /// A text, or a group's system entry.
+    #[serde(default)]
+    pub kind: MessageKind,
     /// Delivery state.
     pub status: MessageStatus,
     /// Position in this device's store: increases with every message stored here (incoming,
@@ -160,6 +249,7 @@ pub struct Receipt {
 /// State of the connection to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+#[non_exhaustive]
 pub enum ConnectionState {
     /// Not connected and not trying.
     Offline,
@@ -177,9 +267,11 @@ pub enum ConnectionState {
     Stopped(String),
 }
 
-/// Something that happened, in the order it happened.
+/// Something that happened, in the order it happened. More kinds may be added: match with a
+/// `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
 pub enum Event {
     /// A new message (stored before this event is emitted; never emitted twice for one id).
     Message(ReceivedMessage),
@@ -255,10 +347,86 @@ pub enum Event {
         /// Whether the sender was asked to send it again.
         retry_requested: bool,
     },
+    /// Someone who is not a contact added this account to a group: it stays hidden (no
+    /// events, no receipts) until [`crate::Client::accept_invite`]; [`crate::Client::decline_invite`]
+    /// leaves it.
+    GroupInvite {
+        /// `group:<uuid>`.
+        group: String,
+        /// Who added this account (username).
+        from: String,
+    },
+    /// A group's roster, settings, title or this account's membership changed (also when a
+    /// group is first learned). [`crate::Client::group_info`] has the details.
+    GroupUpdated {
+        /// `group:<uuid>`.
+        group: String,
+        /// The title (empty while the group's key has not arrived).
+        title: String,
+        /// This account's standing in the group.
+        state: GroupState,
+    },
+    /// A group member sent a sender-key distribution whose distribution id another member
+    /// already uses: it was refused (someone tried to speak as another member).
+    DistributionRefused {
+        /// `group:<uuid>`.
+        group: String,
+        /// Who sent the refused distribution (username).
+        from: String,
+        /// From which of their devices.
+        from_device: u32,
+    },
     /// The server has delivered every stored envelope and the outbox is empty.
     QueueEmpty,
     /// The connection state changed.
     Connection(ConnectionState),
+}
+
+/// This account's standing in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GroupState {
+    /// A member; the group is shown.
+    Active,
+    /// Added by someone who is not a contact: hidden until accepted.
+    Invited,
+    /// Not a member any more (left, declined, removed, or the group was deleted).
+    Left,
+}
+
+pub use hush_wire::api::GroupRole;
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMemberInfo {
+    /// Username (the account id while it is not known yet).
+    pub username: String,
+    /// Account id.
+    pub account_id: Uuid,
+    /// Role.
+    pub role: GroupRole,
+}
+
+/// A group as this device knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// `group:<uuid>`: the conversation to send to.
+    pub group: String,
+    /// The group's id.
+    pub group_id: Uuid,
+    /// Title (empty while the group's key has not arrived).
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// This account's standing.
+    pub state: GroupState,
+    /// Members, owners first.
+    pub members: Vec<GroupMemberInfo>,
+    /// Roster version.
+    pub roster_version: u64,
+    /// Epoch (grows when someone leaves or is removed).
+    pub epoch: u64,
 }
 
 /// How far a contact's identity key is trusted.
@@ -367,11 +535,34 @@ mod tests {
             sent_at: 1_700_000_000_000,
             received_at: 1_700_000_000_500,
             lamport: 7,
+            group_seq: 0,
+            kind: MessageKind::Text,
             status: MessageStatus::Received,
             local_seq: 3,
         };
+        let group_message = MessageRecord {
+            conversation: "group:11111111-1111-1111-1111-111111111111".into(),
+            lamport: 0,
+            group_seq: 4,
+            kind: MessageKind::System,
+            body: "alice added bob".into(),
+            from: "alice".into(),
+            ..message.clone()
+        };
         vec![
             Event::Message(message),
+            Event::Message(group_message),
+            Event::GroupInvite { group: "group:11111111-1111-1111-1111-111111111111".into(), from: "alice".into() },
+            Event::GroupUpdated {
+                group: "group:11111111-1111-1111-1111-111111111111".into(),
+                title: "friends".into(),
+                state: GroupState::Active,
+            },
+            Event::DistributionRefused {
+                group: "group:11111111-1111-1111-1111-111111111111".into(),
+                from: "mallory".into(),
+                from_device: 1,
+            },
             Event::Receipt(Receipt {
                 kind: ReceiptKind::Read,
                 from: "bob".into(),
@@ -413,5 +604,15 @@ mod tests {
         let id = MessageId([0x5a; 16]);
         assert_eq!(MessageId::parse_hex(&id.to_string()), Some(id));
         assert!(serde_json::from_str::<MessageId>("\"zz\"").is_err());
+    }
+
+    #[test]
+    fn conversation_ids_are_written_as_account_or_group() {
+        let g = Uuid::from_bytes([0x11; 16]);
+        let p = Uuid::from_bytes([0x22; 16]);
+        assert_eq!(ConversationId::Group(g).to_string(), "group:11111111-1111-1111-1111-111111111111");
+        assert_eq!(ConversationId::parse(&ConversationId::Group(g).to_string()), Some(ConversationId::Group(g)));
+        assert_eq!(ConversationId::parse(&p.to_string()), Some(ConversationId::Direct(p)));
+        assert_eq!(ConversationId::parse("group:nope"), None);
     }
 }

@@ -65,6 +65,52 @@ pub struct Cluster {
     node_id: String,
     events: mpsc::UnboundedSender<Event>,
     redis: ConnectionManager,
+    health: Arc<Health>,
+}
+
+/// Whether Redis answered lately, as the nonce claims see it. While it is known to be
+/// unreachable a claim does not wait for it (each REST call would otherwise wait out the
+/// timeout): one claim a [`PROBE_EVERY`] tries it, the others fail at once.
+#[derive(Debug)]
+struct Health {
+    epoch: tokio::time::Instant,
+    /// Milliseconds since `epoch` before which claims fail fast (0: Redis is up).
+    down_until: std::sync::atomic::AtomicU64,
+}
+
+/// How often a claim tries Redis while it is known to be unreachable.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+impl Health {
+    fn new() -> Self {
+        Health { epoch: tokio::time::Instant::now(), down_until: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Whether to ask Redis now: always while it is up; while it is down, once per probe
+    /// interval (the caller that wins the probe pushes the next one out).
+    fn try_now(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let until = self.down_until.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        let now = self.now_ms();
+        let next = now + PROBE_EVERY.as_millis() as u64;
+        now >= until && self.down_until.compare_exchange(until, next, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    fn answered(&self) {
+        self.down_until.store(0, std::sync::atomic::Ordering::Release);
+    }
+
+    fn failed(&self) {
+        let next = self.now_ms() + PROBE_EVERY.as_millis() as u64;
+        self.down_until.store(next, std::sync::atomic::Ordering::Release);
+    }
 }
 
 fn route_key(d: DeviceKey) -> String {
@@ -141,20 +187,45 @@ impl Cluster {
             .set_max_delay(Duration::from_secs(2));
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(ClusterError::Url)?;
         let (events, rx) = mpsc::unbounded_channel();
+        let health = Arc::new(Health::new());
         let worker = Worker { node_id: node_id.clone(), redis: manager.clone(), hub: hub.clone() };
         tokio::spawn(worker.run(rx, shutdown.clone()));
-        tokio::spawn(subscribe(client, node_id.clone(), hub, shutdown));
-        Ok(Arc::new(Cluster { node_id, events, redis: manager }))
+        tokio::spawn(subscribe(client, node_id.clone(), hub, health.clone(), shutdown));
+        Ok(Arc::new(Cluster { node_id, events, redis: manager, health }))
     }
 
     /// Claims a REST request nonce of `device` for `ttl_ms` across the cluster: `Ok(false)`
-    /// if any node has already accepted it.
+    /// if any node has already accepted it. Waits at most the Redis timeout (the connection
+    /// manager's own reconnect attempts would take far longer), and not at all while Redis is
+    /// known to be unreachable: then it fails at once (counted as
+    /// `hush_redis_nonce_skipped_total`), except for one probe a second.
     pub async fn claim_nonce(&self, device: DeviceKey, nonce: [u8; 16], ttl_ms: u64) -> redis::RedisResult<bool> {
+        if !self.health.try_now() {
+            metrics::counter!(crate::metrics::REDIS_NONCE_SKIPPED).increment(1);
+            return Err(unreachable("Redis is unreachable; not waiting for it"));
+        }
         let key = format!("hush:nonce:{}.{}.{}", device.account, device.device_id, hex::encode(nonce));
         let mut redis = self.redis.clone();
-        let set: Option<String> =
-            redis::cmd("SET").arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms.max(1)).query_async(&mut redis).await?;
-        Ok(set.is_some())
+        let mut set = redis::cmd("SET");
+        set.arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms.max(1));
+        let result = match tokio::time::timeout(REDIS_TIMEOUT, set.query_async(&mut redis)).await {
+            Ok(Ok(set)) => Ok::<Option<String>, _>(set),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(unreachable("Redis did not answer in time")),
+        };
+        match result {
+            Ok(set) => {
+                self.health.answered();
+                Ok(set.is_some())
+            }
+            Err(e) => {
+                // A refusal from a live server (e.g. out of memory) is not an outage.
+                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+                    self.health.failed();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Whether the routing table names a node holding `device` (this one included).
@@ -207,6 +278,10 @@ impl Cluster {
             let _ = self.events.send(Event::Committed(devices));
         }
     }
+}
+
+fn unreachable(why: &'static str) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::NotConnected, why))
 }
 
 struct Worker {
@@ -335,7 +410,7 @@ impl Worker {
 /// Listens on this node's channel, reconnecting with backoff. After every
 /// (re)subscription all local connections re-read their mailboxes, since
 /// wake-ups sent while unsubscribed are lost.
-async fn subscribe(client: Client, node_id: String, hub: Arc<Hub>, shutdown: CancellationToken) {
+async fn subscribe(client: Client, node_id: String, hub: Arc<Hub>, health: Arc<Health>, shutdown: CancellationToken) {
     let channel = node_channel(&node_id);
     let mut delay = Duration::from_millis(100);
     loop {
@@ -352,6 +427,7 @@ async fn subscribe(client: Client, node_id: String, hub: Arc<Hub>, shutdown: Can
             Ok(Ok(pubsub)) => {
                 delay = Duration::from_millis(100);
                 tracing::info!(node = %node_id, "subscribed to cluster wake-ups");
+                health.answered();
                 hub.wake_all();
                 let mut messages = pubsub.into_on_message();
                 loop {
@@ -420,5 +496,35 @@ mod tests {
         assert_eq!(decode_ephemeral(&encode_ephemeral(device, &env)), Some((device, env)));
         assert_eq!(decode_ephemeral(&[EPHEMERAL, 1, 2]), None);
         assert_eq!(decode_ephemeral(&encode(WAKE, &[device])), None);
+    }
+
+    /// With Redis unreachable (here: a port that accepts connections and never answers, so
+    /// each command would wait out its timeout), only the first REST nonce claim waits: the
+    /// next ones fail at once, and the caller falls back to the per-node replay cache.
+    #[tokio::test]
+    async fn nonce_claims_fail_fast_while_redis_is_known_to_be_unreachable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let hub = Arc::new(Hub::new(crate::hub::QueueLimit { pushes: 1, bytes: 1 }));
+        let shutdown = CancellationToken::new();
+        let cluster = Cluster::start(&format!("redis://{addr}"), "n1".into(), hub, shutdown.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let device = DeviceKey { account: Uuid::from_u128(9), device_id: 1 };
+        let start = std::time::Instant::now();
+        assert!(cluster.claim_nonce(device, [0; 16], 60_000).await.is_err());
+        let first = start.elapsed();
+        let start = std::time::Instant::now();
+        for i in 1..=5u8 {
+            assert!(cluster.claim_nonce(device, [i; 16], 60_000).await.is_err());
+        }
+        let next = start.elapsed();
+        assert!(next < Duration::from_millis(500), "five claims took {next:?} (the first alone {first:?})");
+        shutdown.cancel();
     }
 }

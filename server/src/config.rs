@@ -59,6 +59,11 @@ pub struct Args {
     /// Most WebSocket connections still authenticating from one source address [default: 32].
     #[arg(long, env = "HUSHD_MAX_HANDSHAKES_PER_ADDRESS")]
     pub max_handshakes_per_address: Option<usize>,
+    /// Length of the listening socket's queue of connections not yet accepted (the kernel caps it
+    /// at net.core.somaxconn); a full queue drops new connections' SYNs, which clients resend
+    /// only after a second [default: 1024].
+    #[arg(long, env = "HUSHD_LISTEN_BACKLOG")]
+    pub listen_backlog: Option<u32>,
     /// Seconds one write to a WebSocket may take; a client that stops reading is closed with 4007 [default: 10].
     #[arg(long, env = "HUSHD_WRITE_TIMEOUT_SECS")]
     pub write_timeout_secs: Option<u64>,
@@ -151,6 +156,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_handshakes: Option<usize>,
     max_handshakes_per_address: Option<usize>,
+    listen_backlog: Option<u32>,
     write_timeout_secs: Option<u64>,
     shutdown_timeout_secs: Option<u64>,
     redis: Option<String>,
@@ -310,6 +316,8 @@ pub struct PushConfig {
 pub struct Config {
     /// Listen address.
     pub listen: SocketAddr,
+    /// Queue length of the listening socket.
+    pub listen_backlog: u32,
     /// Data directory (database, certificate keys).
     pub data_dir: PathBuf,
     /// Database URL.
@@ -428,6 +436,7 @@ impl Config {
             push,
             abuse,
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878))),
+            listen_backlog: args.listen_backlog.or(file.listen_backlog).unwrap_or(1024).max(1),
             data_dir,
             db,
             retention: Duration::from_secs(u64::from(retention_days) * 86_400),
@@ -575,6 +584,13 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let c = Config::from_args(Args { config: Some(file), ..Args::default() }).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((c.push.allow_hosts, c.push.window), (vec!["127.0.0.1".to_owned()], Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn the_listen_backlog_defaults_to_1024_and_can_be_set() {
+        assert_eq!(Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}")).listen_backlog, 1024);
+        let args = Args { listen_backlog: Some(16_384), ..Args::default() };
+        assert_eq!(Config::from_args(args).unwrap_or_else(|e| panic!("{e}")).listen_backlog, 16_384);
     }
 
     #[test]

@@ -121,6 +121,8 @@ impl Signal {
 
 struct Entry {
     conn_id: u64,
+    /// When the connection was admitted ([`crate::ws::admission::Ticket::seq`]).
+    admitted: u64,
     signal: Arc<Signal>,
 }
 
@@ -130,6 +132,9 @@ pub struct Registration {
     pub conn_id: u64,
     /// Pushes and signals for this connection.
     pub signal: Arc<Signal>,
+    /// A connection of the same device admitted later is registered: this one is stale (a
+    /// socket its client gave up on) and was not registered; close it as replaced.
+    pub stale: bool,
 }
 
 /// The routing table of one node.
@@ -152,15 +157,25 @@ impl Hub {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a connection for `device`; an existing connection of the same device is asked to close.
-    pub fn register(&self, device: DeviceKey) -> Registration {
+    /// Registers a connection for `device` admitted at `admitted`; an existing connection of
+    /// the same device admitted earlier is asked to close. If the existing one was admitted
+    /// later, the new one is the stale one (its login finished late, after its client had
+    /// moved on): it is not registered, and its registration says so.
+    pub fn register(&self, device: DeviceKey, admitted: u64) -> Registration {
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let signal = Arc::new(Signal::default());
-        let old = self.lock().insert(device, Entry { conn_id, signal: signal.clone() });
+        let mut entries = self.lock();
+        if entries.get(&device).is_some_and(|e| e.admitted > admitted) {
+            drop(entries);
+            signal.request_close(CloseRequest::Replaced);
+            return Registration { conn_id, signal, stale: true };
+        }
+        let old = entries.insert(device, Entry { conn_id, admitted, signal: signal.clone() });
+        drop(entries);
         if let Some(old) = old {
             old.signal.request_close(CloseRequest::Replaced);
         }
-        Registration { conn_id, signal }
+        Registration { conn_id, signal, stale: false }
     }
 
     /// Removes the registration of connection `conn_id` (not a newer one of the same device).
@@ -238,8 +253,8 @@ mod tests {
     fn second_registration_closes_the_first_and_keeps_the_second() {
         let hub = Hub::new(pushes(4));
         let dev = DeviceKey { account: Uuid::nil(), device_id: 1 };
-        let first = hub.register(dev);
-        let second = hub.register(dev);
+        let first = hub.register(dev, 1);
+        let second = hub.register(dev, 2);
         assert_eq!(first.signal.close_request(), CloseRequest::Replaced);
         hub.unregister(dev, first.conn_id); // the old connection leaving must not remove the new one
         assert!(hub.deliver(dev, Push::Stored(env(1))));
@@ -247,10 +262,24 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_admitted_earlier_does_not_replace_one_admitted_later() {
+        let hub = Hub::new(pushes(4));
+        let dev = DeviceKey { account: Uuid::nil(), device_id: 5 };
+        let newer = hub.register(dev, 8);
+        let stale = hub.register(dev, 7);
+        assert!(stale.stale && !newer.stale);
+        assert_eq!(stale.signal.close_request(), CloseRequest::Replaced);
+        assert_eq!(newer.signal.close_request(), CloseRequest::None, "the live connection was asked to close");
+        hub.unregister(dev, stale.conn_id);
+        assert!(hub.deliver(dev, Push::Stored(env(1))));
+        assert!(matches!(newer.signal.drain().pop_front(), Some(Push::Stored(e)) if e.seq == 1));
+    }
+
+    #[test]
     fn full_queue_marks_lagged_instead_of_dropping_silently() {
         let hub = Hub::new(pushes(1));
         let dev = DeviceKey { account: Uuid::nil(), device_id: 2 };
-        let reg = hub.register(dev);
+        let reg = hub.register(dev, 1);
         assert!(hub.deliver(dev, Push::Stored(env(1))));
         assert!(!reg.signal.take_lagged());
         assert!(hub.deliver(dev, Push::Stored(env(2))));
@@ -268,7 +297,7 @@ mod tests {
     fn a_queue_full_in_bytes_marks_lagged_so_a_stalled_reader_pins_little() {
         let hub = Hub::new(QueueLimit { pushes: 1000, bytes: 200_000 });
         let dev = DeviceKey { account: Uuid::nil(), device_id: 4 };
-        let reg = hub.register(dev);
+        let reg = hub.register(dev, 1);
         let big = |seq| {
             Box::new(StoredEnvelope {
                 seq,

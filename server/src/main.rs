@@ -27,6 +27,9 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the file-descriptor limit"),
     }
     let running = hush_server::serve::start(config).await.context("hushd could not start")?;
+    // Listen for the shutdown signals before saying we listen: a SIGTERM sent as soon as the
+    // start-up lines appear (tests do) killed the process when the handler came later.
+    let signals = shutdown_signals();
     let trust_root = base64::engine::general_purpose::STANDARD.encode(&running.trust_root);
     // A closed stdout (the starting script went away) must not stop the server.
     if let Err(e) = announce(running.addr, &trust_root) {
@@ -35,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
 
     let token = running.shutdown_token();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.await;
         tracing::info!("shutting down: closing connections and finishing pending writes");
         token.cancel();
     });
@@ -50,17 +53,34 @@ fn announce(addr: std::net::SocketAddr, trust_root: &str) -> std::io::Result<()>
     out.flush()
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM or SIGINT (Ctrl-C), their handlers installed now; the future ends at the first.
+#[cfg(unix)]
+fn shutdown_signals() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
             }
-            return;
+            (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                one.recv().await;
+            }
+            (Err(_), Err(_)) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signals() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

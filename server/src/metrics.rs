@@ -32,6 +32,9 @@ pub const CLOSED: &str = "hush_connections_closed_total";
 pub const REFUSED: &str = "hush_connections_refused_total";
 /// Counter: handshakes dropped (oldest first) to make room in a full handshake budget.
 pub const HANDSHAKES_EVICTED: &str = "hush_handshakes_evicted_total";
+/// Counter: REST nonce claims not sent to Redis because it is known to be unreachable
+/// (the per-node replay cache alone checked them).
+pub const REDIS_NONCE_SKIPPED: &str = "hush_redis_nonce_skipped_total";
 /// Counter, label `provider`: wake-ups a push provider accepted.
 pub const PUSH_SENT: &str = "hush_push_sent_total";
 /// Counter, label `provider`: wake-ups given up (refused, or still failing after retries).
@@ -55,6 +58,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     (CLOSED, "Connections closed by the server, by close reason."),
     (REFUSED, "WebSocket upgrades refused before the handshake, by error code."),
     (HANDSHAKES_EVICTED, "Handshakes dropped, oldest first, to make room in a full handshake budget."),
+    (
+        REDIS_NONCE_SKIPPED,
+        "REST nonce claims not sent to Redis while it is unreachable (checked by the per-node replay cache only).",
+    ),
     (PUSH_SENT, "Wake-ups a push provider accepted, by provider."),
     (PUSH_FAILED, "Wake-ups given up (refused, or failing after every retry), by provider."),
     (PUSH_RETRIED, "Wake-ups retried after a temporary provider failure, by provider."),
@@ -87,7 +94,7 @@ pub fn handle() -> PrometheusHandle {
             let _ = metrics::set_global_recorder(recorder);
             describe();
             // Make every series visible from the start, at zero.
-            for counter in [ACCEPTED, DELIVERED, ACKED, EXPIRED, SENDS_DEDUPLICATED] {
+            for counter in [ACCEPTED, DELIVERED, ACKED, EXPIRED, SENDS_DEDUPLICATED, REDIS_NONCE_SKIPPED] {
                 metrics::counter!(counter).increment(0);
             }
             metrics::gauge!(CONNECTIONS).increment(0.0);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hush_keys::certs::ServerKeys;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -206,13 +206,26 @@ pub async fn build_state(config: Config) -> Result<(AppState, tokio::task::JoinH
 /// Starts a server with `config` and returns once it is listening.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let listen = config.listen;
-    let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
+    let listener = bind(listen, config.listen_backlog).map_err(|source| ServeError::Bind { addr: listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: listen, source })?;
     let (state, writer) = build_state(config).await?;
     let trust_root = state.keys.trust_root_public();
     let shutdown = state.shutdown.clone();
     let task = tokio::spawn(run(listener, state, writer));
     Ok(Running { addr, trust_root, shutdown, task })
+}
+
+/// A listening socket with a queue of `backlog` connections not yet accepted (`--listen-backlog`;
+/// the default, 1,024, is what tokio's `TcpListener::bind` asks for). In a reconnect storm a
+/// full queue drops SYNs, each costing its client a one-second retransmission timeout; a longer
+/// queue lets the storm in at once, which on the measured 2-core machine only moved the
+/// waiting into handshake-budget evictions (`bench/README.md`).
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // As tokio's bind does: a restarted server may listen again while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 async fn run(listener: TcpListener, state: AppState, writer: tokio::task::JoinHandle<()>) {
@@ -269,5 +282,40 @@ async fn maintain(state: AppState) {
         }
         state.replay.prune(now);
         state.rate.prune();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_number(path: &str, prefix: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let line = text.lines().find(|l| l.starts_with(prefix))?;
+        line[prefix.len()..].split_whitespace().next()?.parse().ok()
+    }
+
+    /// A reconnect storm overflowed the 1,024 connections tokio's `bind` lets the kernel queue
+    /// (thousands of SYNs dropped, `TcpExtListenOverflows`), and there was no way to ask for more.
+    #[tokio::test]
+    async fn a_larger_listen_backlog_queues_more_connections_than_tokios_default() {
+        const CONNECTS: u64 = 1100;
+        let somaxconn = read_number("/proc/sys/net/core/somaxconn", "").unwrap_or(0);
+        let files = read_number("/proc/self/limits", "Max open files").unwrap_or(0);
+        if somaxconn < CONNECTS || files < CONNECTS + 200 {
+            eprintln!("skipped: needs net.core.somaxconn and open files >= {CONNECTS} (have {somaxconn}, {files})");
+            return;
+        }
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), 2048).unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        // Nothing accepts: every connection must fit in the listen queue to complete.
+        let connects = (0..CONNECTS).map(|_| tokio::net::TcpStream::connect(addr));
+        let all = futures_util::future::try_join_all(connects);
+        let streams = tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .unwrap_or_else(|_| panic!("connections beyond the listen queue waited for SYN retransmissions"))
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        assert_eq!(streams.len() as u64, CONNECTS);
+        drop(listener);
     }
 }

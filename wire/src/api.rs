@@ -47,10 +47,61 @@ impl<'de> Deserialize<'de> for B64 {
     }
 }
 
+/// Reads a JSON number into an unsigned integer the way JSON Schema's `integer` (which the
+/// OpenAPI document declares) defines it: any number whose value is a whole number, so `7.0`
+/// is 7. Plain serde refuses `7.0`, which a body valid by the document may carry (Python
+/// writes whole floats that way). Request fields typed `integer` deserialize through this.
+mod integer {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::Deserializer;
+    use serde::de::{Error, Unexpected, Visitor};
+
+    /// `deserialize_with` target for `u32` and `u64` fields.
+    pub fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
+        d.deserialize_u64(Whole(PhantomData))
+    }
+
+    struct Whole<T>(PhantomData<T>);
+
+    impl<T: TryFrom<u64>> Whole<T> {
+        fn fit<E: Error>(v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &"a smaller number"))
+        }
+    }
+
+    impl<T: TryFrom<u64>> Visitor<'_> for Whole<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a non-negative whole number")
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<T, E> {
+            Self::fit(v)
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<T, E> {
+            u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self)).and_then(Self::fit)
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<T, E> {
+            // 2^64 is the first f64 past u64::MAX; `as` is exact for whole values below it.
+            if v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v) {
+                Self::fit(v as u64)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+    }
+}
+
 /// A signed prekey as uploaded and served: a signed EC prekey, or a Kyber1024 prekey.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SignedPreKey {
     /// Key id chosen by the client.
+    #[serde(deserialize_with = "integer::deserialize")]
     pub id: u32,
     /// Serialized public key (33 bytes for EC, 1569 for Kyber1024).
     #[schema(value_type = String, format = Byte)]
@@ -64,6 +115,7 @@ pub struct SignedPreKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PreKey {
     /// Key id chosen by the client.
+    #[serde(deserialize_with = "integer::deserialize")]
     pub id: u32,
     /// Serialized public key (33 bytes).
     #[schema(value_type = String, format = Byte)]
@@ -75,12 +127,16 @@ pub struct PreKey {
 pub struct NewDevice {
     /// libsignal registration id, 1..=16383.
     #[schema(minimum = 1, maximum = 16383)]
+    #[serde(deserialize_with = "integer::deserialize")]
     pub registration_id: u32,
     /// The device's ed25519 authentication public key (32 bytes).
     #[schema(value_type = String, format = Byte)]
     pub auth_key: B64,
-    /// Optional display name. The server stores it as given; clients should encrypt it.
+    /// Optional display name, at most 64 characters
+    /// ([`MAX_DEVICE_NAME_CHARS`](crate::limits::MAX_DEVICE_NAME_CHARS)). The server stores it
+    /// as given; clients should encrypt it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 64)]
     pub name: Option<String>,
     /// Signed EC prekey.
     pub signed_prekey: SignedPreKey,
@@ -88,9 +144,11 @@ pub struct NewDevice {
     pub kyber_last_resort: SignedPreKey,
     /// One-time EC prekeys (at most 100).
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub one_time_prekeys: Vec<PreKey>,
     /// One-time Kyber1024 prekeys (at most 100).
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub one_time_kyber_prekeys: Vec<SignedPreKey>,
 }
 
@@ -116,6 +174,7 @@ pub struct RegistrationProof {
     #[schema(value_type = String, format = Byte)]
     pub nonce: B64,
     /// The challenge's server time, as issued.
+    #[serde(deserialize_with = "integer::deserialize")]
     pub server_time: u64,
     /// XEdDSA signature by the identity key over `hush_keys::registration::RegistrationSigningInput`.
     #[schema(value_type = String, format = Byte)]
@@ -207,9 +266,11 @@ pub struct PreKeyUpload {
     pub kyber_last_resort: Option<SignedPreKey>,
     /// One-time EC prekeys to add (at most 100).
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub one_time_prekeys: Vec<PreKey>,
     /// One-time Kyber prekeys to add (at most 100).
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub one_time_kyber_prekeys: Vec<SignedPreKey>,
 }
 
@@ -303,48 +364,69 @@ pub struct CreateGroupRequest {
     /// server's member limit in all.
     #[serde(default)]
     pub members: Vec<Uuid>,
-    /// Encrypted title (at most 1 KiB).
+    /// Encrypted title (at most 1 KiB; the document's `maxLength` in base64 characters is what
+    /// always fits, see [`base64_chars_that_fit`]).
     #[serde(default)]
-    #[schema(value_type = String, format = Byte)]
+    #[schema(value_type = String, format = Byte, max_length = 1364)]
     pub title: B64,
     /// Encrypted description (at most 8 KiB).
     #[serde(default)]
-    #[schema(value_type = String, format = Byte)]
+    #[schema(value_type = String, format = Byte, max_length = 10920)]
     pub description: B64,
     /// Encrypted avatar (at most 64 KiB).
     #[serde(default)]
-    #[schema(value_type = String, format = Byte)]
+    #[schema(value_type = String, format = Byte, max_length = 87380)]
     pub avatar: B64,
     /// Whether members (not only admins) may add others.
     #[serde(default)]
     pub members_can_add: bool,
 }
 
-/// `PATCH /v1/groups/{group_id}`: change what is given (admins and owners).
+/// `PATCH /v1/groups/{group_id}`: change what is given (admins and owners). At least one
+/// field, none `null` and no others: an update that changes nothing is refused, and so the
+/// document says (no `null`, `additionalProperties: false`, and `minProperties: 1`, which the
+/// server's OpenAPI modifier sets because utoipa 5.5 writes `#[schema(min_properties)]` as
+/// `maxProperties`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateGroupRequest {
     /// New encrypted title.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, format = Byte)]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(value_type = String, format = Byte, max_length = 1364)]
     pub title: Option<B64>,
     /// New encrypted description.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, format = Byte)]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(value_type = String, format = Byte, max_length = 10920)]
     pub description: Option<B64>,
     /// New encrypted avatar.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, format = Byte)]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(value_type = String, format = Byte, max_length = 87380)]
     pub avatar: Option<B64>,
     /// New setting.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[schema(value_type = bool)]
     pub members_can_add: Option<bool>,
+}
+
+/// The `maxLength` the document gives a base64 field of at most `max_bytes` bytes: the longest
+/// base64 text that always decodes to no more (whole 3-byte groups). A text 1 to 4 characters
+/// longer may still fit (padding), so the server checks the decoded bytes; the document errs
+/// on the safe side, as a schema-valid body must be accepted.
+pub const fn base64_chars_that_fit(max_bytes: usize) -> usize {
+    max_bytes / 3 * 4
+}
+
+/// An optional field that may be left out but is never `null` (with `#[serde(default)]`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// `POST /v1/groups/{group_id}/members`: add accounts (admins and owners, or any member when
 /// `members_can_add`). They join as members.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AddMembersRequest {
-    /// Account ids to add (not already members).
+    /// Account ids to add (not already members), at least one.
+    #[schema(min_items = 1)]
     pub members: Vec<Uuid>,
 }
 
@@ -473,6 +555,22 @@ mod tests {
         let back: RegisterRequest =
             serde_json::from_value(serde_json::to_value(&req).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, req);
+    }
+
+    /// Regression (schemathesis): `"id": 2147483647.0` is an integer by the JSON schema the
+    /// document declares, and was refused as "expected u32".
+    #[test]
+    fn whole_floats_are_integers_as_json_schema_says() {
+        let key: PreKey =
+            serde_json::from_str(r#"{"id":2147483647.0,"public_key":""}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(key.id, 2_147_483_647);
+        let proof = r#"{"nonce":"","server_time":1.7e12,"signature":""}"#;
+        let proof: RegistrationProof = serde_json::from_str(proof).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(proof.server_time, 1_700_000_000_000);
+        for bad in ["1.5", "-1", "-1.0", "4294967296", "4294967296.0", "1e300", "\"1\""] {
+            let json = format!(r#"{{"id":{bad},"public_key":""}}"#);
+            assert!(serde_json::from_str::<PreKey>(&json).is_err(), "{json} was read as a key id");
+        }
     }
 
     #[test]

@@ -105,6 +105,7 @@ mod tests {
             }],
             online_only: false,
             idempotency_key: bytes::Bytes::new(),
+            urgent: false,
         })
         .into();
         let bytes = frame.to_bytes();
@@ -119,11 +120,26 @@ mod tests {
             recipients: vec![],
             online_only: false,
             idempotency_key: bytes::Bytes::from_static(&[0xA5; 4]),
+            urgent: false,
         })
         .into();
         let bytes = frame.to_bytes();
         insta::assert_snapshot!("send_request_with_key_bytes", hex_string(&bytes));
         assert_eq!(decode_client_frame(&bytes), Ok(frame.frame.clone().unwrap_or_else(|| unreachable!())));
+    }
+
+    #[test]
+    fn urgent_is_field_5_of_a_send() {
+        let send: ClientFrame = client_frame::Frame::Send(SendRequest {
+            request_id: 1,
+            recipients: vec![],
+            online_only: false,
+            idempotency_key: bytes::Bytes::new(),
+            urgent: true,
+        })
+        .into();
+        insta::assert_snapshot!("send_request_urgent_bytes", hex_string(&send.to_bytes()));
+        assert_eq!(decode_client_frame(&send.to_bytes()), Ok(send.frame.clone().unwrap_or_else(|| unreachable!())));
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub const MAX_FRAME_BYTES: usize = MAX_SEND_BYTES + 16 * 1024;
 pub const MAX_DEVICES_PER_ACCOUNT: u32 = 6;
 /// Highest device id libsignal accepts (device ids are 1..=127).
 pub const MAX_DEVICE_ID: u32 = 127;
+/// Longest device display name, in characters (Unicode scalar values, as JSON Schema's
+/// `maxLength` counts).
+pub const MAX_DEVICE_NAME_CHARS: usize = 64;
 /// Highest registration id (libsignal needs it to fit in 14 bits).
 pub const MAX_REGISTRATION_ID: u32 = 0x3FFF;
 /// Unacknowledged envelopes the server sends to one connection before waiting for acks.

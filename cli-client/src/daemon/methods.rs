@@ -74,6 +74,53 @@ struct AckParams {
     event_id: u64,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupCreateParams {
+    title: String,
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupParams {
+    group: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupMembersParams {
+    group: String,
+    members: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupMemberParams {
+    group: String,
+    member: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupRoleParams {
+    group: String,
+    member: String,
+    role: hush_client_core::GroupRole,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupTitleParams {
+    group: String,
+    title: String,
+}
+
+fn names(list: &[String]) -> Vec<&str> {
+    list.iter().map(String::as_str).collect()
+}
+
 fn params<T: DeserializeOwned>(value: Value) -> Result<T, RpcError> {
     serde_json::from_value(value).map_err(|e| RpcError::params(format!("invalid params: {e}")))
 }
@@ -177,6 +224,52 @@ impl Session {
                 self.hub.send(HubCommand::Ack { event_id: p.event_id, reply }).map_err(|_| hub_gone())?;
                 let acked = rx.await.map_err(|_| hub_gone())?.map_err(|e| RpcError::app(Kind::Other, e))?;
                 Ok(json!({ "acked": acked }))
+            }
+            "group_create" => {
+                let p: GroupCreateParams = params(p)?;
+                Ok(output::group_json(&client.create_group(&p.title, &names(&p.members)).await?))
+            }
+            "group_add" => {
+                let p: GroupMembersParams = params(p)?;
+                Ok(output::group_json(&client.add_members(&p.group, &names(&p.members)).await?))
+            }
+            "group_remove" => {
+                let p: GroupMemberParams = params(p)?;
+                Ok(output::group_json(&client.remove_member(&p.group, &p.member).await?))
+            }
+            "group_leave" => {
+                let p: GroupParams = params(p)?;
+                client.leave_group(&p.group).await?;
+                Ok(json!({ "group": p.group, "state": "left" }))
+            }
+            "group_role" => {
+                let p: GroupRoleParams = params(p)?;
+                Ok(output::group_json(&client.set_role(&p.group, &p.member, p.role).await?))
+            }
+            "group_title" => {
+                let p: GroupTitleParams = params(p)?;
+                Ok(output::group_json(&client.set_group_title(&p.group, &p.title).await?))
+            }
+            "group_list" => {
+                let groups = client.groups().await?;
+                Ok(json!({ "groups": groups.iter().map(output::group_json).collect::<Vec<_>>() }))
+            }
+            "group_invites" => {
+                let groups = client.invites().await?;
+                Ok(json!({ "groups": groups.iter().map(output::group_json).collect::<Vec<_>>() }))
+            }
+            "group_info" => {
+                let p: GroupParams = params(p)?;
+                Ok(output::group_json(&client.group_info(&p.group).await?))
+            }
+            "group_accept" => {
+                let p: GroupParams = params(p)?;
+                Ok(output::group_json(&client.accept_invite(&p.group).await?))
+            }
+            "group_decline" => {
+                let p: GroupParams = params(p)?;
+                client.decline_invite(&p.group).await?;
+                Ok(json!({ "group": p.group, "state": "left" }))
             }
             "unsubscribe" => {
                 self.unsubscribe().await;

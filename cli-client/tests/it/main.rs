@@ -4,5 +4,6 @@
 mod commands;
 mod daemon;
 mod errors;
+mod groups;
 mod hardening;
 mod support;

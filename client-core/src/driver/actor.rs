@@ -13,11 +13,11 @@ use tokio::time::Instant;
 
 use super::rest::{DeviceAuth, Rest};
 use super::ws::{self, WsEvent};
-use super::{Command, Subscribers, now_ms, open_store};
+use super::{Command, GroupCommand, GroupReply, Reply, Subscribers, now_ms, open_store};
 use crate::error::{ClientError, MachineError};
-use crate::machine::{Machine, OutgoingRequest, RestAnswer, RestFailure};
+use crate::machine::{GroupOutcome, Machine, OutgoingRequest, RestAnswer, RestFailure};
 use crate::store::{ClientStore, ContactRow, SqliteStore};
-use crate::types::{ClientConfig, ConnectionState, Event, Status};
+use crate::types::{ClientConfig, ConnectionState, ConversationId, Event, GROUP_PREFIX, Status};
 
 /// How often the machine is ticked (retries, backoff expiry) while connected.
 const TICK: Duration = Duration::from_millis(250);
@@ -96,6 +96,31 @@ struct Actor {
     ws_rx: mpsc::UnboundedReceiver<WsEvent>,
     rest_tx: mpsc::UnboundedSender<(u64, Result<RestAnswer, RestFailure>)>,
     rest_rx: mpsc::UnboundedReceiver<(u64, Result<RestAnswer, RestFailure>)>,
+    /// Group operations waiting for the server's answer: (reply, what to answer with).
+    group_ops: std::collections::HashMap<u64, (Reply<GroupReply>, Then)>,
+}
+
+/// A group operation once started.
+enum Started {
+    /// Waits for the answer to REST call `id`.
+    Waiting(u64, Then),
+    /// Answered at once.
+    Now(GroupReply),
+}
+
+/// What a finished group operation answers.
+enum Then {
+    Done,
+    /// The group's info (for a created group: the new one).
+    Info(Option<uuid::Uuid>),
+}
+
+/// A group named `group:<uuid>` or by the bare uuid.
+fn parse_group(s: &str) -> Result<uuid::Uuid, ClientError> {
+    let s = s.trim();
+    uuid::Uuid::parse_str(s.strip_prefix(GROUP_PREFIX).unwrap_or(s)).map_err(|_| {
+        ClientError::Invalid(format!("{s:?} is not a group; write it as group:<uuid> (see `hush group list`)"))
+    })
 }
 
 impl Actor {
@@ -149,6 +174,7 @@ impl Actor {
             ws_rx,
             rest_tx,
             rest_rx,
+            group_ops: std::collections::HashMap::new(),
         })
     }
 
@@ -186,6 +212,7 @@ impl Actor {
             if let Err(e) = result {
                 tracing::warn!(error = %e, "client step failed");
             }
+            self.finish_group_ops().await;
             self.flush();
         }
         self.stop().await;
@@ -205,6 +232,8 @@ impl Actor {
         for request in self.machine.take_requests() {
             match request {
                 OutgoingRequest::Send(req) => self.send_frame(client_frame::Frame::Send(req)),
+                OutgoingRequest::GroupSend(req) => self.send_frame(client_frame::Frame::GroupSend(req)),
+                OutgoingRequest::Distribute(req) => self.send_frame(client_frame::Frame::Distribute(req)),
                 OutgoingRequest::Ack(seqs) => self.send_frame(client_frame::Frame::Ack(Ack { seqs })),
                 OutgoingRequest::Rest { id, call } => {
                     let (rest, tx) = (self.rest.clone(), self.rest_tx.clone());
@@ -361,9 +390,20 @@ impl Actor {
                 let result = self.send_text(&to, &text, now).await;
                 let _ = reply.send(result);
             }
+            Command::SendTyping { to, reply, .. } if to.trim().starts_with(GROUP_PREFIX) => {
+                let _ =
+                    reply.send(Err(ClientError::Invalid("typing indicators in groups are not supported yet".into())));
+            }
             Command::SendTyping { to, typing, reply } => {
                 let result = match self.contact(&to).await {
                     Ok(c) => self.machine.send_typing(&c, typing, now, &mut self.rng).await.map_err(ClientError::from),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::MarkRead { peer, reply } if peer.trim().starts_with(GROUP_PREFIX) => {
+                let result = match parse_group(&peer) {
+                    Ok(g) => self.machine.mark_group_read(g, now, &mut self.rng).await.map_err(client_error),
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(result);
@@ -393,6 +433,13 @@ impl Actor {
             }
             Command::Outbox { reply } => {
                 let _ = reply.send(self.machine.outbox().await.map_err(ClientError::from));
+            }
+            Command::History { peer, limit, reply } if peer.trim().starts_with(GROUP_PREFIX) => {
+                let result = match parse_group(&peer) {
+                    Ok(g) => self.machine.group_history(g, limit).await.map_err(ClientError::from),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
             }
             Command::History { peer, limit, reply } => {
                 let result = match self.contact(&peer).await {
@@ -456,14 +503,115 @@ impl Actor {
             Command::Shutdown { reply } => {
                 let _ = reply.send(Ok(()));
             }
+            Command::Group { op, reply } => match self.group_command(op).await {
+                Ok(Started::Waiting(id, then)) => {
+                    self.group_ops.insert(id, (reply, then));
+                }
+                Ok(Started::Now(answer)) => {
+                    let _ = reply.send(Ok(answer));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
         }
         Ok(())
+    }
+
+    async fn contacts_named(&mut self, names: &[String]) -> Result<Vec<ContactRow>, ClientError> {
+        let mut out = Vec::new();
+        for n in names {
+            if n.trim().eq_ignore_ascii_case(&self.machine.account().username) {
+                continue;
+            }
+            out.push(self.contact(n).await?);
+        }
+        Ok(out)
+    }
+
+    /// Starts a group operation: it waits for the server's answer to a REST call, or is
+    /// answered at once.
+    async fn group_command(&mut self, op: GroupCommand) -> Result<Started, ClientError> {
+        let wait = |id: u64, then: Then| Started::Waiting(id, then);
+        Ok(match op {
+            GroupCommand::Create { title, members } => {
+                let contacts = self.contacts_named(&members).await?;
+                wait(
+                    self.machine.create_group(&title, &contacts, &mut self.rng).await.map_err(client_error)?,
+                    Then::Info(None),
+                )
+            }
+            GroupCommand::Add { group, members } => {
+                let g = parse_group(&group)?;
+                let contacts = self.contacts_named(&members).await?;
+                wait(self.machine.add_members(g, &contacts).await.map_err(client_error)?, Then::Info(Some(g)))
+            }
+            GroupCommand::Remove { group, member } => {
+                let g = parse_group(&group)?;
+                let c = self.contact(&member).await?;
+                wait(self.machine.remove_member(g, c.account_id).await.map_err(client_error)?, Then::Info(Some(g)))
+            }
+            GroupCommand::Leave { group } => {
+                let g = parse_group(&group)?;
+                wait(self.machine.leave_group(g).await.map_err(client_error)?, Then::Done)
+            }
+            GroupCommand::Role { group, member, role } => {
+                let g = parse_group(&group)?;
+                let c = self.contact(&member).await?;
+                wait(self.machine.set_role(g, c.account_id, role).await.map_err(client_error)?, Then::Info(Some(g)))
+            }
+            GroupCommand::Title { group, title } => {
+                let g = parse_group(&group)?;
+                let id = self.machine.set_group_title(g, &title, &mut self.rng).await.map_err(client_error)?;
+                wait(id, Then::Info(Some(g)))
+            }
+            GroupCommand::Accept { group } => {
+                let g = parse_group(&group)?;
+                self.machine.accept_invite(g).await.map_err(client_error)?;
+                Started::Now(GroupReply::Info(self.group_info(g).await?))
+            }
+            GroupCommand::Decline { group } => {
+                let g = parse_group(&group)?;
+                wait(self.machine.decline_invite(g).await.map_err(client_error)?, Then::Done)
+            }
+            GroupCommand::Info { group } => {
+                Started::Now(GroupReply::Info(self.group_info(parse_group(&group)?).await?))
+            }
+            GroupCommand::List => Started::Now(GroupReply::List(self.machine.groups().await?)),
+            GroupCommand::Invites => Started::Now(GroupReply::List(self.machine.invites().await?)),
+        })
+    }
+
+    async fn group_info(&self, group: uuid::Uuid) -> Result<crate::types::GroupInfo, ClientError> {
+        match self.machine.group_info(group).await? {
+            Some(info) => Ok(info),
+            None => Err(ClientError::Machine(MachineError::UnknownGroup(ConversationId::group_name(group)))),
+        }
+    }
+
+    /// Answers group operations the server has answered.
+    async fn finish_group_ops(&mut self) {
+        for (id, outcome) in self.machine.take_completions() {
+            let Some((reply, then)) = self.group_ops.remove(&id) else { continue };
+            let result = match (outcome, then) {
+                (Err(e), _) => Err(client_error(e)),
+                (Ok(GroupOutcome::Created(g)), _) | (Ok(GroupOutcome::Done), Then::Info(Some(g))) => {
+                    self.group_info(g).await.map(GroupReply::Info)
+                }
+                (Ok(GroupOutcome::Done), _) => Ok(GroupReply::Done),
+            };
+            let _ = reply.send(result);
+        }
     }
 
     async fn send_text(&mut self, to: &str, text: &str, now: u64) -> Result<crate::types::MessageId, ClientError> {
         // Checked before the lookup too, so a typo costs no server round trip.
         if text.is_empty() {
             return Err(ClientError::Invalid("empty message".into()));
+        }
+        if to.trim().starts_with(GROUP_PREFIX) {
+            let group = parse_group(to)?;
+            return self.machine.enqueue_group_text(group, text, now, &mut self.rng).await.map_err(client_error);
         }
         if to.trim().eq_ignore_ascii_case(&self.machine.account().username) {
             return Err(ClientError::Invalid("cannot send a message to yourself".into()));
@@ -493,6 +641,7 @@ fn client_error(e: MachineError) -> ClientError {
         MachineError::TooLarge(t) => ClientError::TooLarge(t),
         MachineError::InFlight(id) => ClientError::MessageInFlight(id),
         MachineError::Invalid(why) => ClientError::Invalid(why),
+        MachineError::Rest(f) => ClientError::from(f),
         other => ClientError::Machine(other),
     }
 }

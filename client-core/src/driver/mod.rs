@@ -94,6 +94,35 @@ pub(crate) enum Command {
     Shutdown {
         reply: Reply<()>,
     },
+    Group {
+        op: GroupCommand,
+        reply: Reply<GroupReply>,
+    },
+}
+
+/// A group operation of the [`crate::Client`] handle. Groups are named as `group:<uuid>` (or
+/// the bare uuid), members by username.
+#[derive(Debug)]
+pub(crate) enum GroupCommand {
+    Create { title: String, members: Vec<String> },
+    Add { group: String, members: Vec<String> },
+    Remove { group: String, member: String },
+    Leave { group: String },
+    Role { group: String, member: String, role: crate::types::GroupRole },
+    Title { group: String, title: String },
+    Accept { group: String },
+    Decline { group: String },
+    List,
+    Invites,
+    Info { group: String },
+}
+
+/// What a group operation answers.
+#[derive(Debug)]
+pub(crate) enum GroupReply {
+    Done,
+    Info(crate::types::GroupInfo),
+    List(Vec<crate::types::GroupInfo>),
 }
 
 pub(crate) type Subscribers = Arc<Mutex<Vec<mpsc::UnboundedSender<Event>>>>;

@@ -175,6 +175,31 @@ impl Rest {
                 let body = serde_json::to_vec(&upload).map_err(network)?;
                 self.call("PUT", "/v1/keys", Some(body)).await.map(|_| RestAnswer::Done)
             }
+            RestCall::CreateGroup(request) => {
+                let body = serde_json::to_vec(&request).map_err(network)?;
+                self.json("POST", "/v1/groups", Some(body)).await.map(RestAnswer::Group)
+            }
+            RestCall::GetGroup(group) => {
+                self.json("GET", &format!("/v1/groups/{group}"), None).await.map(RestAnswer::Group)
+            }
+            RestCall::UpdateGroup { group, request } => {
+                let body = serde_json::to_vec(&request).map_err(network)?;
+                self.json("PATCH", &format!("/v1/groups/{group}"), Some(body)).await.map(RestAnswer::RosterChange)
+            }
+            RestCall::AddMembers { group, request } => {
+                let body = serde_json::to_vec(&request).map_err(network)?;
+                let path = format!("/v1/groups/{group}/members");
+                self.json("POST", &path, Some(body)).await.map(RestAnswer::RosterChange)
+            }
+            RestCall::RemoveMember { group, account } => {
+                let path = format!("/v1/groups/{group}/members/{account}");
+                self.json("DELETE", &path, None).await.map(RestAnswer::RosterChange)
+            }
+            RestCall::SetRole { group, account, request } => {
+                let body = serde_json::to_vec(&request).map_err(network)?;
+                let path = format!("/v1/groups/{group}/members/{account}/role");
+                self.json("PUT", &path, Some(body)).await.map(RestAnswer::RosterChange)
+            }
         }
     }
 }

@@ -10,32 +10,44 @@
 //! depends on them is handed out: an `Ack` only after the decrypted message (or the decision to
 //! drop it) is committed; a ciphertext only after the ratchet step that produced it is committed.
 
+mod groups;
 mod keys;
 mod limits;
 mod receive;
 mod retry;
 mod send;
 
+pub use groups::{GroupOutcome, open_blob, seal_blob};
 pub use retry::{MAX_REQUESTS_PER_WINDOW, RETRY_WINDOW_MS, RetryStats, message_tag};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use hush_wire::api::{AccountInfo, DeviceList, PreKeyBundles, PreKeyCount, PreKeyUpload, SenderCertificateResponse};
-use hush_wire::frames::SendRequest;
+use hush_wire::api::{
+    AccountInfo, AddMembersRequest, CreateGroupRequest, DeviceList, GroupInfo as ApiGroupInfo, PreKeyBundles,
+    PreKeyCount, PreKeyUpload, RosterChangeResult, SenderCertificateResponse, SetRoleRequest, UpdateGroupRequest,
+};
+use hush_wire::frames::{DistributeRequest, GroupSendRequest, SendRequest};
 use libsignal_protocol::{IdentityKeyPair, PublicKey, SenderCertificate, SignalProtocolError};
 use uuid::Uuid;
 
 use crate::error::MachineError;
 use crate::signal_store::SignalStore;
 use crate::store::{ClientStore, ContactRow, LocalAccount, MessageRow};
-use crate::types::{Contact, Event, MessageRecord};
+use crate::types::{Contact, ConversationId, Event, MessageKind, MessageRecord};
 
 /// A request for the driver to carry out.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum OutgoingRequest {
     /// Send this frame on the WebSocket; the answer goes to [`Machine::handle_send_response`].
     Send(SendRequest),
+    /// Send this group message frame; the answer (a `SendResponse`) goes to
+    /// [`Machine::handle_send_response`].
+    GroupSend(GroupSendRequest),
+    /// Send this sender-key distribution frame; the answer (a `SendResponse`) goes to
+    /// [`Machine::handle_send_response`].
+    Distribute(DistributeRequest),
     /// Acknowledge these envelope seqs on the WebSocket (their effects are committed).
     Ack(Vec<u64>),
     /// Make a REST call; the answer goes to [`Machine::rest_response`] with the same `id`.
@@ -49,6 +61,7 @@ pub enum OutgoingRequest {
 
 /// A REST call the machine needs.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum RestCall {
     /// `GET /v1/accounts/{id}`.
     LookupAccount(Uuid),
@@ -67,10 +80,45 @@ pub enum RestCall {
     PrekeyCount,
     /// `PUT /v1/keys`.
     UploadPrekeys(PreKeyUpload),
+    /// `POST /v1/groups`.
+    CreateGroup(CreateGroupRequest),
+    /// `GET /v1/groups/{group}`.
+    GetGroup(Uuid),
+    /// `PATCH /v1/groups/{group}`.
+    UpdateGroup {
+        /// The group.
+        group: Uuid,
+        /// What changes.
+        request: UpdateGroupRequest,
+    },
+    /// `POST /v1/groups/{group}/members`.
+    AddMembers {
+        /// The group.
+        group: Uuid,
+        /// Whom to add.
+        request: AddMembersRequest,
+    },
+    /// `DELETE /v1/groups/{group}/members/{account}` (also leaving: the own account).
+    RemoveMember {
+        /// The group.
+        group: Uuid,
+        /// Whom to remove.
+        account: Uuid,
+    },
+    /// `PUT /v1/groups/{group}/members/{account}/role`.
+    SetRole {
+        /// The group.
+        group: Uuid,
+        /// Whose role.
+        account: Uuid,
+        /// The new role.
+        request: SetRoleRequest,
+    },
 }
 
 /// A successful REST answer.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum RestAnswer {
     /// To [`RestCall::LookupAccount`].
     Account(AccountInfo),
@@ -82,6 +130,10 @@ pub enum RestAnswer {
     Devices(DeviceList),
     /// To [`RestCall::PrekeyCount`].
     PrekeyCount(PreKeyCount),
+    /// To [`RestCall::CreateGroup`] and [`RestCall::GetGroup`].
+    Group(ApiGroupInfo),
+    /// To the roster and settings changes.
+    RosterChange(RosterChangeResult),
     /// To calls without a body ([`RestCall::UploadPrekeys`]).
     Done,
 }
@@ -122,6 +174,8 @@ enum Purpose {
     OwnDevices,
     PrekeyCount,
     Upload,
+    /// A group operation the app waits for (completed through `take_completions`).
+    Group(groups::GroupPurpose),
 }
 
 /// The sender certificate in use.
@@ -179,6 +233,13 @@ pub struct Machine {
     rate_limited_until: u64,
     /// Rate limits and counters of retry requests and resends.
     retries: retry::RetryState,
+    /// Group sends in progress: the distribution the outbox head waits for, the one in flight.
+    group_dist: Option<groups::GroupDist>,
+    distributing: Option<(u64, Vec<(Uuid, u32)>)>,
+    /// Group invites whose inviter's username is being looked up.
+    deferred_invites: HashMap<Uuid, Vec<Uuid>>,
+    /// Finished group operations, for the app.
+    completions: VecDeque<(u64, Result<GroupOutcome, MachineError>)>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -236,6 +297,10 @@ impl Machine {
             pending_identity_events: Vec::new(),
             rate_limited_until: 0,
             retries: retry::RetryState::default(),
+            group_dist: None,
+            distributing: None,
+            deferred_invites: HashMap::new(),
+            completions: VecDeque::new(),
         }))
     }
 
@@ -280,6 +345,7 @@ impl Machine {
         self.connected = false;
         self.server_queue_empty = false;
         self.in_flight = None;
+        self.distributing = None;
         self.send_waits.clear();
         self.pending_acks.clear();
         self.requests.retain(|r| matches!(r, OutgoingRequest::Rest { .. }));
@@ -392,6 +458,7 @@ impl Machine {
                 self.own_devices = Some(list.devices.iter().map(|d| d.device_id).filter(|d| *d != own).collect());
             }
             (Purpose::PrekeyCount, Ok(RestAnswer::PrekeyCount(count))) => self.prekey_count(count, now, rng).await?,
+            (Purpose::Group(purpose), answer) => self.group_rest_response(id, purpose, answer, now, rng).await?,
             (purpose, Err(f)) => tracing::warn!(?purpose, error = %f, "REST call failed"),
             (purpose, Ok(_)) => tracing::debug!(?purpose, "REST call done"),
         }
@@ -448,32 +515,54 @@ impl Machine {
         let contact = self.learn_contact(&info).await?;
         for row in self.deferred.remove(&account).unwrap_or_default() {
             let row = self.store.message(row.id).await?.unwrap_or(row);
-            let record = self.record(row, Some(&contact.username)).await?;
+            let record = self.record(row, None).await?;
             self.events.push_back(Event::Message(record));
+        }
+        for group in self.deferred_invites.remove(&account).unwrap_or_default() {
+            let group = ConversationId::group_name(group);
+            self.events.push_back(Event::GroupInvite { group, from: contact.username.clone() });
         }
         Ok(())
     }
 
     /// Turns a stored row into the public record (usernames instead of account ids).
+    /// `peer_name` is the conversation's name when the caller knows it (saves a lookup).
     pub async fn record(&self, row: MessageRow, peer_name: Option<&str>) -> Result<MessageRecord, MachineError> {
-        let peer = match peer_name {
+        let conversation = match peer_name {
             Some(p) => p.to_owned(),
-            None => self.username_of(row.peer).await?,
+            None => self.conversation_name(row.conversation).await?,
         };
-        let from = if row.sender == self.account.account_id { self.account.username.clone() } else { peer.clone() };
+        let from = match (row.conversation, peer_name) {
+            (ConversationId::Direct(_), Some(p)) if row.sender != self.account.account_id => p.to_owned(),
+            _ => self.username_of(row.sender).await?,
+        };
+        let body = match row.kind {
+            MessageKind::System => self.render_system(&row.body).await?,
+            MessageKind::Text => row.body,
+        };
         Ok(MessageRecord {
             id: row.id,
-            conversation: peer,
+            conversation,
             from,
             from_device: row.sender_device,
             direction: row.direction,
-            body: row.body,
+            body,
             sent_at: row.sent_at,
             received_at: row.received_at,
             lamport: row.lamport,
+            group_seq: row.group_seq,
+            kind: row.kind,
             status: row.status,
             local_seq: row.local_seq,
         })
+    }
+
+    /// How a conversation is written in events and JSON: the peer's username, or `group:<uuid>`.
+    pub async fn conversation_name(&self, conversation: ConversationId) -> Result<String, MachineError> {
+        match conversation {
+            ConversationId::Direct(peer) => self.username_of(peer).await,
+            ConversationId::Group(g) => Ok(ConversationId::group_name(g)),
+        }
     }
 
     async fn username_of(&self, account: Uuid) -> Result<String, MachineError> {
@@ -497,8 +586,18 @@ impl Machine {
     /// The conversation with `peer`, oldest first.
     pub async fn history(&self, peer: &ContactRow, limit: usize) -> Result<Vec<MessageRecord>, MachineError> {
         let mut out = Vec::new();
-        for row in self.store.messages(peer.account_id, limit).await? {
+        for row in self.store.messages(ConversationId::Direct(peer.account_id), limit).await? {
             out.push(self.record(row, Some(&peer.username)).await?);
+        }
+        Ok(out)
+    }
+
+    /// The last `limit` entries of a group conversation (texts and system entries), in group
+    /// seq order, the same on every member device.
+    pub async fn group_history(&self, group: Uuid, limit: usize) -> Result<Vec<MessageRecord>, MachineError> {
+        let mut out = Vec::new();
+        for row in self.store.messages(ConversationId::Group(group), limit).await? {
+            out.push(self.record(row, None).await?);
         }
         Ok(out)
     }
@@ -512,9 +611,22 @@ impl Machine {
     pub async fn messages_after(&self, after: u64, limit: usize) -> Result<Vec<MessageRecord>, MachineError> {
         let mut out = Vec::new();
         for row in self.store.messages_after(after, limit).await? {
-            let resolved = row.peer == self.account.account_id || self.store.contact(row.peer).await?.is_some();
+            let named = match row.conversation {
+                ConversationId::Direct(peer) => peer,
+                ConversationId::Group(_) => row.sender,
+            };
+            let resolved = named == self.account.account_id || self.store.contact(named).await?.is_some();
             if !resolved {
                 break;
+            }
+            if let ConversationId::Group(g) = row.conversation
+                && self
+                    .store
+                    .group(g)
+                    .await?
+                    .is_some_and(|g| g.state == crate::types::GroupState::Invited || g.declined)
+            {
+                continue; // hidden until the invite is accepted (and for good once declined)
             }
             out.push(self.record(row, None).await?);
         }

@@ -8,20 +8,23 @@ use super::Machine;
 use crate::content::{self, Content, DataMessage, content::Body, receipt_message};
 use crate::error::MachineError;
 use crate::store::{Batch, MessageRow};
-use crate::types::{Event, MessageDirection, MessageId, MessageStatus, Receipt, ReceiptKind};
+use crate::types::{
+    ConversationId, Event, MessageDirection, MessageId, MessageKind, MessageStatus, Receipt, ReceiptKind,
+};
 
-/// Who sent a decrypted content (from the verified sender certificate).
-struct Sender {
-    account: Uuid,
-    device: u32,
+/// Who sent a decrypted content (from the verified sender certificate, or the distribution a
+/// group message's distribution id is bound to).
+pub(super) struct Sender {
+    pub(super) account: Uuid,
+    pub(super) device: u32,
 }
 
 /// Where a text comes from and which conversation it belongs to.
-struct Origin<'a> {
-    sender: &'a Sender,
-    /// The other party of the conversation.
-    peer: Uuid,
-    direction: MessageDirection,
+pub(super) struct Origin<'a> {
+    pub(super) sender: &'a Sender,
+    /// The other party of the conversation (one-to-one).
+    pub(super) peer: Uuid,
+    pub(super) direction: MessageDirection,
 }
 
 impl Machine {
@@ -78,8 +81,11 @@ impl Machine {
         now: u64,
         rng: &mut R,
     ) -> Result<Batch, MachineError> {
-        if envelope.kind != EnvelopeKind::SealedSender as i32 {
-            return Err(MachineError::Content("unsupported envelope kind".into()));
+        match EnvelopeKind::try_from(envelope.kind) {
+            Ok(EnvelopeKind::SealedSender) => {}
+            Ok(EnvelopeKind::GroupMessage) => return self.open_group_message(envelope, now, rng).await,
+            Ok(EnvelopeKind::RosterChange) => return self.open_roster_change(envelope, now, rng).await,
+            _ => return Err(MachineError::Content("unsupported envelope kind".into())),
         }
         let device =
             DeviceId::try_from(self.account.device_id).map_err(|_| MachineError::Content("device id".into()))?;
@@ -128,6 +134,9 @@ impl Machine {
             self.pending_identity_events.extend(username);
         }
         self.apply_content(&mut batch, sender, content, now, rng).await?;
+        // What a distribution did to the sender-key store (and the messages it opened).
+        let (more, _) = self.signal.take();
+        batch.merge(more);
         Ok(batch)
     }
 
@@ -141,7 +150,10 @@ impl Machine {
     ) -> Result<(), MachineError> {
         let own = sender.account == self.account.account_id;
         match content.body {
+            // Group texts travel only as sender-key messages.
+            Some(Body::Data(data)) if !data.group_id.is_empty() => Ok(()),
             Some(Body::Data(data)) if !own => self.incoming_text(batch, &sender, data, now, rng).await,
+            Some(Body::Distribution(d)) => self.apply_distribution(batch, &sender, d, now, rng).await,
             Some(Body::Transcript(t)) if own => {
                 let Some(data) = t.message else { return Ok(()) };
                 let Ok(peer) = Uuid::from_slice(&t.destination_account) else { return Ok(()) };
@@ -163,8 +175,8 @@ impl Machine {
                     let Some(id) = MessageId::from_slice(raw) else { continue };
                     // Only the recipient of a message may acknowledge it.
                     if let Some(m) = self.store.message(id).await?
-                        && m.peer == sender.account
                         && m.direction == MessageDirection::Outgoing
+                        && self.may_acknowledge(&m, sender.account).await?
                     {
                         batch.message_status.push((id, status.clone()));
                         ids.push(id);
@@ -187,8 +199,17 @@ impl Machine {
         }
     }
 
+    /// Whether `account` may send a receipt for `m`: its recipient (one-to-one), or a member
+    /// of its group.
+    async fn may_acknowledge(&self, m: &MessageRow, account: Uuid) -> Result<bool, MachineError> {
+        Ok(match m.conversation {
+            ConversationId::Direct(peer) => peer == account,
+            ConversationId::Group(g) => self.store.group(g).await?.is_some_and(|g| g.role_of(account).is_some()),
+        })
+    }
+
     /// Fills in the store position of messages announced since `from` (known once committed).
-    async fn number_new_messages(&mut self, from: usize) -> Result<(), MachineError> {
+    pub(super) async fn number_new_messages(&mut self, from: usize) -> Result<(), MachineError> {
         for i in from..self.events.len() {
             if let Some(Event::Message(m)) = self.events.get(i) {
                 let local_seq = self.store.message(m.id).await?.map(|r| r.local_seq).unwrap_or(0);
@@ -220,7 +241,7 @@ impl Machine {
         Ok(())
     }
 
-    async fn store_text(
+    pub(super) async fn store_text(
         &mut self,
         batch: &mut Batch,
         origin: Origin<'_>,
@@ -235,9 +256,10 @@ impl Machine {
         if self.store.message(id).await?.is_some() || batch.messages.iter().any(|m| m.id == id) {
             return Ok(()); // a duplicate by message id: already stored and shown
         }
+        let conversation = ConversationId::Direct(peer);
         let row = MessageRow {
             id,
-            peer,
+            conversation,
             sender: sender.account,
             sender_device: sender.device,
             direction,
@@ -245,10 +267,12 @@ impl Machine {
             sent_at: data.sent_at,
             received_at: now,
             lamport: data.lamport,
+            group_seq: 0,
+            kind: MessageKind::Text,
             status: if direction == MessageDirection::Incoming { MessageStatus::Received } else { MessageStatus::Sent },
             local_seq: 0,
         };
-        batch.clocks.push((peer, data.lamport));
+        batch.clocks.push((conversation, data.lamport));
         batch.messages.push(row.clone());
         match self.store.contact(peer).await? {
             Some(c) => {

@@ -46,7 +46,7 @@ use uuid::Uuid;
 use super::{Machine, OutgoingRequest};
 use crate::error::MachineError;
 use crate::store::{Address, Batch, NewOutbox, OutboxKind, OutboxRow};
-use crate::types::{Event, MessageId};
+use crate::types::{ConversationId, Event, MessageId};
 
 /// The window of the retry rate limits, ms.
 pub const RETRY_WINDOW_MS: u64 = 60_000;
@@ -182,7 +182,7 @@ impl Machine {
             self.retries.stats.requests_sent += 1;
             batch.outbox_add.push(NewOutbox {
                 message_id: MessageId::random(rng),
-                peer: sealer.account,
+                conversation: ConversationId::Direct(sealer.account),
                 kind: OutboxKind::RetryRequest,
                 content: request.serialized().to_vec(),
             });
@@ -226,9 +226,12 @@ impl Machine {
         if let Some(logged) = self.store.sent_log(&address, timestamp).await? {
             self.retries.stats.resends += 1;
             batch.sent_log_remove.push((address, timestamp));
+            // A copy logged for one of our own devices is a sent transcript: it goes back to
+            // our own account (the device that asked), not to the contact it was written to.
+            let to = if sealer.account == self.account.account_id { sealer.account } else { logged.peer };
             batch.outbox_add.push(NewOutbox {
                 message_id: logged.message_id,
-                peer: logged.peer,
+                conversation: ConversationId::Direct(to),
                 kind: OutboxKind::Resend,
                 content: logged.content,
             });
@@ -247,8 +250,9 @@ impl Machine {
         rng: &mut R,
     ) -> Result<(), MachineError> {
         let own = self.account.account_id;
-        let mut accounts = vec![head.peer];
-        if head.peer != own {
+        let Some(peer) = head.conversation.peer() else { return Ok(()) };
+        let mut accounts = vec![peer];
+        if peer != own {
             // The server wants a copy for every other own device too; they ignore it (it names
             // a device of the peer).
             accounts.push(own);
@@ -278,7 +282,8 @@ impl Machine {
         self.in_flight = Some((request_id, vec![head.seq]));
         // Keyed by its outbox entry, so a resend after a lost answer is not stored twice.
         let idempotency_key = [head.message_id.0.as_slice(), &head.seq.to_be_bytes()].concat().into();
-        let request = SendRequest { request_id, recipients, online_only: false, idempotency_key };
+        // A retry request is protocol work: it never wakes a phone at once.
+        let request = SendRequest { request_id, recipients, online_only: false, idempotency_key, urgent: false };
         self.requests.push_back(OutgoingRequest::Send(request));
         Ok(())
     }

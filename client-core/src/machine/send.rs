@@ -18,21 +18,24 @@ use super::{MAX_DEVICE_FIXES, MAX_SEND_ATTEMPTS, Machine, OutgoingRequest, Purpo
 use crate::content::{self, Content, DataMessage, ReceiptMessage, SentTranscript, TypingMessage, content::Body};
 use crate::error::MachineError;
 use crate::store::{Batch, ContactRow, MessageRow, NewOutbox, OutboxKind, OutboxRow, SentLogRow};
-use crate::types::{Event, MessageDirection, MessageId, MessageStatus, OutboxEntry, OutboxState, TrustState};
+use crate::types::{
+    ConversationId, Event, MessageDirection, MessageId, MessageKind, MessageStatus, OutboxEntry, OutboxState,
+    TrustState,
+};
 
 /// Most receipts merged into one send.
 const MAX_MERGED_RECEIPTS: usize = 200;
 
 /// One device's ciphertext and the tag a retry request would name it by.
-struct Sealed {
-    message: DeviceMessage,
-    tag: u64,
+pub(super) struct Sealed {
+    pub(super) message: DeviceMessage,
+    pub(super) tag: u64,
 }
 
 /// What sealing needs besides the plaintext: the sender certificate and the time.
-struct Seal<'a> {
-    cert: &'a libsignal_protocol::SenderCertificate,
-    now: u64,
+pub(super) struct Seal<'a> {
+    pub(super) cert: &'a libsignal_protocol::SenderCertificate,
+    pub(super) now: u64,
 }
 
 pub(crate) fn system_time(ms: u64) -> SystemTime {
@@ -64,7 +67,8 @@ impl Machine {
             return Err(MachineError::IdentityUntrusted(peer.username.clone()));
         }
         let id = MessageId::random(rng);
-        let lamport = self.store.clock(peer.account_id).await? + 1;
+        let conversation = ConversationId::Direct(peer.account_id);
+        let lamport = self.store.clock(conversation).await? + 1;
         let data = DataMessage {
             message_id: id.0.to_vec(),
             lamport,
@@ -79,10 +83,10 @@ impl Machine {
         let contents: Vec<&Content> = std::iter::once(&content).chain(transcript.as_ref()).collect();
         check_size(body.len(), &contents, peer_devices + own_devices)?;
         let mut batch = Batch::default();
-        batch.clocks.push((peer.account_id, lamport));
+        batch.clocks.push((conversation, lamport));
         batch.messages.push(MessageRow {
             id,
-            peer: peer.account_id,
+            conversation,
             sender: self.account.account_id,
             sender_device: self.account.device_id,
             direction: MessageDirection::Outgoing,
@@ -90,12 +94,14 @@ impl Machine {
             sent_at: now,
             received_at: now,
             lamport,
+            group_seq: 0,
+            kind: MessageKind::Text,
             status: MessageStatus::Pending,
             local_seq: 0,
         });
         batch.outbox_add.push(NewOutbox {
             message_id: id,
-            peer: peer.account_id,
+            conversation,
             kind: OutboxKind::Text,
             content: content.encode_to_vec(),
         });
@@ -129,7 +135,7 @@ impl Machine {
         let content = Content { sender_username: self.account.username.clone(), body: Some(Body::Receipt(receipt)) };
         batch.outbox_add.push(NewOutbox {
             message_id: MessageId::random(rng),
-            peer,
+            conversation: ConversationId::Direct(peer),
             kind: OutboxKind::Receipt,
             content: content.encode_to_vec(),
         });
@@ -144,7 +150,7 @@ impl Machine {
     ) -> Result<(), MachineError> {
         let unread: Vec<MessageId> = self
             .store
-            .messages(peer.account_id, usize::MAX)
+            .messages(ConversationId::Direct(peer.account_id), usize::MAX)
             .await?
             .into_iter()
             .filter(|m| m.direction == MessageDirection::Incoming && m.status == MessageStatus::Received)
@@ -169,7 +175,7 @@ impl Machine {
         now: u64,
         rng: &mut R,
     ) -> Result<bool, MachineError> {
-        let Some(mut row) = self.store.outbox_by_message(id).await?.filter(|r| r.kind == OutboxKind::Text) else {
+        let Some(mut row) = self.store.outbox_by_message(id).await?.filter(|r| r.kind.is_text()) else {
             return Ok(false);
         };
         if row.failed.is_none() {
@@ -182,7 +188,8 @@ impl Machine {
             self.pump(now, rng).await?;
             return Ok(true);
         }
-        if let Some(contact) = self.store.contact(row.peer).await?
+        if let Some(peer) = row.conversation.peer()
+            && let Some(contact) = self.store.contact(peer).await?
             && contact.trust == TrustState::Changed
         {
             return Err(MachineError::IdentityUntrusted(contact.username));
@@ -208,7 +215,7 @@ impl Machine {
         now: u64,
         rng: &mut R,
     ) -> Result<bool, MachineError> {
-        let Some(row) = self.store.outbox_by_message(id).await?.filter(|r| r.kind == OutboxKind::Text) else {
+        let Some(row) = self.store.outbox_by_message(id).await?.filter(|r| r.kind.is_text()) else {
             return Ok(false);
         };
         if self.in_flight.as_ref().is_some_and(|(_, seqs)| seqs.contains(&row.seq)) {
@@ -225,7 +232,7 @@ impl Machine {
     /// The text messages in the outbox, pending and failed, in sending order.
     pub async fn outbox(&self) -> Result<Vec<OutboxEntry>, MachineError> {
         let mut out = Vec::new();
-        for row in self.store.outbox_all(usize::MAX).await?.into_iter().filter(|r| r.kind == OutboxKind::Text) {
+        for row in self.store.outbox_all(usize::MAX).await?.into_iter().filter(|r| r.kind.is_text()) {
             let body = self.store.message(row.message_id).await?.map(|m| m.body).unwrap_or_default();
             let (state, reason) = match row.failed {
                 Some(reason) => (OutboxState::Failed, Some(reason)),
@@ -233,7 +240,7 @@ impl Machine {
             };
             out.push(OutboxEntry {
                 id: row.message_id,
-                to: self.username_of(row.peer).await?,
+                to: self.conversation_name(row.conversation).await?,
                 body,
                 state,
                 reason,
@@ -282,13 +289,14 @@ impl Machine {
             recipients,
             online_only: true,
             idempotency_key: Default::default(),
+            urgent: false,
         }));
         Ok(())
     }
 
     /// Seals `plain` for one device (the ratchet step stays in the pending batch); the tag
     /// names the message in a retry request.
-    async fn encrypt_for<R: rand::Rng + rand::CryptoRng>(
+    pub(super) async fn encrypt_for<R: rand::Rng + rand::CryptoRng>(
         &mut self,
         (name, device): (&str, u32),
         plain: &[u8],
@@ -344,7 +352,13 @@ impl Machine {
                 }
                 return Ok(());
             }
-            let contact = self.store.contact(head.peer).await?;
+            let Some(peer) = head.conversation.peer() else {
+                if !self.send_group_head(head, now, rng).await? {
+                    return Ok(());
+                }
+                continue;
+            };
+            let contact = self.store.contact(peer).await?;
             if let Some(c) = contact.as_ref().filter(|c| c.trust == TrustState::Changed) {
                 let reason = MachineError::IdentityUntrusted(c.username.clone()).to_string();
                 self.fail_head(&head, &reason).await?;
@@ -355,7 +369,7 @@ impl Machine {
                 self.send_waits.insert(id);
                 return Ok(());
             }
-            if self.fetch_missing_devices(head.peer).await? {
+            if self.fetch_missing_devices(peer).await? {
                 return Ok(());
             }
             if !self.encrypt_and_send(head, now, rng).await? {
@@ -395,8 +409,9 @@ impl Machine {
         if head.kind == OutboxKind::RetryRequest {
             return self.send_retry_request(head, &cert.cert, now, rng).await.map(|()| false);
         }
+        let Some(peer) = head.conversation.peer() else { return Ok(false) };
         let (content, seqs) = self.merged_content(&head).await?;
-        let peer_name = hush_keys::aci_string(head.peer);
+        let peer_name = hush_keys::aci_string(peer);
         let own_name = hush_keys::aci_string(self.account.account_id);
         let plain = content::encode(&content);
         let mut recipients = Vec::new();
@@ -404,14 +419,14 @@ impl Machine {
         let seal = Seal { cert: &cert.cert, now };
         // Texts are kept per device for a while, to be sent again if a device cannot decrypt
         // them; resends are not, so a message is resent at most once.
-        let log = head.kind == OutboxKind::Text;
+        let log = head.kind.is_text();
         let mut sent_log = Vec::new();
         let mut logged = |address: (&str, u32), tag: u64, content: &Content| {
             if log {
                 sent_log.push(SentLogRow {
                     address: (address.0.to_owned(), address.1),
                     timestamp: tag,
-                    peer: head.peer,
+                    peer,
                     message_id: head.message_id,
                     content: content.encode_to_vec(),
                     sent_at: now,
@@ -425,8 +440,7 @@ impl Machine {
                 peer_messages.push(sealed.message);
             }
             let mut own_messages = Vec::new();
-            if let (Some(transcript), true) =
-                (self.transcript(&content, head.peer).await?, head.peer != self.account.account_id)
+            if let (Some(transcript), true) = (self.transcript(&content, peer).await?, peer != self.account.account_id)
             {
                 let own_plain = content::encode(&transcript);
                 for device in self.signal.session_devices(&own_name).await? {
@@ -457,8 +471,7 @@ impl Machine {
                 return Ok(false);
             }
         };
-        recipients
-            .push(RecipientMessages { account_id: head.peer.as_bytes().to_vec().into(), messages: peer_messages });
+        recipients.push(RecipientMessages { account_id: peer.as_bytes().to_vec().into(), messages: peer_messages });
         if !own_messages.is_empty() {
             let account_id = self.account.account_id.as_bytes().to_vec().into();
             recipients.push(RecipientMessages { account_id, messages: own_messages });
@@ -469,7 +482,10 @@ impl Machine {
         // is a new send rather than a duplicate that would drop them.
         let last = seqs.last().copied().unwrap_or(head.seq).to_be_bytes();
         let idempotency_key = [head.message_id.0.as_slice(), &last].concat().into();
-        let request = SendRequest { request_id, recipients, online_only: false, idempotency_key };
+        // A message (receipts merged into it included) wakes an offline phone now; a receipt alone waits
+        // for the background wake-up.
+        let urgent = head.kind.is_text() || head.kind == OutboxKind::Resend;
+        let request = SendRequest { request_id, recipients, online_only: false, idempotency_key, urgent };
         // Refused here rather than by the server, which would close the connection on it.
         if let Some(reason) = oversized(&request) {
             self.signal.discard();
@@ -495,7 +511,7 @@ impl Machine {
         let mut seqs = vec![head.seq];
         let Some(Body::Receipt(receipt)) = content.body.as_mut() else { return Ok((content, seqs)) };
         for row in self.store.outbox_pending(MAX_MERGED_RECEIPTS).await?.iter().skip(1) {
-            if row.kind != OutboxKind::Receipt || row.peer != head.peer {
+            if row.kind != OutboxKind::Receipt || row.conversation != head.conversation {
                 break;
             }
             let Some(Body::Receipt(next)) = decode(row)?.body else { break };
@@ -536,17 +552,21 @@ impl Machine {
         let Some(head) = self.store.outbox_head().await?.filter(|h| seqs.first() == Some(&h.seq)) else {
             return self.pump(now, rng).await;
         };
+        if let ConversationId::Group(group) = head.conversation {
+            self.group_send_response(group, head, response, now).await?;
+            return self.pump(now, rng).await;
+        }
         match response.result {
             Some(send_response::Result::Ok(ok)) => {
                 self.device_fixes = 0;
                 let mut batch = Batch::default();
                 batch.outbox_remove.extend(seqs);
-                if head.kind == OutboxKind::Text {
+                if head.kind.is_text() {
                     batch.message_status.push((head.message_id, MessageStatus::Sent));
                 }
                 self.store.commit(batch).await?;
-                if head.kind == OutboxKind::Text {
-                    let to = self.username_of(head.peer).await?;
+                if head.kind.is_text() {
+                    let to = self.conversation_name(head.conversation).await?;
                     self.events.push_back(Event::Sent {
                         id: head.message_id,
                         to,
@@ -558,31 +578,7 @@ impl Machine {
                 let code = SendErrorCode::try_from(err.code).unwrap_or(SendErrorCode::Unspecified);
                 match code {
                     SendErrorCode::DeviceMismatch => self.fix_devices(&head, &err.mismatches).await?,
-                    SendErrorCode::RateLimited => {
-                        let retry_after_ms = err.retry_after_ms.max(100);
-                        self.rate_limited_until = now + retry_after_ms;
-                        let mut row = head.clone();
-                        row.not_before = now + retry_after_ms;
-                        let mut batch = Batch::default();
-                        batch.outbox_update.push(row);
-                        self.store.commit(batch).await?;
-                        if head.kind == OutboxKind::Text {
-                            let to = self.username_of(head.peer).await?;
-                            self.events.push_back(Event::RateLimited { id: head.message_id, to, retry_after_ms });
-                        }
-                    }
-                    SendErrorCode::MailboxFull => {
-                        let reason = match err.message.as_str() {
-                            "" => "a recipient's mailbox on the server is full".to_owned(),
-                            said => format!("the server did not take the message: {said}"),
-                        };
-                        self.head_delayed(&head, now, "mailbox_full", &reason).await?;
-                    }
-                    SendErrorCode::Internal => {
-                        let reason = format!("the server could not store the message: {}", err.message);
-                        self.head_delayed(&head, now, "server_error", &reason).await?;
-                    }
-                    _ => self.fail_head(&head, &format!("the server refused the message: {}", err.message)).await?,
+                    _ => self.send_refused(&head, &err, now).await?,
                 }
             }
             None => self.head_failed_attempt(now, "empty answer from the server", false).await?,
@@ -590,7 +586,47 @@ impl Machine {
         self.pump(now, rng).await
     }
 
-    async fn fix_devices(
+    /// A refusal other than a device-set correction: wait (rate limit), back off (full
+    /// mailbox, server error), or fail the head for good.
+    pub(super) async fn send_refused(
+        &mut self,
+        head: &OutboxRow,
+        err: &hush_wire::frames::SendError,
+        now: u64,
+    ) -> Result<(), MachineError> {
+        let head = head.clone();
+        let code = SendErrorCode::try_from(err.code).unwrap_or(SendErrorCode::Unspecified);
+        match code {
+            SendErrorCode::RateLimited => {
+                let retry_after_ms = err.retry_after_ms.max(100);
+                self.rate_limited_until = now + retry_after_ms;
+                let mut row = head.clone();
+                row.not_before = now + retry_after_ms;
+                let mut batch = Batch::default();
+                batch.outbox_update.push(row);
+                self.store.commit(batch).await?;
+                if head.kind.is_text() {
+                    let to = self.conversation_name(head.conversation).await?;
+                    self.events.push_back(Event::RateLimited { id: head.message_id, to, retry_after_ms });
+                }
+            }
+            SendErrorCode::MailboxFull => {
+                let reason = match err.message.as_str() {
+                    "" => "a recipient's mailbox on the server is full".to_owned(),
+                    said => format!("the server did not take the message: {said}"),
+                };
+                self.head_delayed(&head, now, "mailbox_full", &reason).await?;
+            }
+            SendErrorCode::Internal => {
+                let reason = format!("the server could not store the message: {}", err.message);
+                self.head_delayed(&head, now, "server_error", &reason).await?;
+            }
+            _ => self.fail_head(&head, &format!("the server refused the message: {}", err.message)).await?,
+        }
+        Ok(())
+    }
+
+    pub(super) async fn fix_devices(
         &mut self,
         head: &OutboxRow,
         mismatches: &[hush_wire::frames::DeviceMismatch],
@@ -709,7 +745,13 @@ impl Machine {
 
     /// The server did not take the head for a reason that passes by itself: back off (at most
     /// a minute, and the next connection tries at once), never fail for good, tell the app.
-    async fn head_delayed(&mut self, head: &OutboxRow, now: u64, code: &str, reason: &str) -> Result<(), MachineError> {
+    pub(super) async fn head_delayed(
+        &mut self,
+        head: &OutboxRow,
+        now: u64,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), MachineError> {
         let mut row = head.clone();
         row.attempts = row.attempts.saturating_add(1);
         let retry_in_ms = backoff_ms(row.attempts);
@@ -719,8 +761,8 @@ impl Machine {
         let mut batch = Batch::default();
         batch.outbox_update.push(row);
         self.store.commit(batch).await?;
-        if head.kind == OutboxKind::Text {
-            let to = self.username_of(head.peer).await?;
+        if head.kind.is_text() {
+            let to = self.conversation_name(head.conversation).await?;
             self.events.push_back(Event::SendDelayed {
                 id: head.message_id,
                 to,
@@ -784,9 +826,9 @@ impl Machine {
         Ok(())
     }
 
-    async fn fail_head(&mut self, head: &OutboxRow, reason: &str) -> Result<(), MachineError> {
+    pub(super) async fn fail_head(&mut self, head: &OutboxRow, reason: &str) -> Result<(), MachineError> {
         let mut batch = Batch::default();
-        if head.kind == OutboxKind::Text {
+        if head.kind.is_text() {
             let mut row = head.clone();
             row.failed = Some(reason.to_owned());
             batch.outbox_update.push(row);
@@ -795,8 +837,8 @@ impl Machine {
             batch.outbox_remove.push(head.seq);
         }
         self.store.commit(batch).await?;
-        if head.kind == OutboxKind::Text {
-            let to = self.username_of(head.peer).await?;
+        if head.kind.is_text() {
+            let to = self.conversation_name(head.conversation).await?;
             self.events.push_back(Event::SendFailed { id: head.message_id, to, reason: reason.to_owned() });
         }
         Ok(())

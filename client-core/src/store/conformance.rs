@@ -8,7 +8,10 @@ macro_rules! store_conformance_tests {
         mod conformance {
             #![allow(clippy::unwrap_used)]
             use $crate::store::*;
-            use $crate::{MessageDirection, MessageId, MessageStatus, TrustState};
+            use $crate::{
+                ConversationId, GroupRole, GroupState, MessageDirection, MessageId, MessageKind, MessageStatus,
+                TrustState,
+            };
 
             async fn store() -> impl ClientStore {
                 $make.await
@@ -21,7 +24,7 @@ macro_rules! store_conformance_tests {
             fn message(id: u8, peer: u8, lamport: u64, sender_device: u32) -> MessageRow {
                 MessageRow {
                     id: MessageId([id; 16]),
-                    peer: uuid(peer),
+                    conversation: ConversationId::Direct(uuid(peer)),
                     sender: uuid(peer),
                     sender_device,
                     direction: MessageDirection::Incoming,
@@ -29,6 +32,8 @@ macro_rules! store_conformance_tests {
                     sent_at: 1,
                     received_at: 2,
                     lamport,
+                    group_seq: 0,
+                    kind: MessageKind::Text,
                     status: MessageStatus::Received,
                     local_seq: 0,
                 }
@@ -43,7 +48,7 @@ macro_rules! store_conformance_tests {
                 assert!(s.pre_key(1).await.unwrap().is_none());
                 assert!(s.outbox_head().await.unwrap().is_none());
                 assert_eq!(s.outbox_counts().await.unwrap(), (0, 0));
-                assert_eq!(s.clock(uuid(1)).await.unwrap(), 0);
+                assert_eq!(s.clock(ConversationId::Direct(uuid(1))).await.unwrap(), 0);
                 assert!(s.contacts().await.unwrap().is_empty());
             }
 
@@ -58,7 +63,7 @@ macro_rules! store_conformance_tests {
                 b.signed_pre_keys.insert(8, vec![8]);
                 b.kyber_pre_keys.insert(9, Some(KyberRow { record: vec![9], last_resort: true }));
                 b.kyber_used.push((9, 8, vec![1; 33]));
-                b.sender_keys.insert((("acct".into(), 2), uuid(4)), vec![4]);
+                b.sender_keys.insert((("acct".into(), 2), uuid(4)), Some(vec![4]));
                 s.commit(b).await.unwrap();
                 assert_eq!(s.session(&("acct".into(), 2)).await.unwrap(), Some(vec![1, 2]));
                 assert_eq!(s.session_devices("acct").await.unwrap(), vec![2, 3]);
@@ -114,9 +119,11 @@ macro_rules! store_conformance_tests {
                 b.messages.push(message(4, 1, 2, 2));
                 b.messages.push(message(5, 2, 1, 1));
                 s.commit(b).await.unwrap();
-                let ids: Vec<u8> = s.messages(uuid(1), 10).await.unwrap().iter().map(|m| m.id.0[0]).collect();
+                let ids: Vec<u8> =
+                    s.messages(ConversationId::Direct(uuid(1)), 10).await.unwrap().iter().map(|m| m.id.0[0]).collect();
                 assert_eq!(ids, vec![2, 3, 4, 1]);
-                let last: Vec<u8> = s.messages(uuid(1), 2).await.unwrap().iter().map(|m| m.id.0[0]).collect();
+                let last: Vec<u8> =
+                    s.messages(ConversationId::Direct(uuid(1)), 2).await.unwrap().iter().map(|m| m.id.0[0]).collect();
                 assert_eq!(last, vec![4, 1]);
             }
 
@@ -145,7 +152,7 @@ macro_rules! store_conformance_tests {
                 for n in 1..=3u8 {
                     b.outbox_add.push(NewOutbox {
                         message_id: MessageId([n; 16]),
-                        peer: uuid(9),
+                        conversation: ConversationId::Direct(uuid(9)),
                         kind: OutboxKind::Text,
                         content: vec![n],
                     });
@@ -189,13 +196,13 @@ macro_rules! store_conformance_tests {
             async fn clocks_only_grow_and_envelopes_are_remembered() {
                 let s = store().await;
                 let mut b = Batch::default();
-                b.clocks.push((uuid(1), 5));
+                b.clocks.push((ConversationId::Direct(uuid(1)), 5));
                 b.processed_envelopes.push(42);
                 s.commit(b).await.unwrap();
                 let mut b = Batch::default();
-                b.clocks.push((uuid(1), 3));
+                b.clocks.push((ConversationId::Direct(uuid(1)), 3));
                 s.commit(b).await.unwrap();
-                assert_eq!(s.clock(uuid(1)).await.unwrap(), 5);
+                assert_eq!(s.clock(ConversationId::Direct(uuid(1))).await.unwrap(), 5);
                 assert!(s.envelope_processed(42).await.unwrap());
                 assert!(!s.envelope_processed(43).await.unwrap());
             }
@@ -267,6 +274,133 @@ macro_rules! store_conformance_tests {
                 assert!(s.sent_log(&address, 104).await.unwrap().is_none(), "the oldest are dropped");
                 assert!(s.sent_log(&address, 105).await.unwrap().is_some());
                 assert!(s.sent_log(&address, 100 + SENT_LOG_CAPACITY as u64 + 4).await.unwrap().is_some());
+            }
+
+            fn group(n: u8) -> GroupRow {
+                GroupRow {
+                    id: uuid(n),
+                    master_key: vec![n; 32],
+                    title: "friends".into(),
+                    description: String::new(),
+                    title_blob: vec![1, 2],
+                    description_blob: vec![],
+                    members: vec![
+                        MemberRow { account: uuid(1), role: GroupRole::Owner },
+                        MemberRow { account: uuid(2), role: GroupRole::Member },
+                    ],
+                    members_can_add: false,
+                    roster_version: 3,
+                    epoch: 1,
+                    state: GroupState::Active,
+                    added_by: Some(uuid(1)),
+                    declined: false,
+                    distribution_id: uuid(40 + n),
+                    key_epoch: Some(1),
+                    distributed: [(uuid(2), 1), (uuid(2), 2)].into_iter().collect(),
+                }
+            }
+
+            #[tokio::test]
+            async fn groups_round_trip_and_delete() {
+                let s = store().await;
+                let mut b = Batch::default();
+                b.groups.insert(uuid(7), Some(group(7)));
+                b.groups.insert(uuid(5), Some(group(5)));
+                s.commit(b).await.unwrap();
+                assert_eq!(s.group(uuid(7)).await.unwrap(), Some(group(7)));
+                let ids: Vec<_> = s.groups().await.unwrap().into_iter().map(|g| g.id).collect();
+                assert_eq!(ids, vec![uuid(5), uuid(7)]);
+                let mut b = Batch::default();
+                let mut left = group(7);
+                left.state = GroupState::Left;
+                b.groups.insert(uuid(7), Some(left.clone()));
+                b.groups.insert(uuid(5), None);
+                s.commit(b).await.unwrap();
+                assert_eq!(s.group(uuid(7)).await.unwrap(), Some(left));
+                assert!(s.group(uuid(5)).await.unwrap().is_none());
+            }
+
+            #[tokio::test]
+            async fn a_sender_key_can_be_deleted_for_rotation() {
+                let s = store().await;
+                let mut b = Batch::default();
+                b.sender_keys.insert((("acct".into(), 1), uuid(4)), Some(vec![4]));
+                b.sender_keys.insert((("acct".into(), 1), uuid(5)), Some(vec![5]));
+                s.commit(b).await.unwrap();
+                let mut b = Batch::default();
+                b.sender_keys.insert((("acct".into(), 1), uuid(4)), None);
+                s.commit(b).await.unwrap();
+                assert!(s.sender_key(&("acct".into(), 1), uuid(4)).await.unwrap().is_none());
+                assert_eq!(s.sender_key(&("acct".into(), 1), uuid(5)).await.unwrap(), Some(vec![5]));
+            }
+
+            #[tokio::test]
+            async fn a_distribution_keeps_its_first_binding() {
+                let s = store().await;
+                let bind = |account: u8, device: u32| DistributionBinding {
+                    group: uuid(1),
+                    distribution: uuid(9),
+                    account: uuid(account),
+                    device,
+                };
+                let mut b = Batch::default();
+                b.distributions.push(bind(2, 1));
+                s.commit(b).await.unwrap();
+                let mut b = Batch::default();
+                b.distributions.push(bind(3, 1));
+                s.commit(b).await.unwrap();
+                assert_eq!(s.distribution(uuid(1), uuid(9)).await.unwrap(), Some((uuid(2), 1)));
+                assert!(s.distribution(uuid(2), uuid(9)).await.unwrap().is_none(), "per group");
+            }
+
+            #[tokio::test]
+            async fn held_messages_come_back_in_group_seq_order_until_removed() {
+                let s = store().await;
+                let held = |group: u8, seq: u64| HeldRow {
+                    group: uuid(group),
+                    group_seq: seq,
+                    server_timestamp: 10 + seq,
+                    content: vec![seq as u8; 4],
+                };
+                let mut b = Batch::default();
+                b.held_add.extend([held(1, 9), held(1, 3), held(2, 1), held(1, 3)]);
+                s.commit(b).await.unwrap();
+                let seqs: Vec<u64> = s.held(uuid(1)).await.unwrap().iter().map(|h| h.group_seq).collect();
+                assert_eq!(seqs, vec![3, 9]);
+                assert_eq!(s.held(uuid(1)).await.unwrap()[0], held(1, 3));
+                let mut b = Batch::default();
+                b.held_remove.push((uuid(1), 3));
+                s.commit(b).await.unwrap();
+                let seqs: Vec<u64> = s.held(uuid(1)).await.unwrap().iter().map(|h| h.group_seq).collect();
+                assert_eq!(seqs, vec![9]);
+                assert_eq!(s.held(uuid(2)).await.unwrap().len(), 1);
+            }
+
+            #[tokio::test]
+            async fn a_group_conversation_is_ordered_by_group_seq_with_unsent_last() {
+                let s = store().await;
+                let g = ConversationId::Group(uuid(1));
+                let row = |id: u8, group_seq: u64| MessageRow {
+                    conversation: g,
+                    group_seq,
+                    lamport: 0,
+                    ..message(id, 2, 0, 1)
+                };
+                let mut b = Batch::default();
+                b.messages.extend([row(1, 0), row(2, 7), row(3, 2), row(4, 0)]);
+                b.messages.push(message(5, 1, 1, 1));
+                s.commit(b).await.unwrap();
+                let ids: Vec<u8> = s.messages(g, 10).await.unwrap().iter().map(|m| m.id.0[0]).collect();
+                assert_eq!(ids, vec![3, 2, 1, 4]);
+                let mut b = Batch::default();
+                b.message_group_seq.push((MessageId([1; 16]), 9));
+                b.messages.push(MessageRow { kind: MessageKind::System, ..row(6, 8) });
+                s.commit(b).await.unwrap();
+                let ids: Vec<u8> = s.messages(g, 10).await.unwrap().iter().map(|m| m.id.0[0]).collect();
+                assert_eq!(ids, vec![3, 2, 6, 1, 4]);
+                let last: Vec<u8> = s.messages(g, 2).await.unwrap().iter().map(|m| m.id.0[0]).collect();
+                assert_eq!(last, vec![1, 4]);
+                assert_eq!(s.message(MessageId([6; 16])).await.unwrap().unwrap().kind, MessageKind::System);
             }
         }
     };

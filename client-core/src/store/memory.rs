@@ -7,11 +7,11 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    Address, Batch, ClientStore, ContactRow, KyberRow, LocalAccount, MessageRow, OutboxRow, SENT_LOG_CAPACITY,
-    SentLogRow, display_order, next_status,
+    Address, Batch, ClientStore, ContactRow, GroupRow, HeldRow, KyberRow, LocalAccount, MessageRow, OutboxRow,
+    SENT_LOG_CAPACITY, SentLogRow, display_order, next_status,
 };
 use crate::error::StoreError;
-use crate::types::MessageId;
+use crate::types::{ConversationId, MessageId};
 
 #[derive(Default)]
 struct State {
@@ -26,13 +26,16 @@ struct State {
     contacts: BTreeMap<Uuid, ContactRow>,
     messages: HashMap<MessageId, MessageRow>,
     processed: BTreeSet<u64>,
-    clocks: HashMap<Uuid, u64>,
+    clocks: HashMap<ConversationId, u64>,
     outbox: BTreeMap<u64, OutboxRow>,
     next_outbox: u64,
     next_message: u64,
     values: HashMap<String, Vec<u8>>,
     /// Oldest first.
     sent_log: VecDeque<SentLogRow>,
+    groups: BTreeMap<Uuid, GroupRow>,
+    distributions: HashMap<(Uuid, Uuid), (Uuid, u32)>,
+    held: BTreeMap<(Uuid, u64), HeldRow>,
 }
 
 /// A [`ClientStore`] that keeps everything in memory (lost when dropped).
@@ -94,7 +97,16 @@ impl ClientStore for MemoryStore {
         s.signed_pre_keys.extend(batch.signed_pre_keys);
         apply(&mut s.kyber_pre_keys, batch.kyber_pre_keys);
         s.kyber_used.extend(batch.kyber_used);
-        s.sender_keys.extend(batch.sender_keys);
+        for (k, v) in batch.sender_keys {
+            match v {
+                Some(v) => {
+                    s.sender_keys.insert(k, v);
+                }
+                None => {
+                    s.sender_keys.remove(&k);
+                }
+            }
+        }
         for c in batch.contacts {
             s.contacts.insert(c.account_id, c);
         }
@@ -110,6 +122,11 @@ impl ClientStore for MemoryStore {
                 m.status = next_status(&m.status, &status);
             }
         }
+        for (id, seq) in batch.message_group_seq {
+            if let Some(m) = s.messages.get_mut(&id) {
+                m.group_seq = seq;
+            }
+        }
         s.processed.extend(batch.processed_envelopes);
         for (peer, clock) in batch.clocks {
             let c = s.clocks.entry(peer).or_insert(0);
@@ -123,7 +140,7 @@ impl ClientStore for MemoryStore {
                 OutboxRow {
                     seq,
                     message_id: o.message_id,
-                    peer: o.peer,
+                    conversation: o.conversation,
                     kind: o.kind,
                     content: o.content,
                     attempts: 0,
@@ -151,6 +168,25 @@ impl ClientStore for MemoryStore {
         }
         for (address, timestamp) in batch.sent_log_remove {
             s.sent_log.retain(|r| (&r.address, r.timestamp) != (&address, timestamp));
+        }
+        for (id, group) in batch.groups {
+            match group {
+                Some(g) => {
+                    s.groups.insert(id, g);
+                }
+                None => {
+                    s.groups.remove(&id);
+                }
+            }
+        }
+        for b in batch.distributions {
+            s.distributions.entry((b.group, b.distribution)).or_insert((b.account, b.device));
+        }
+        for h in batch.held_add {
+            s.held.entry((h.group, h.group_seq)).or_insert(h);
+        }
+        for key in batch.held_remove {
+            s.held.remove(&key);
         }
         Ok(())
     }
@@ -209,8 +245,9 @@ impl ClientStore for MemoryStore {
         Ok(self.lock().messages.get(&id).cloned())
     }
 
-    async fn messages(&self, peer: Uuid, limit: usize) -> Result<Vec<MessageRow>, StoreError> {
-        let mut all: Vec<MessageRow> = self.lock().messages.values().filter(|m| m.peer == peer).cloned().collect();
+    async fn messages(&self, conversation: ConversationId, limit: usize) -> Result<Vec<MessageRow>, StoreError> {
+        let mut all: Vec<MessageRow> =
+            self.lock().messages.values().filter(|m| m.conversation == conversation).cloned().collect();
         all.sort_by(display_order);
         let skip = all.len().saturating_sub(limit);
         Ok(all.split_off(skip))
@@ -227,8 +264,8 @@ impl ClientStore for MemoryStore {
         Ok(self.lock().processed.contains(&seq))
     }
 
-    async fn clock(&self, peer: Uuid) -> Result<u64, StoreError> {
-        Ok(self.lock().clocks.get(&peer).copied().unwrap_or(0))
+    async fn clock(&self, conversation: ConversationId) -> Result<u64, StoreError> {
+        Ok(self.lock().clocks.get(&conversation).copied().unwrap_or(0))
     }
 
     async fn outbox_head(&self) -> Result<Option<OutboxRow>, StoreError> {
@@ -259,6 +296,22 @@ impl ClientStore for MemoryStore {
 
     async fn sent_log(&self, address: &Address, timestamp: u64) -> Result<Option<SentLogRow>, StoreError> {
         Ok(self.lock().sent_log.iter().find(|r| &r.address == address && r.timestamp == timestamp).cloned())
+    }
+
+    async fn group(&self, id: Uuid) -> Result<Option<GroupRow>, StoreError> {
+        Ok(self.lock().groups.get(&id).cloned())
+    }
+
+    async fn groups(&self) -> Result<Vec<GroupRow>, StoreError> {
+        Ok(self.lock().groups.values().cloned().collect())
+    }
+
+    async fn distribution(&self, group: Uuid, distribution: Uuid) -> Result<Option<(Uuid, u32)>, StoreError> {
+        Ok(self.lock().distributions.get(&(group, distribution)).copied())
+    }
+
+    async fn held(&self, group: Uuid) -> Result<Vec<HeldRow>, StoreError> {
+        Ok(self.lock().held.range((group, 0)..=(group, u64::MAX)).map(|(_, h)| h.clone()).collect())
     }
 }
 

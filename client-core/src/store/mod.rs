@@ -26,7 +26,9 @@ pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 use crate::error::StoreError;
-use crate::types::{MessageDirection, MessageId, MessageStatus, TrustState};
+use crate::types::{
+    ConversationId, GroupRole, GroupState, MessageDirection, MessageId, MessageKind, MessageStatus, TrustState,
+};
 
 /// A libsignal address: account name (ACI string) and device id.
 pub type Address = (String, u32);
@@ -80,10 +82,10 @@ pub struct ContactRow {
 /// A stored message (incoming or outgoing).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRow {
-    /// The sender's message id.
+    /// The sender's message id (for a group's system entry: derived from the group and seq).
     pub id: MessageId,
-    /// The other party of the conversation.
-    pub peer: Uuid,
+    /// The conversation (the other party, or the group).
+    pub conversation: ConversationId,
     /// The author's account.
     pub sender: Uuid,
     /// The author's device.
@@ -96,8 +98,12 @@ pub struct MessageRow {
     pub sent_at: u64,
     /// When stored here, ms.
     pub received_at: u64,
-    /// Lamport clock.
+    /// Lamport clock (one-to-one).
     pub lamport: u64,
+    /// The group seq (groups; 0 until an outgoing message is sent).
+    pub group_seq: u64,
+    /// Text or system entry.
+    pub kind: MessageKind,
     /// Status.
     pub status: MessageStatus,
     /// Position in this device's store, assigned on insert (0 before): increases with every
@@ -119,6 +125,18 @@ pub enum OutboxKind {
     /// A sealed `DecryptionErrorMessage` asking the sender of an undecryptable envelope to
     /// send it again (`content` is the serialized message).
     RetryRequest,
+    /// A text to a group (its [`MessageRow`] is in the history): one `GroupSendRequest`.
+    GroupText,
+    /// This device's sender key for a group, to every device of the accounts in `content`
+    /// (16-byte account ids, concatenated): sent after creating a group or adding members.
+    GroupDistribute,
+}
+
+impl OutboxKind {
+    /// A text the user wrote (one-to-one or to a group): it has a history entry and events.
+    pub fn is_text(self) -> bool {
+        matches!(self, OutboxKind::Text | OutboxKind::GroupText)
+    }
 }
 
 /// One entry of the persistent outbox, sent in `seq` order.
@@ -128,8 +146,8 @@ pub struct OutboxRow {
     pub seq: u64,
     /// The message id (for receipts: a fresh id).
     pub message_id: MessageId,
-    /// Recipient account.
-    pub peer: Uuid,
+    /// The recipient account, or the group.
+    pub conversation: ConversationId,
     /// What it is.
     pub kind: OutboxKind,
     /// The unpadded encoded `Content` to encrypt for each device.
@@ -149,8 +167,8 @@ pub struct OutboxRow {
 pub struct NewOutbox {
     /// The message id.
     pub message_id: MessageId,
-    /// Recipient account.
-    pub peer: Uuid,
+    /// The recipient account, or the group.
+    pub conversation: ConversationId,
     /// What it is.
     pub kind: OutboxKind,
     /// Encoded `Content`.
@@ -187,6 +205,103 @@ pub struct KyberRow {
     pub last_resort: bool,
 }
 
+/// Bytes in stored JSON records, as lowercase hex.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A member of a group as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRow {
+    /// The member account.
+    pub account: Uuid,
+    /// Its role.
+    pub role: GroupRole,
+}
+
+/// A group as this device knows it (stored as one record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRow {
+    /// The group id (the server's).
+    pub id: Uuid,
+    /// The 32-byte master key that encrypts title and description (empty until it arrives).
+    #[serde(with = "hex_bytes")]
+    pub master_key: Vec<u8>,
+    /// Decrypted title and description (empty while the key is unknown).
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// The server's encrypted title and description, kept to decrypt once the key arrives.
+    #[serde(with = "hex_bytes")]
+    pub title_blob: Vec<u8>,
+    /// Encrypted description.
+    #[serde(with = "hex_bytes")]
+    pub description_blob: Vec<u8>,
+    /// Roster, owners first.
+    pub members: Vec<MemberRow>,
+    /// Whether members may add others.
+    pub members_can_add: bool,
+    /// Roster version and epoch as last learned.
+    pub roster_version: u64,
+    /// The epoch.
+    pub epoch: u64,
+    /// This account's standing.
+    pub state: GroupState,
+    /// Who added this account (for an invite).
+    pub added_by: Option<Uuid>,
+    /// The invite was declined: what arrived meanwhile stays hidden.
+    #[serde(default)]
+    pub declined: bool,
+    /// This device's distribution id in the group.
+    pub distribution_id: Uuid,
+    /// The epoch this device's current sender key was made under (`None`: no key yet).
+    pub key_epoch: Option<u64>,
+    /// Member devices (account, device) that hold this device's current sender key.
+    pub distributed: std::collections::BTreeSet<(Uuid, u32)>,
+}
+
+impl GroupRow {
+    /// The role of `account`, if a member.
+    pub fn role_of(&self, account: Uuid) -> Option<GroupRole> {
+        self.members.iter().find(|m| m.account == account).map(|m| m.role)
+    }
+}
+
+/// A distribution id bound to the member device that first distributed it in a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistributionBinding {
+    /// The group.
+    pub group: Uuid,
+    /// The distribution id (from the SKDM).
+    pub distribution: Uuid,
+    /// The sender account.
+    pub account: Uuid,
+    /// The sender device.
+    pub device: u32,
+}
+
+/// A group message that could not be decrypted yet (its distribution has not arrived); it
+/// was acked and is tried again when a distribution arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRow {
+    /// The group.
+    pub group: Uuid,
+    /// Its group seq (unique per group).
+    pub group_seq: u64,
+    /// When the server stored it.
+    pub server_timestamp: u64,
+    /// The SenderKeyMessage.
+    pub content: Vec<u8>,
+}
+
 /// All changes of one step, applied atomically by [`ClientStore::commit`].
 /// `None` values delete.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -205,18 +320,20 @@ pub struct Batch {
     pub kyber_pre_keys: BTreeMap<u32, Option<KyberRow>>,
     /// Uses of the last-resort Kyber key: (kyber id, signed prekey id, base key).
     pub kyber_used: Vec<(u32, u32, Vec<u8>)>,
-    /// Sender-key records by (sender address, distribution id).
-    pub sender_keys: BTreeMap<(Address, Uuid), Vec<u8>>,
+    /// Sender-key records by (sender address, distribution id); `None` deletes (rotation).
+    pub sender_keys: BTreeMap<(Address, Uuid), Option<Vec<u8>>>,
     /// Contacts to insert or replace.
     pub contacts: Vec<ContactRow>,
     /// Messages to insert (an existing id is left as it is).
     pub messages: Vec<MessageRow>,
     /// Status changes of stored messages.
     pub message_status: Vec<(MessageId, MessageStatus)>,
+    /// Group seqs of sent group messages (from `SendOk.group_seq`).
+    pub message_group_seq: Vec<(MessageId, u64)>,
     /// Envelope seqs now fully processed.
     pub processed_envelopes: Vec<u64>,
     /// Conversation Lamport clocks to raise (`max(old, new)`).
-    pub clocks: Vec<(Uuid, u64)>,
+    pub clocks: Vec<(ConversationId, u64)>,
     /// Outbox entries to append.
     pub outbox_add: Vec<NewOutbox>,
     /// Outbox entries to replace (by `seq`).
@@ -230,6 +347,14 @@ pub struct Batch {
     pub sent_log: Vec<SentLogRow>,
     /// Resend-log entries to remove, by (address, timestamp).
     pub sent_log_remove: Vec<(Address, u64)>,
+    /// Groups to insert or replace (`None` deletes).
+    pub groups: BTreeMap<Uuid, Option<GroupRow>>,
+    /// Distribution bindings to add (an existing binding is kept).
+    pub distributions: Vec<DistributionBinding>,
+    /// Group messages to hold (an existing (group, seq) is kept).
+    pub held_add: Vec<HeldRow>,
+    /// Held group messages to drop, by (group, group seq).
+    pub held_remove: Vec<(Uuid, u64)>,
 }
 
 impl Batch {
@@ -253,6 +378,7 @@ impl Batch {
         self.contacts.extend(other.contacts);
         self.messages.extend(other.messages);
         self.message_status.extend(other.message_status);
+        self.message_group_seq.extend(other.message_group_seq);
         self.processed_envelopes.extend(other.processed_envelopes);
         self.clocks.extend(other.clocks);
         self.outbox_add.extend(other.outbox_add);
@@ -261,6 +387,10 @@ impl Batch {
         self.values.extend(other.values);
         self.sent_log.extend(other.sent_log);
         self.sent_log_remove.extend(other.sent_log_remove);
+        self.groups.extend(other.groups);
+        self.distributions.extend(other.distributions);
+        self.held_add.extend(other.held_add);
+        self.held_remove.extend(other.held_remove);
     }
 }
 
@@ -298,14 +428,14 @@ pub trait ClientStore: Send + Sync + 'static {
     async fn contacts(&self) -> Result<Vec<ContactRow>, StoreError>;
     /// A message by id.
     async fn message(&self, id: MessageId) -> Result<Option<MessageRow>, StoreError>;
-    /// The last `limit` messages with `peer`, in display order (lamport, sender, device, id).
-    async fn messages(&self, peer: Uuid, limit: usize) -> Result<Vec<MessageRow>, StoreError>;
+    /// The last `limit` messages of a conversation, in display order ([`display_order`]).
+    async fn messages(&self, conversation: ConversationId, limit: usize) -> Result<Vec<MessageRow>, StoreError>;
     /// Up to `limit` messages (any conversation) with `local_seq > after`, in `local_seq` order.
     async fn messages_after(&self, after: u64, limit: usize) -> Result<Vec<MessageRow>, StoreError>;
     /// Whether envelope `seq` was processed.
     async fn envelope_processed(&self, seq: u64) -> Result<bool, StoreError>;
-    /// The Lamport clock of the conversation with `peer` (0 if none).
-    async fn clock(&self, peer: Uuid) -> Result<u64, StoreError>;
+    /// The Lamport clock of a conversation (0 if none).
+    async fn clock(&self, conversation: ConversationId) -> Result<u64, StoreError>;
     /// The first outbox entry that has not failed, in `seq` order.
     async fn outbox_head(&self) -> Result<Option<OutboxRow>, StoreError>;
     /// The first `limit` outbox entries that have not failed, in `seq` order.
@@ -320,10 +450,23 @@ pub trait ClientStore: Send + Sync + 'static {
     async fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// The resend-log entry for a message sent to `address` with `timestamp`.
     async fn sent_log(&self, address: &Address, timestamp: u64) -> Result<Option<SentLogRow>, StoreError>;
+    /// A group.
+    async fn group(&self, id: Uuid) -> Result<Option<GroupRow>, StoreError>;
+    /// Every group, by id.
+    async fn groups(&self) -> Result<Vec<GroupRow>, StoreError>;
+    /// The sender (account, device) a distribution id is bound to in a group.
+    async fn distribution(&self, group: Uuid, distribution: Uuid) -> Result<Option<(Uuid, u32)>, StoreError>;
+    /// The held messages of a group, in group-seq order.
+    async fn held(&self, group: Uuid) -> Result<Vec<HeldRow>, StoreError>;
 }
 
-/// Display order of messages: Lamport clock, then author, then device, then id.
-pub(crate) fn display_order(a: &MessageRow, b: &MessageRow) -> std::cmp::Ordering {
+/// Display order of messages. One-to-one: Lamport clock, then author, then device, then id.
+/// Groups: the server's group seq (the same on every device), outgoing messages not sent yet
+/// last, in the order they were written.
+pub fn display_order(a: &MessageRow, b: &MessageRow) -> std::cmp::Ordering {
+    if let (ConversationId::Group(_), ConversationId::Group(_)) = (a.conversation, b.conversation) {
+        return (a.group_seq == 0, a.group_seq, a.local_seq).cmp(&(b.group_seq == 0, b.group_seq, b.local_seq));
+    }
     (a.lamport, a.sender, a.sender_device, a.id).cmp(&(b.lamport, b.sender, b.sender_device, b.id))
 }
 

@@ -9,40 +9,15 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    Address, Batch, ClientStore, ContactRow, KyberRow, LocalAccount, MessageRow, OutboxKind, OutboxRow,
-    SENT_LOG_CAPACITY, SentLogRow,
+    Address, Batch, ClientStore, ContactRow, GroupRow, HeldRow, KyberRow, LocalAccount, MessageRow, OutboxKind,
+    OutboxRow, SENT_LOG_CAPACITY, SentLogRow,
 };
 use crate::error::StoreError;
-use crate::types::{MessageDirection, MessageId, MessageStatus, TrustState};
+use crate::types::{ConversationId, MessageDirection, MessageId, MessageKind, MessageStatus, TrustState};
+use schema::migrate;
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions (name TEXT NOT NULL, device INTEGER NOT NULL, record BLOB NOT NULL,
-    PRIMARY KEY (name, device));
-CREATE TABLE IF NOT EXISTS identities (name TEXT PRIMARY KEY, key BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS pre_keys (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS signed_pre_keys (id INTEGER PRIMARY KEY, record BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS kyber_pre_keys (id INTEGER PRIMARY KEY, record BLOB NOT NULL, last_resort INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS kyber_used (kyber_id INTEGER NOT NULL, signed_id INTEGER NOT NULL, base_key BLOB NOT NULL,
-    PRIMARY KEY (kyber_id, signed_id, base_key));
-CREATE TABLE IF NOT EXISTS sender_keys (name TEXT NOT NULL, device INTEGER NOT NULL, distribution TEXT NOT NULL,
-    record BLOB NOT NULL, PRIMARY KEY (name, device, distribution));
-CREATE TABLE IF NOT EXISTS contacts (account TEXT PRIMARY KEY, username TEXT NOT NULL, trust TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS contacts_username ON contacts (username);
-CREATE TABLE IF NOT EXISTS messages (id BLOB PRIMARY KEY, peer TEXT NOT NULL, sender TEXT NOT NULL,
-    sender_device INTEGER NOT NULL, direction TEXT NOT NULL, body TEXT NOT NULL, sent_at INTEGER NOT NULL,
-    received_at INTEGER NOT NULL, lamport INTEGER NOT NULL, status TEXT NOT NULL, local_seq INTEGER NOT NULL UNIQUE);
-CREATE INDEX IF NOT EXISTS messages_order ON messages (peer, lamport, sender, sender_device, id);
-CREATE TABLE IF NOT EXISTS processed_envelopes (seq INTEGER PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS clocks (peer TEXT PRIMARY KEY, clock INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id BLOB NOT NULL,
-    peer TEXT NOT NULL, kind TEXT NOT NULL, content BLOB NOT NULL, attempts INTEGER NOT NULL,
-    not_before INTEGER NOT NULL, failed TEXT, last_error TEXT);
-CREATE TABLE IF NOT EXISTS named_values (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS sent_log (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
-    device INTEGER NOT NULL, timestamp INTEGER NOT NULL, peer TEXT NOT NULL, message_id BLOB NOT NULL,
-    content BLOB NOT NULL, sent_at INTEGER NOT NULL, UNIQUE (name, device, timestamp));
-"#;
+#[path = "sqlite_schema.rs"]
+mod schema;
 
 const ACCOUNT_KEY: &str = "account";
 
@@ -70,6 +45,10 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T, S
 
 fn uuid(s: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(s).map_err(|_| corrupt("account id"))
+}
+
+fn conversation(s: &str) -> Result<ConversationId, StoreError> {
+    ConversationId::parse(s).ok_or_else(|| corrupt("conversation id"))
 }
 
 fn i(v: u64) -> i64 {
@@ -107,7 +86,6 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(db)?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(db)?;
         migrate(&pool).await?;
         Ok(Self { pool })
     }
@@ -127,19 +105,6 @@ impl SqliteStore {
     }
 }
 
-/// Brings a database made by an older version up to [`SCHEMA`].
-async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    let has_last_error: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'last_error'")
-            .fetch_one(pool)
-            .await
-            .map_err(db)?;
-    if has_last_error == 0 {
-        sqlx::query("ALTER TABLE outbox ADD COLUMN last_error TEXT").execute(pool).await.map_err(db)?;
-    }
-    Ok(())
-}
-
 type SqlQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
 fn message_from_row(r: &SqliteRow) -> Result<MessageRow, StoreError> {
@@ -148,7 +113,7 @@ fn message_from_row(r: &SqliteRow) -> Result<MessageRow, StoreError> {
     let status: String = r.try_get("status").map_err(db)?;
     Ok(MessageRow {
         id: MessageId::from_slice(&id).ok_or_else(|| corrupt("message id"))?,
-        peer: uuid(&r.try_get::<String, _>("peer").map_err(db)?)?,
+        conversation: conversation(&r.try_get::<String, _>("conversation").map_err(db)?)?,
         sender: uuid(&r.try_get::<String, _>("sender").map_err(db)?)?,
         sender_device: u32::try_from(r.try_get::<i64, _>("sender_device").map_err(db)?).unwrap_or(0),
         direction: from_json::<MessageDirection>(&direction, "message direction")?,
@@ -156,6 +121,8 @@ fn message_from_row(r: &SqliteRow) -> Result<MessageRow, StoreError> {
         sent_at: u(r.try_get("sent_at").map_err(db)?),
         received_at: u(r.try_get("received_at").map_err(db)?),
         lamport: u(r.try_get("lamport").map_err(db)?),
+        group_seq: u(r.try_get("group_seq").map_err(db)?),
+        kind: from_json::<MessageKind>(&r.try_get::<String, _>("kind").map_err(db)?, "message kind")?,
         status: from_json::<MessageStatus>(&status, "message status")?,
         local_seq: u(r.try_get("local_seq").map_err(db)?),
     })
@@ -167,7 +134,7 @@ fn outbox_from_row(r: &SqliteRow) -> Result<OutboxRow, StoreError> {
     Ok(OutboxRow {
         seq: u(r.try_get("seq").map_err(db)?),
         message_id: MessageId::from_slice(&id).ok_or_else(|| corrupt("outbox message id"))?,
-        peer: uuid(&r.try_get::<String, _>("peer").map_err(db)?)?,
+        conversation: conversation(&r.try_get::<String, _>("conversation").map_err(db)?)?,
         kind: from_json::<OutboxKind>(&kind, "outbox kind")?,
         content: r.try_get("content").map_err(db)?,
         attempts: u32::try_from(r.try_get::<i64, _>("attempts").map_err(db)?).unwrap_or(u32::MAX),
@@ -240,12 +207,19 @@ async fn apply_signal(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), 
         exec(conn, q).await?;
     }
     for (((name, device), dist), record) in &batch.sender_keys {
-        let q =
-            sqlx::query("INSERT OR REPLACE INTO sender_keys (name, device, distribution, record) VALUES (?, ?, ?, ?)")
+        let q = match record {
+            Some(record) => sqlx::query(
+                "INSERT OR REPLACE INTO sender_keys (name, device, distribution, record) VALUES (?, ?, ?, ?)",
+            )
+            .bind(name)
+            .bind(i64::from(*device))
+            .bind(dist.to_string())
+            .bind(record),
+            None => sqlx::query("DELETE FROM sender_keys WHERE name = ? AND device = ? AND distribution = ?")
                 .bind(name)
                 .bind(i64::from(*device))
-                .bind(dist.to_string())
-                .bind(record);
+                .bind(dist.to_string()),
+        };
         exec(conn, q).await?;
     }
     Ok(())
@@ -267,12 +241,12 @@ async fn apply_app(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), Sto
     }
     for m in &batch.messages {
         let q = sqlx::query(
-            "INSERT OR IGNORE INTO messages (id, peer, sender, sender_device, direction, body, sent_at, received_at, \
-             lamport, status, local_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+            "INSERT OR IGNORE INTO messages (id, conversation, sender, sender_device, direction, body, sent_at, \
+             received_at, lamport, group_seq, kind, status, local_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
              (SELECT COALESCE(MAX(local_seq), 0) + 1 FROM messages))",
         )
         .bind(m.id.0.to_vec())
-        .bind(m.peer.to_string())
+        .bind(m.conversation.to_string())
         .bind(m.sender.to_string())
         .bind(i64::from(m.sender_device))
         .bind(json(&m.direction)?)
@@ -280,7 +254,13 @@ async fn apply_app(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), Sto
         .bind(i(m.sent_at))
         .bind(i(m.received_at))
         .bind(i(m.lamport))
+        .bind(i(m.group_seq))
+        .bind(json(&m.kind)?)
         .bind(json(&m.status)?);
+        exec(conn, q).await?;
+    }
+    for (id, seq) in &batch.message_group_seq {
+        let q = sqlx::query("UPDATE messages SET group_seq = ? WHERE id = ?").bind(i(*seq)).bind(id.0.to_vec());
         exec(conn, q).await?;
     }
     for (id, status) in &batch.message_status {
@@ -299,15 +279,17 @@ async fn apply_app(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), Sto
     for seq in &batch.processed_envelopes {
         exec(conn, sqlx::query("INSERT OR IGNORE INTO processed_envelopes (seq) VALUES (?)").bind(i(*seq))).await?;
     }
-    for (peer, clock) in &batch.clocks {
+    for (conversation, clock) in &batch.clocks {
         let q = sqlx::query(
-            "INSERT INTO clocks (peer, clock) VALUES (?, ?) ON CONFLICT (peer) DO UPDATE SET clock = max(clock, excluded.clock)",
+            "INSERT INTO clocks (conversation, clock) VALUES (?, ?) \
+             ON CONFLICT (conversation) DO UPDATE SET clock = max(clock, excluded.clock)",
         )
-        .bind(peer.to_string())
+        .bind(conversation.to_string())
         .bind(i(*clock));
         exec(conn, q).await?;
     }
     apply_outbox(conn, batch).await?;
+    apply_groups(conn, batch).await?;
     for (key, value) in &batch.values {
         let q = match value {
             Some(v) => sqlx::query("INSERT OR REPLACE INTO named_values (key, value) VALUES (?, ?)").bind(key).bind(v),
@@ -321,10 +303,11 @@ async fn apply_app(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), Sto
 async fn apply_outbox(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), StoreError> {
     for o in &batch.outbox_add {
         let q = sqlx::query(
-            "INSERT INTO outbox (message_id, peer, kind, content, attempts, not_before, failed) VALUES (?, ?, ?, ?, 0, 0, NULL)",
+            "INSERT INTO outbox (message_id, conversation, kind, content, attempts, not_before, failed) \
+             VALUES (?, ?, ?, ?, 0, 0, NULL)",
         )
         .bind(o.message_id.0.to_vec())
-        .bind(o.peer.to_string())
+        .bind(o.conversation.to_string())
         .bind(json(&o.kind)?)
         .bind(&o.content);
         exec(conn, q).await?;
@@ -370,6 +353,46 @@ async fn apply_sent_log(conn: &mut SqliteConnection, batch: &Batch) -> Result<()
             .bind(name)
             .bind(i64::from(*device))
             .bind(i(*timestamp));
+        exec(conn, q).await?;
+    }
+    Ok(())
+}
+
+async fn apply_groups(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), StoreError> {
+    for (id, group) in &batch.groups {
+        let q = match group {
+            Some(g) => sqlx::query("INSERT OR REPLACE INTO groups (id, record) VALUES (?, ?)")
+                .bind(id.to_string())
+                .bind(json(g)?),
+            None => sqlx::query("DELETE FROM groups WHERE id = ?").bind(id.to_string()),
+        };
+        exec(conn, q).await?;
+    }
+    for b in &batch.distributions {
+        let q = sqlx::query(
+            "INSERT OR IGNORE INTO distributions (group_id, distribution, account, device) VALUES (?, ?, ?, ?)",
+        )
+        .bind(b.group.to_string())
+        .bind(b.distribution.to_string())
+        .bind(b.account.to_string())
+        .bind(i64::from(b.device));
+        exec(conn, q).await?;
+    }
+    for h in &batch.held_add {
+        let q = sqlx::query(
+            "INSERT OR IGNORE INTO held_group_messages (group_id, group_seq, server_timestamp, content) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(h.group.to_string())
+        .bind(i(h.group_seq))
+        .bind(i(h.server_timestamp))
+        .bind(&h.content);
+        exec(conn, q).await?;
+    }
+    for (group, seq) in &batch.held_remove {
+        let q = sqlx::query("DELETE FROM held_group_messages WHERE group_id = ? AND group_seq = ?")
+            .bind(group.to_string())
+            .bind(i(*seq));
         exec(conn, q).await?;
     }
     Ok(())
@@ -483,17 +506,25 @@ impl ClientStore for SqliteStore {
         row.as_ref().map(message_from_row).transpose()
     }
 
-    async fn messages(&self, peer: Uuid, limit: usize) -> Result<Vec<MessageRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM (SELECT * FROM messages WHERE peer = ? \
-             ORDER BY lamport DESC, sender DESC, sender_device DESC, id DESC LIMIT ?) \
-             ORDER BY lamport, sender, sender_device, id",
-        )
-        .bind(peer.to_string())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+    async fn messages(&self, conversation: ConversationId, limit: usize) -> Result<Vec<MessageRow>, StoreError> {
+        let sql = match conversation {
+            ConversationId::Direct(_) => {
+                "SELECT * FROM (SELECT * FROM messages WHERE conversation = ? \
+                 ORDER BY lamport DESC, sender DESC, sender_device DESC, id DESC LIMIT ?) \
+                 ORDER BY lamport, sender, sender_device, id"
+            }
+            ConversationId::Group(_) => {
+                "SELECT * FROM (SELECT * FROM messages WHERE conversation = ? \
+                 ORDER BY group_seq = 0 DESC, group_seq DESC, local_seq DESC LIMIT ?) \
+                 ORDER BY group_seq = 0, group_seq, local_seq"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(conversation.to_string())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter().map(message_from_row).collect()
     }
 
@@ -516,9 +547,9 @@ impl ClientStore for SqliteStore {
         Ok(row.is_some())
     }
 
-    async fn clock(&self, peer: Uuid) -> Result<u64, StoreError> {
-        let row = sqlx::query("SELECT clock FROM clocks WHERE peer = ?")
-            .bind(peer.to_string())
+    async fn clock(&self, conversation: ConversationId) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT clock FROM clocks WHERE conversation = ?")
+            .bind(conversation.to_string())
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
@@ -592,6 +623,53 @@ impl ClientStore for SqliteStore {
             sent_at: u(r.try_get("sent_at").map_err(db)?),
         }))
     }
+
+    async fn group(&self, id: Uuid) -> Result<Option<GroupRow>, StoreError> {
+        let raw: Option<String> = sqlx::query_scalar("SELECT record FROM groups WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        raw.map(|r| from_json(&r, "group")).transpose()
+    }
+
+    async fn groups(&self) -> Result<Vec<GroupRow>, StoreError> {
+        let raw: Vec<String> =
+            sqlx::query_scalar("SELECT record FROM groups ORDER BY id").fetch_all(&self.pool).await.map_err(db)?;
+        raw.iter().map(|r| from_json(r, "group")).collect()
+    }
+
+    async fn distribution(&self, group: Uuid, distribution: Uuid) -> Result<Option<(Uuid, u32)>, StoreError> {
+        let row = sqlx::query("SELECT account, device FROM distributions WHERE group_id = ? AND distribution = ?")
+            .bind(group.to_string())
+            .bind(distribution.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(r) = row else { return Ok(None) };
+        let account = uuid(&r.try_get::<String, _>(0).map_err(db)?)?;
+        Ok(Some((account, u32::try_from(r.try_get::<i64, _>(1).map_err(db)?).unwrap_or(0))))
+    }
+
+    async fn held(&self, group: Uuid) -> Result<Vec<HeldRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT group_seq, server_timestamp, content FROM held_group_messages WHERE group_id = ? ORDER BY group_seq",
+        )
+        .bind(group.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(HeldRow {
+                    group,
+                    group_seq: u(r.try_get(0).map_err(db)?),
+                    server_timestamp: u(r.try_get(1).map_err(db)?),
+                    content: r.try_get(2).map_err(db)?,
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -614,28 +692,5 @@ mod tests {
         store.close().await;
         let again = SqliteStore::open(&path).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(again.envelope_processed(7).await.unwrap_or_else(|e| panic!("{e}")));
-    }
-
-    #[tokio::test]
-    async fn an_outbox_made_before_last_error_existed_is_migrated() {
-        use super::*;
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("client.db");
-        let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
-        let pool = SqlitePool::connect_with(options).await.unwrap_or_else(|e| panic!("{e}"));
-        sqlx::raw_sql(
-            "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id BLOB NOT NULL, \
-             peer TEXT NOT NULL, kind TEXT NOT NULL, content BLOB NOT NULL, attempts INTEGER NOT NULL, \
-             not_before INTEGER NOT NULL, failed TEXT); \
-             INSERT INTO outbox (message_id, peer, kind, content, attempts, not_before, failed) \
-             VALUES (x'01010101010101010101010101010101', '00000000-0000-0000-0000-000000000009', '\"text\"', x'01', 2, 0, NULL);",
-        )
-        .execute(&pool)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        pool.close().await;
-        let store = SqliteStore::open(&path).await.unwrap_or_else(|e| panic!("{e}"));
-        let head = store.outbox_head().await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no head"));
-        assert_eq!((head.attempts, head.last_error), (2, None));
     }
 }

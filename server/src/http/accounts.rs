@@ -41,14 +41,9 @@ pub async fn challenge(
     }))
 }
 
-/// Checks that the registration was signed, over a fresh challenge of ours, by the identity
-/// key it registers.
-fn check_proof(
-    state: &AppState,
-    req: &RegisterRequest,
-    username: &str,
-    identity: &IdentityKey,
-) -> Result<(), HttpError> {
+/// Checks that the registration answers a fresh challenge of ours (an HMAC and a clock
+/// comparison: cheap, so not charged to the registration limit).
+fn check_challenge(state: &AppState, req: &RegisterRequest) -> Result<(), HttpError> {
     let proof = &req.proof;
     if !state.keys.challenge_key().check(&proof.nonce.0, proof.server_time) {
         return Err(HttpError::bad_request(
@@ -66,6 +61,12 @@ fn check_proof(
             "the registration challenge has expired (they last 5 minutes); fetch a new one and sign again",
         ));
     }
+    Ok(())
+}
+
+/// Checks that the registration was signed, over its challenge, by the identity key it registers.
+fn check_signature(req: &RegisterRequest, username: &str, identity: &IdentityKey) -> Result<(), HttpError> {
+    let proof = &req.proof;
     let input = RegistrationSigningInput {
         username,
         server_time_ms: proof.server_time,
@@ -84,6 +85,13 @@ fn check_proof(
 
 /// Creates an account with its primary device (device 1). The body must carry a proof: the
 /// identity key's signature over a challenge from `POST /v1/accounts/challenge`.
+///
+/// The per-address registration limit charges every attempt whose signature is checked
+/// (a bad signature included: that is what a guessing client sends, and verifying it is the
+/// server's work). Requests refused before that are not charged, so a shared address does not
+/// lose registrations to mistakes: a malformed body, username or key, a challenge that is not
+/// ours or has expired (all checked without the database), and a username that is taken
+/// (charged to the lookup limit instead: it tells what a username lookup tells).
 #[utoipa::path(post, path = "/v1/accounts", request_body = RegisterRequest, tag = "accounts",
     responses((status = 201, body = RegisterResponse),
               (status = 400, body = ApiError, description = "invalid_username, invalid_key, bad_signature, invalid_registration_id, invalid_request, registration_challenge_invalid, registration_challenge_expired, registration_signature_invalid"),
@@ -95,12 +103,16 @@ pub async fn register(
     ClientIp(source): ClientIp,
     ApiBody(body): ApiBody,
 ) -> Result<(StatusCode, Json<RegisterResponse>), HttpError> {
-    state.abuse.register(source)?;
-    let req: RegisterRequest = serde_json::from_slice(&body)
-        .map_err(|e| HttpError::bad_request("invalid_request", format!("request body is not valid: {e}")))?;
+    let req: RegisterRequest = super::extract::json_body(&body)?;
     let username = validate::username(&req.username)?;
     let identity = validate::identity(&req.identity_key.0)?;
-    check_proof(&state, &req, &username, &identity)?;
+    check_challenge(&state, &req)?;
+    if state.store.account_by_username(&username).await?.is_some() {
+        state.abuse.lookup(source)?;
+        return Err(crate::store::StoreError::UsernameTaken.into());
+    }
+    state.abuse.register(source)?;
+    check_signature(&req, &username, &identity)?;
     let device = validate::new_device(&identity, &req.device, now_ms())?;
     let account = NewAccount { id: Uuid::new_v4(), username, identity_key: req.identity_key.0, device };
     state.store.create_account(&account).await?;

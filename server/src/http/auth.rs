@@ -28,10 +28,9 @@ impl Authed {
         self.device.key
     }
 
-    /// Parses the body as JSON.
+    /// Parses the body as a JSON object.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, HttpError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| HttpError::bad_request("invalid_request", format!("request body is not valid: {e}")))
+        super::extract::json_body(&self.body)
     }
 }
 

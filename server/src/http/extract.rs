@@ -1,5 +1,5 @@
 //! Extractors whose refusals are JSON [`HttpError`]s like every other answer (axum's own
-//! answer `text/plain`): path parameters and request bodies.
+//! answer `text/plain`): path parameters and request bodies, and the JSON body parser.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -52,6 +52,18 @@ impl<S: Send + Sync> FromRequest<S> for ApiBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
         read_body(req, state).await.map(ApiBody)
     }
+}
+
+/// Parses a JSON request body. Every body the API takes is an object, but serde also reads a
+/// struct from an array of its fields in order (`[null, null]` was a valid prekey upload), so
+/// anything but an object is refused first.
+pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
+    let first = body.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return Err(HttpError::bad_request("invalid_request", "the request body must be a JSON object"));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| HttpError::bad_request("invalid_request", format!("request body is not valid: {e}")))
 }
 
 /// Any path that is not an endpoint.

@@ -47,7 +47,8 @@ fn signed(k: SignedKey) -> SignedPreKey {
 /// (calling account, target device): beyond that budget a bundle carries the signed prekey
 /// and the last-resort Kyber key only (`kyber_last_resort: true`, no `prekey`).
 #[utoipa::path(get, path = "/v1/keys/{account_id}/{device}", tag = "keys",
-    params(("account_id" = Uuid, Path), ("device" = String, Path, description = "a device id, or * for all")),
+    params(("account_id" = Uuid, Path),
+           ("device" = String, Path, description = "a device id, or * for all", pattern = r"^(\*|[0-9]{1,9})$")),
     responses((status = 200, body = PreKeyBundles),
               (status = 400, body = ApiError, description = "invalid_request"),
               (status = 404, body = ApiError, description = "unknown_account, unknown_device"),
@@ -60,12 +61,14 @@ pub async fn bundles(
 ) -> Result<Json<PreKeyBundles>, HttpError> {
     let requester = auth.key().account;
     state.abuse.bundles(requester)?;
+    let bad = || HttpError::bad_request("invalid_request", "device must be a device id (1 to 9 digits) or *");
     let device_id = match device.as_str() {
         "*" => None,
-        id => Some(
-            id.parse::<u32>()
-                .map_err(|_| HttpError::bad_request("invalid_request", "device must be a device id or *"))?,
-        ),
+        // As the document's pattern says: plain digits (`u32::from_str` would also take `+7`).
+        id if (1..=9).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(id.parse::<u32>().map_err(|_| bad())?)
+        }
+        _ => return Err(bad()),
     };
     let account = state.store.account(account_id).await?.ok_or(StoreError::UnknownAccount)?;
     let abuse = &state.abuse;

@@ -46,12 +46,31 @@ fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::
     ResponseBuilder::new().description(description).content("application/json", content).build().into()
 }
 
+/// The `Retry-After` header of a 429: whole seconds to wait.
+fn retry_after_header() -> utoipa::openapi::header::Header {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).build();
+    utoipa::openapi::header::HeaderBuilder::new()
+        .schema(seconds)
+        .description(Some("seconds to wait before retrying"))
+        .build()
+}
+
 /// Declares the answers every operation of a kind can give, so the document matches the
 /// server: 401 on authenticated ones, 400 where a path parameter can be malformed, 413 where
-/// a body is read.
+/// a body is read, and the `Retry-After` header of every 429.
 fn declare_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
     for item in openapi.paths.paths.values_mut() {
-        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.options,
+            &mut item.head,
+            &mut item.trace,
+        ];
         for op in operations.into_iter().flatten() {
             let responses = &mut op.responses.responses;
             if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
@@ -74,6 +93,24 @@ fn declare_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
                     .entry("400".into())
                     .or_insert_with(|| error_response("invalid_request: a path parameter is malformed"));
             }
+            // Every 429 is `HttpError::rate_limited`, which always sets `Retry-After`.
+            if let Some(utoipa::openapi::RefOr::T(limited)) = responses.get_mut("429") {
+                limited.headers.entry("Retry-After".into()).or_insert_with(retry_after_header);
+            }
+        }
+    }
+}
+
+/// Bodies that must have at least this many properties. utoipa 5.5 writes
+/// `#[schema(min_properties = n)]` as `maxProperties` (utoipa-gen `features.rs`), so the
+/// bound is set here.
+const MIN_PROPERTIES: [(&str, usize); 1] = [("UpdateGroupRequest", 1)];
+
+fn set_min_properties(components: &mut utoipa::openapi::Components) {
+    use utoipa::openapi::{RefOr, Schema};
+    for (name, min) in MIN_PROPERTIES {
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) {
+            object.min_properties = Some(min);
         }
     }
 }
@@ -82,6 +119,7 @@ impl utoipa::Modify for SecurityAddon {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         declare_common_errors(openapi);
         let components = openapi.components.get_or_insert_with(Default::default);
+        set_min_properties(components);
         components.add_security_scheme(
             "hush_sig",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
@@ -125,4 +163,43 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem};
+    use utoipa::openapi::request_body::RequestBody;
+    use utoipa::openapi::security::SecurityRequirement;
+    use utoipa::openapi::{OpenApiBuilder, PathsBuilder};
+
+    use super::declare_common_errors;
+
+    /// Regression: the modifier looked at some methods only (GET, PUT, POST and DELETE, then
+    /// PATCH for the group endpoints), so an operation of any other did not declare its 400,
+    /// 401 and 413.
+    #[test]
+    fn common_errors_are_declared_on_every_method() {
+        let methods = [
+            ("PATCH", HttpMethod::Patch),
+            ("GET", HttpMethod::Get),
+            ("DELETE", HttpMethod::Delete),
+            ("HEAD", HttpMethod::Head),
+            ("OPTIONS", HttpMethod::Options),
+        ];
+        for (name, method) in methods {
+            let operation = OperationBuilder::new()
+                .security(SecurityRequirement::new("hush_sig", Vec::<String>::new()))
+                .parameter(ParameterBuilder::new().name("group_id").parameter_in(ParameterIn::Path))
+                .request_body(Some(RequestBody::default()));
+            let paths = PathsBuilder::new().path("/v1/things/{group_id}", PathItem::new(method, operation));
+            let mut doc = OpenApiBuilder::new().paths(paths).build();
+            declare_common_errors(&mut doc);
+            let item = &doc.paths.paths["/v1/things/{group_id}"];
+            let op = [&item.patch, &item.get, &item.delete, &item.head, &item.options].into_iter().flatten().next();
+            let responses = op.map(|op| &op.responses.responses);
+            for code in ["400", "401", "413"] {
+                assert!(responses.is_some_and(|r| r.contains_key(code)), "{name} lacks {code}");
+            }
+        }
+    }
 }

@@ -3,14 +3,11 @@
 use hush_keys::KeyError;
 use hush_keys::prekeys::{validate_ec_public_key, validate_identity_key, verify_kyber_prekey, verify_signed_ec_prekey};
 use hush_wire::api::{NewDevice, PreKey, PreKeyUpload, SignedPreKey};
-use hush_wire::limits::{MAX_PREKEYS_PER_UPLOAD, MAX_REGISTRATION_ID};
+use hush_wire::limits::{MAX_DEVICE_NAME_CHARS, MAX_PREKEYS_PER_UPLOAD, MAX_REGISTRATION_ID};
 use libsignal_protocol::IdentityKey;
 
 use super::error::HttpError;
 use crate::store::{NewDeviceRecord, OneTimeKey, PreKeyUploadRecord, SignedKey};
-
-/// Longest device name accepted.
-const MAX_NAME_CHARS: usize = 64;
 
 /// Normalizes a username (lowercase) and checks its alphabet and length.
 pub fn username(raw: &str) -> Result<String, HttpError> {
@@ -94,10 +91,10 @@ pub fn new_device(identity: &IdentityKey, d: &NewDevice, now_ms: u64) -> Result<
     }
     let auth_key =
         hush_keys::auth::DeviceAuthKey::from_bytes(&d.auth_key.0).map_err(|e| key_error("auth_key", e))?.to_bytes();
-    if d.name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_CHARS) {
+    if d.name.as_ref().is_some_and(|n| n.chars().count() > MAX_DEVICE_NAME_CHARS) {
         return Err(HttpError::bad_request(
             "invalid_request",
-            format!("a device name is at most {MAX_NAME_CHARS} characters"),
+            format!("a device name is at most {MAX_DEVICE_NAME_CHARS} characters"),
         ));
     }
     check_counts(d.one_time_prekeys.len(), d.one_time_kyber_prekeys.len())?;

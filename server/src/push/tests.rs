@@ -125,7 +125,7 @@ async fn a_burst_of_urgent_commits_wakes_an_offline_device_once() {
 async fn a_connected_device_is_never_woken() {
     let mut s = scene(vec![]).await;
     let (bob, mailbox) = s.device(1).await;
-    let _registration = s.hub.register(bob);
+    let _registration = s.hub.register(bob, 1);
     s.pusher.committed(vec![bob], Urgency::Urgent);
     s.pusher.committed(vec![bob], Urgency::Background);
     s.pusher.disconnected(bob, mailbox);

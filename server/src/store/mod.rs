@@ -426,6 +426,10 @@ pub trait MailboxStore: Send + Sync + 'static {
     /// even to full mailboxes. A write whose idempotency key this device already used (in this
     /// batch or a stored one) is [`Accepted::Duplicate`]; a refused write does not record its key.
     async fn commit(&self, writes: &[Write], max_mailbox: u64) -> Result<Vec<SendOutcome>, StoreError>;
+    /// What [`MailboxStore::commit`] would answer `write` with if its idempotency key is one
+    /// its device already used in a stored write: the first write's server timestamp and group
+    /// seq. Only reads (from the read pool); `None` for a write without a key or a new key.
+    async fn stored_answer(&self, write: &Write) -> Result<Option<(u64, Option<u64>)>, StoreError>;
     /// Envelopes of a mailbox with `seq > after_seq`, oldest first, at most `limit`.
     async fn fetch(&self, mailbox: MailboxId, after_seq: u64, limit: u32) -> Result<Vec<StoredEnvelope>, StoreError>;
     /// Many mailbox reads in one query: for each read what [`MailboxStore::fetch`] would return,

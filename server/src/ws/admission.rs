@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_util::sync::CancellationToken;
@@ -61,13 +61,20 @@ impl Handshakes {
 pub struct Admission {
     budget: Budget,
     open: AtomicUsize,
+    /// The next admission's number (see [`Ticket::seq`]).
+    next_seq: AtomicU64,
     handshakes: Mutex<Handshakes>,
 }
 
 impl Admission {
     /// Admission with these limits.
     pub fn new(budget: Budget) -> Arc<Self> {
-        Arc::new(Admission { budget, open: AtomicUsize::new(0), handshakes: Mutex::default() })
+        Arc::new(Admission {
+            budget,
+            open: AtomicUsize::new(0),
+            next_seq: AtomicU64::new(1),
+            handshakes: Mutex::default(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Handshakes> {
@@ -82,7 +89,8 @@ impl Admission {
             return Err(Refusal::Full);
         }
         // From here on the connection slot is released by the ticket's drop.
-        let mut ticket = Ticket { admission: self.clone(), handshake: None };
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let mut ticket = Ticket { admission: self.clone(), handshake: None, seq };
         let mut hs = self.lock();
         if hs.per_address.get(&addr).copied().unwrap_or(0) >= self.budget.per_address {
             return Err(Refusal::AddressBusy);
@@ -123,9 +131,17 @@ struct Handshake {
 pub struct Ticket {
     admission: Arc<Admission>,
     handshake: Option<Handshake>,
+    seq: u64,
 }
 
 impl Ticket {
+    /// When this connection was admitted, as a number that increases with each admission on
+    /// this node: of two connections of one device, the one admitted later is the client's
+    /// current socket, whichever finishes authenticating first.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Resolves when this connection's handshake was dropped for a newer one.
     pub async fn evicted(&self) {
         match &self.handshake {

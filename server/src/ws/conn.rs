@@ -148,7 +148,12 @@ where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send,
 {
     let Some(device) = Box::pin(authenticate(&state, &mut socket, &mut ticket)).await else { return };
-    let registration = state.hub.register(device.key);
+    let registration = state.hub.register(device.key, ticket.seq());
+    if registration.stale {
+        // A newer socket of this device is online: this one's client has given up on it.
+        Box::pin(close_with(&mut socket, close::REPLACED, close::REASON_REPLACED)).await;
+        return;
+    }
     let online = Online { state: &state, key: device.key, mailbox: device.mailbox, conn_id: registration.conn_id };
     online.enter();
     // Last-seen has day precision: most connections need no write at all.

@@ -3,4 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod fuzz;
+mod openapi;
+mod registration;
 mod store;

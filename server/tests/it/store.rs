@@ -66,6 +66,7 @@ macro_rules! store_conformance {
             mailbox::removing_a_device_deletes_its_mailbox_and_prekeys,
             mailbox::batched_reads_answer_each_read_as_a_single_one_would,
             idempotency::resend_in_a_later_batch_is_answered_with_the_first_result,
+            idempotency::a_stored_key_is_found_without_a_commit_and_only_for_its_device,
             idempotency::resend_in_the_same_batch_is_stored_once,
             idempotency::a_refused_send_does_not_record_its_key,
             idempotency::the_same_key_from_another_device_is_another_send,

@@ -15,4 +15,5 @@ mod ops;
 mod push;
 mod replicas;
 mod robustness;
+mod schemathesis;
 mod storage;

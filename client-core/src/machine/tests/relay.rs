@@ -23,6 +23,9 @@ pub const NOW: u64 = 1_800_000_000_000;
 
 use hush_wire::limits::MAX_SEND_BYTES;
 
+mod groups;
+pub use groups::RelayGroup;
+
 struct Device {
     keys: NewDevice,
     mailbox: BTreeMap<u64, Envelope>,
@@ -63,6 +66,19 @@ pub struct Relay {
     pub mailbox_full_next: u32,
     /// Sends refused for their size.
     pub refused_too_large: u32,
+    /// Groups, as hushd keeps them (see `relay/groups.rs`).
+    pub groups: BTreeMap<Uuid, RelayGroup>,
+    /// Answers to group sends by (device, idempotency key).
+    group_sends: HashMap<(Uuid, u32, Vec<u8>), SendResponse>,
+    /// Distributions to this device are kept back (appended by `release_distributions`).
+    pub hold_distributions_to: Option<(Uuid, u32)>,
+    held_distributions: Vec<Envelope>,
+    /// Every group message ciphertext the relay accepted, in order.
+    pub group_ciphertexts: Vec<(Uuid, u64, Vec<u8>)>,
+    /// Carry out this many of the next REST calls but lose their answers.
+    pub lose_rest_answers: u32,
+    /// Every one-to-one send the relay got: (sending account, online_only, urgent).
+    pub send_flags: Vec<(Uuid, bool, bool)>,
 }
 
 impl Relay {
@@ -78,6 +94,13 @@ impl Relay {
             rate_limit_next: 0,
             mailbox_full_next: 0,
             refused_too_large: 0,
+            groups: BTreeMap::new(),
+            group_sends: HashMap::new(),
+            hold_distributions_to: None,
+            held_distributions: Vec::new(),
+            group_ciphertexts: Vec::new(),
+            lose_rest_answers: 0,
+            send_flags: Vec::new(),
         }
     }
 
@@ -215,9 +238,32 @@ impl Relay {
                     if !parties[i].online {
                         continue;
                     }
+                    self.send_flags.push((account, req.online_only, req.urgent));
                     let online: Vec<(Uuid, u32)> =
                         parties.iter().filter(|p| p.online).map(|p| (p.account, p.device)).collect();
                     let resp = self.send(account, device, req, &online);
+                    parties[i]
+                        .machine
+                        .handle_send_response(resp, now, &mut rng)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+                OutgoingRequest::GroupSend(req) => {
+                    if !parties[i].online {
+                        continue;
+                    }
+                    let resp = self.group_send(account, device, req);
+                    parties[i]
+                        .machine
+                        .handle_send_response(resp, now, &mut rng)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+                OutgoingRequest::Distribute(req) => {
+                    if !parties[i].online {
+                        continue;
+                    }
+                    let resp = self.distribute(account, device, req);
                     parties[i]
                         .machine
                         .handle_send_response(resp, now, &mut rng)
@@ -234,6 +280,10 @@ impl Relay {
                 }
                 OutgoingRequest::Rest { id, call } => {
                     let answer = self.rest(account, device, call);
+                    if self.lose_rest_answers > 0 {
+                        self.lose_rest_answers -= 1;
+                        continue;
+                    }
                     parties[i].machine.rest_response(id, answer, now, &mut rng).await.unwrap_or_else(|e| panic!("{e}"));
                 }
             }
@@ -411,6 +461,12 @@ impl Relay {
                 let (ec, kyber) = self.report_count.map(|n| (n, n)).unwrap_or(real);
                 Ok(RestAnswer::PrekeyCount(PreKeyCount { ec, kyber, refill_below: 10 }))
             }
+            RestCall::CreateGroup(_)
+            | RestCall::GetGroup(_)
+            | RestCall::UpdateGroup { .. }
+            | RestCall::AddMembers { .. }
+            | RestCall::RemoveMember { .. }
+            | RestCall::SetRole { .. } => self.group_rest(account, call),
             RestCall::UploadPrekeys(upload) => {
                 self.uploads += 1;
                 let d = &mut self.device_mut(account, device).keys;

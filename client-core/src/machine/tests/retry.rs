@@ -129,3 +129,32 @@ async fn two_clients_that_cannot_decrypt_each_other_do_not_storm() {
     relay.settle(&mut [&mut alice, &mut bob]).await;
     assert!(bob.machine.retry_stats().requests_sent > u64::from(MAX_REQUESTS_PER_WINDOW));
 }
+
+/// A copy sent to one's own other device (a sent transcript) that it cannot decrypt is resent
+/// to that device, not to the contact the message was for.
+#[tokio::test]
+async fn a_transcript_an_own_device_could_not_decrypt_is_resent_to_that_device() {
+    let mut relay = Relay::new();
+    let mut alice = relay.register("alice").await;
+    let mut alice2 = relay.link_device(&alice, 2).await;
+    let mut bob = relay.register("bob").await;
+    let to_bob = contact(&relay, &mut alice, &bob).await;
+    let _ = contact(&relay, &mut alice2, &bob).await;
+    relay.connect(&mut alice).await;
+    relay.connect(&mut alice2).await;
+    relay.connect(&mut bob).await;
+    send(&relay, &mut alice, &to_bob, "hello").await;
+    relay.settle(&mut [&mut alice, &mut alice2, &mut bob]).await;
+    assert_eq!(bodies(&alice2.events), vec!["hello".to_owned()], "the transcript reached the other device");
+
+    // Alice's second device loses its session with her first.
+    lose_session(&alice2, &alice).await;
+    send(&relay, &mut alice, &to_bob, "lost").await;
+    relay.settle(&mut [&mut alice, &mut alice2, &mut bob]).await;
+
+    assert_eq!(failures(&alice2.events), vec![("alice".to_owned(), true)]);
+    assert_eq!(alice.machine.retry_stats().resends, 1, "Alice's first device resent from its log");
+    assert_eq!(bodies(&alice2.events), vec!["hello".to_owned(), "lost".to_owned()], "the resend reached device 2");
+    assert_eq!(bodies(&bob.events), vec!["hello".to_owned(), "lost".to_owned()], "Bob saw each once");
+    assert_eq!(alice.store.outbox_counts().await.unwrap(), (0, 0), "nothing left queued");
+}

@@ -69,6 +69,13 @@ impl MailboxStore for PostgresStore {
         Ok(plan.outcomes)
     }
 
+    async fn stored_answer(&self, write: &Write) -> Result<Option<(u64, Option<u64>)>, StoreError> {
+        let Some(hash) = plan::key_hash(write) else { return Ok(None) };
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let seen = seen_keys(&mut conn, &[hash]).await?;
+        Ok(seen.get(&hash).map(|&(server_ts, group_seq)| (server_ts, (group_seq > 0).then_some(group_seq))))
+    }
+
     async fn fetch(&self, mailbox: MailboxId, after_seq: u64, limit: u32) -> Result<Vec<StoredEnvelope>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {ENVELOPE_COLUMNS} FROM {ENVELOPE_JOIN} WHERE e.device_pk = $1 AND e.seq > $2 \

@@ -198,7 +198,6 @@ async fn load_sets(conn: &mut PgConnection, accounts: &[Uuid], lock: bool) -> Re
 }
 
 /// The idempotency keys among `hashes` that are stored, with their first answer. Read after
-/// The idempotency keys among `hashes` that are stored, with their first answer. Read after
 /// the batch's device rows (the senders' among them) are locked, so a resend committed by
 /// another node is either visible here or waits for this transaction.
 async fn seen_keys(conn: &mut PgConnection, hashes: &[KeyHash]) -> Result<HashMap<KeyHash, SeenKey>, StoreError> {

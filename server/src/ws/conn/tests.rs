@@ -461,3 +461,123 @@ async fn group_frames_go_to_their_modules_and_group_envelopes_carry_their_positi
     assert_eq!((r.request_id, err.code(), err.current_epoch), (9, SendErrorCode::MissingDistributions, 1));
     assert_eq!(err.mismatches[0].missing, [1]);
 }
+
+/// The client gives up on a login whose device lookup is slow and opens a new socket; if
+/// the abandoned socket's login completes after the new one's, the abandoned one is the
+/// stale connection: it is closed with `connected_elsewhere`, and the newer one stays
+/// (a client that gets `4003` on its live socket stops reconnecting).
+#[tokio::test]
+async fn a_late_login_of_an_abandoned_socket_does_not_replace_the_newer_connection() {
+    let s = scene(|c| c.ping_interval = Duration::from_secs(3600)).await;
+    let (mut abandoned, abandoned_task) = s.connect();
+    let server_frame::Frame::Challenge(c) = abandoned.frame().await else { panic!("no challenge") };
+    let (mut newer, newer_task) = s.online().await;
+    // The abandoned socket's login completes only now.
+    s.answer(&abandoned, &c.nonce);
+    let (code, reason) = abandoned.close(Duration::from_secs(5)).await;
+    assert_eq!((code, reason.as_str()), (close::REPLACED, close::REASON_REPLACED));
+    ended(abandoned_task, Duration::from_secs(5)).await;
+    assert!(!newer_task.is_finished(), "the newer connection was closed");
+    assert!(s.state.hub.is_connected(s.key));
+    s.fill_mailbox(1, 10).await;
+    let pushed = tokio::time::timeout(Duration::from_secs(5), newer.frame()).await;
+    assert!(matches!(pushed, Ok(server_frame::Frame::Envelope(_))), "the newer connection gets pushes: {pushed:?}");
+}
+
+/// Sends `f` and waits for its answer.
+async fn answer_to(peer: &mut Peer, f: client_frame::Frame) -> send_response::Result {
+    peer.send(f);
+    loop {
+        if let server_frame::Frame::SendResponse(r) = peer.frame().await {
+            return r.result.unwrap_or_else(|| panic!("an answer without a result"));
+        }
+    }
+}
+
+/// A resend after a reconnect whose idempotency key is already stored is answered with the
+/// first result even when the send rate is used up: it stores nothing, so it costs no token
+/// (one-to-one sends, group messages and distributions alike). A new key is still limited.
+#[tokio::test]
+async fn a_resend_with_a_stored_idempotency_key_is_answered_though_the_rate_is_used_up() {
+    use hush_wire::frames::{DeviceMessage, DistributeRequest, GroupSendRequest, RecipientMessages, SendErrorCode};
+
+    use crate::store::NewGroup;
+    let s = scene(|c| {
+        c.limits.rate_burst = 3;
+        c.limits.rate_per_second = 0.001;
+        c.ping_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let now = now_ms();
+    let group = NewGroup {
+        id: Uuid::new_v4(),
+        owner: s.sender.account,
+        members: vec![s.key.account],
+        title: Vec::new(),
+        description: Vec::new(),
+        avatar: Vec::new(),
+        members_can_add: false,
+        server_ts: now,
+        expires_at: now + 3_600_000,
+        max_members: 10,
+    };
+    let g = s.state.store.create_group(&group).await.unwrap_or_else(|e| panic!("{e}")).group;
+    let (mut peer, _task) = s.online().await;
+    let to_sender = || {
+        vec![RecipientMessages {
+            account_id: s.sender.account.as_bytes().to_vec().into(),
+            messages: vec![DeviceMessage {
+                device_id: 1,
+                registration_id: 7,
+                kind: hush_wire::frames::EnvelopeKind::SealedSender as i32,
+                content: bytes::Bytes::from("ciphertext"),
+            }],
+        }]
+    };
+    let send = |request_id, key: &'static [u8]| {
+        client_frame::Frame::Send(hush_wire::frames::SendRequest {
+            request_id,
+            recipients: to_sender(),
+            online_only: false,
+            idempotency_key: bytes::Bytes::from_static(key),
+            urgent: true,
+        })
+    };
+    let distribute = |request_id| {
+        client_frame::Frame::Distribute(DistributeRequest {
+            request_id,
+            group_id: g.as_bytes().to_vec().into(),
+            epoch: 1,
+            recipients: to_sender(),
+            idempotency_key: bytes::Bytes::from_static(b"distribution-1"),
+        })
+    };
+    let group_send = |request_id| {
+        client_frame::Frame::GroupSend(GroupSendRequest {
+            request_id,
+            group_id: g.as_bytes().to_vec().into(),
+            epoch: 1,
+            content: bytes::Bytes::from("skm"),
+            idempotency_key: bytes::Bytes::from_static(b"group-1"),
+            urgent: true,
+        })
+    };
+    let ok = |r: send_response::Result| match r {
+        send_response::Result::Ok(ok) => ok,
+        send_response::Result::Error(e) => panic!("refused: {e:?}"),
+    };
+    // The burst: three sends, one of each kind.
+    let first_distribution = ok(answer_to(&mut peer, distribute(1)).await);
+    let first_group = ok(answer_to(&mut peer, group_send(2)).await);
+    let first_send = ok(answer_to(&mut peer, send(3, b"message-1")).await);
+    // The connection "died" before these answers: the client resends each with its key.
+    assert_eq!(ok(answer_to(&mut peer, distribute(4)).await), first_distribution);
+    assert_eq!(ok(answer_to(&mut peer, group_send(5)).await), first_group);
+    assert_eq!(ok(answer_to(&mut peer, send(6, b"message-1")).await), first_send);
+    // A new message is limited.
+    let send_response::Result::Error(e) = answer_to(&mut peer, send(7, b"message-2")).await else {
+        panic!("a new send past the burst was accepted")
+    };
+    assert_eq!(e.code(), SendErrorCode::RateLimited);
+    assert!(e.retry_after_ms > 0);
+}

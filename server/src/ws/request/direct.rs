@@ -19,6 +19,8 @@ pub struct Parsed {
     pub online_only: bool,
     /// The idempotency key, if any.
     pub idempotency_key: Option<Bytes>,
+    /// Wake offline devices now (else in the background).
+    pub urgent: bool,
 }
 
 /// Checks a send request's shape and sizes and converts it; the error is the answer to send back.
@@ -32,14 +34,11 @@ pub fn parse(req: SendRequest) -> Result<Parsed, SendError> {
         return Err(too_large(total, MAX_SEND_BYTES));
     }
     let recipients = parse_recipients(req.recipients, &[EnvelopeKind::SealedSender, EnvelopeKind::Plaintext])?;
-    Ok(Parsed { recipients, online_only: req.online_only, idempotency_key })
+    Ok(Parsed { recipients, online_only: req.online_only, idempotency_key, urgent: req.urgent })
 }
 
-/// Applies a stored send: rate, then the writer; answered once committed.
+/// Applies a stored send: rate (a resend of a stored key is free), then the writer; answered once committed.
 pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
-    if let Err(e) = ctx.check_rate() {
-        return refuse(e);
-    }
     let (server_ts, expires_at) = ctx.times();
     let item = SendItem {
         sender: ctx.device,
@@ -48,10 +47,8 @@ pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
         expires_at,
         idempotency_key: parsed.idempotency_key,
     };
-    // SendRequest has no `urgent` flag yet (it lands with the client that sets it), so every
-    // stored one-to-one send wakes offline devices at once: waking for a receipt too is
-    // better than a message waiting for the background wake-up.
-    ctx.commit(Write::Direct(item), Urgency::Urgent).await
+    let urgency = if parsed.urgent { Urgency::Urgent } else { Urgency::Background };
+    ctx.commit_within_rate(Write::Direct(item), urgency).await
 }
 
 /// Parses and applies a `SendRequest` (stored or online-only).
@@ -85,6 +82,7 @@ mod tests {
             recipients: vec![RecipientMessages { account_id: vec![1; 16].into(), messages }],
             online_only: false,
             idempotency_key: Bytes::new(),
+            urgent: false,
         }
     }
 

@@ -37,11 +37,8 @@ pub fn parse(req: DistributeRequest) -> Result<Parsed, SendError> {
     Ok(Parsed { group, epoch: req.epoch, recipients, idempotency_key })
 }
 
-/// Applies a distribution: rate, then the writer; answered once committed.
+/// Applies a distribution: rate (a resend of a stored key is free), then the writer; answered once committed.
 pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
-    if let Err(e) = ctx.check_rate() {
-        return refuse(e);
-    }
     let (server_ts, expires_at) = ctx.times();
     let item = DistributeItem {
         sender: ctx.device,
@@ -53,7 +50,7 @@ pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
         idempotency_key: parsed.idempotency_key,
     };
     // A distribution precedes the message it opens, which wakes the device itself.
-    ctx.commit(Write::Distribute(item), crate::push::Urgency::Background).await
+    ctx.commit_within_rate(Write::Distribute(item), crate::push::Urgency::Background).await
 }
 
 /// Parses and applies a `DistributeRequest`.

@@ -32,11 +32,9 @@ pub fn parse(req: GroupSendRequest) -> Result<Parsed, SendError> {
     Ok(Parsed { group, epoch: req.epoch, content: req.content, idempotency_key, urgent: req.urgent })
 }
 
-/// Applies a group send: rate, then the writer; answered (with the group seq) once committed.
+/// Applies a group send: rate (a resend of a stored key is free), then the writer; answered (with the group
+/// seq) once committed.
 pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
-    if let Err(e) = ctx.check_rate() {
-        return refuse(e);
-    }
     let (server_ts, expires_at) = ctx.times();
     let item = GroupSendItem {
         sender: ctx.device,
@@ -48,7 +46,7 @@ pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
         idempotency_key: parsed.idempotency_key,
     };
     let urgency = if parsed.urgent { Urgency::Urgent } else { Urgency::Background };
-    ctx.commit(Write::Group(item), urgency).await
+    ctx.commit_within_rate(Write::Group(item), urgency).await
 }
 
 /// Parses and applies a `GroupSendRequest`.

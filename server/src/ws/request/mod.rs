@@ -59,6 +59,36 @@ impl Ctx<'_> {
         (now, now + self.state.config.retention.as_millis() as u64)
     }
 
+    /// Queues `write` with the writer if the device's send rate allows it (see
+    /// [`Ctx::check_rate`]). Past the rate, a write whose idempotency key is already stored
+    /// (a resend after a reconnect, which stores nothing) is answered with the first result
+    /// and costs no token; anything else is refused `RATE_LIMITED`. Within the rate, the
+    /// writer checks the key in its transaction as always, so the common path reads nothing
+    /// more; the extra read is for a limited device's keyed sends only, on the read pool.
+    pub async fn commit_within_rate(&self, write: Write, urgency: crate::push::Urgency) -> Answer {
+        let limited = match self.check_rate() {
+            Ok(()) => return self.commit(write, urgency).await,
+            Err(limited) => limited,
+        };
+        if write.idempotency_key().is_none() {
+            return refuse(limited);
+        }
+        let store = self.state.store.clone();
+        Box::pin(async move {
+            match store.stored_answer(&write).await {
+                Ok(Some((server_ts, group_seq))) => {
+                    metrics::counter!(crate::metrics::SENDS_DEDUPLICATED).increment(1);
+                    send_response::Result::Ok(SendOk { server_timestamp: server_ts, group_seq: group_seq.unwrap_or(0) })
+                }
+                Ok(None) => send_response::Result::Error(limited),
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking up the idempotency key of a rate-limited send failed");
+                    send_response::Result::Error(limited)
+                }
+            }
+        })
+    }
+
     /// Queues `write` with the writer and answers once it is committed or refused; offline
     /// target devices are then woken as `urgency` says.
     pub async fn commit(&self, write: Write, urgency: crate::push::Urgency) -> Answer {

@@ -6,7 +6,7 @@
 //! Cases per property: `HUSH_FUZZ_CASES` (default 64); see [`mutate::fuzz_config`].
 
 mod json;
-mod mutate;
+pub mod mutate;
 mod rest;
 mod ws;
 
@@ -117,6 +117,11 @@ pub struct Fixture {
 impl Fixture {
     /// Builds the state and registers an account (primary device 1).
     pub fn new() -> Fixture {
+        Fixture::with(|_| {})
+    }
+
+    /// As [`Fixture::new`], with `tweak` applied to the configuration last.
+    pub fn with(tweak: impl FnOnce(&mut Config)) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let mut config = Config::for_data_dir(dir.path());
@@ -128,6 +133,7 @@ impl Fixture {
         let lifted = hush_server::config::Rate { burst: 1_000_000, per_hour: 1_000_000 };
         config.abuse.register = lifted;
         config.abuse.lookup = lifted;
+        tweak(&mut config);
         let (state, _writer) = rt.block_on(hush_server::serve::build_state(config)).unwrap();
         let app = hush_server::http::router(state.clone());
         let identity = IdentityKeyPair::generate(&mut rand::rng());

@@ -34,6 +34,25 @@ pub async fn resend_in_a_later_batch_is_answered_with_the_first_result(store: &d
     assert_eq!(stored[0].content, Bytes::from("hello"), "the first copy is the one kept");
 }
 
+pub async fn a_stored_key_is_found_without_a_commit_and_only_for_its_device(store: &dyn Store) {
+    use hush_server::store::Write;
+    let alice = create(store, "alice").await;
+    let bob = create(store, "bob").await;
+    let item = keyed(send(dk(bob, 1), vec![to(alice, &[(1, 100)], "hello")]), "outbox-3");
+    assert_eq!(store.stored_answer(&Write::Direct(item.clone())).await.unwrap(), None, "not stored yet");
+    accepted(commit(store, item.clone(), ROOMY).await);
+    let mut resend = item.clone();
+    resend.server_ts = T0 + 60_000;
+    assert_eq!(store.stored_answer(&Write::Direct(resend)).await.unwrap(), Some((T0, None)));
+    let mut other_device = item.clone();
+    other_device.sender = dk(alice, 1);
+    assert_eq!(store.stored_answer(&Write::Direct(other_device)).await.unwrap(), None);
+    let mut unkeyed = item;
+    unkeyed.idempotency_key = None;
+    assert_eq!(store.stored_answer(&Write::Direct(unkeyed)).await.unwrap(), None);
+    assert_eq!(seqs_in(store, mailbox(store, dk(alice, 1)).await).await, [1], "looking up stores nothing");
+}
+
 pub async fn resend_in_the_same_batch_is_stored_once(store: &dyn Store) {
     let alice = create(store, "alice").await;
     let bob = create(store, "bob").await;
