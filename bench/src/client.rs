@@ -386,6 +386,7 @@ impl Payloads {
             }],
             online_only: false,
             idempotency_key: key,
+            urgent: true,
         };
         binary(client_frame::Frame::Send(req))
     }

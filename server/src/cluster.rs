@@ -8,6 +8,8 @@
 //!   (`hush:node:<id>`); that node's connections re-read their mailboxes.
 //! - "Connected elsewhere": when a device connects here while the table says
 //!   another node has it, that node is told to close its connection.
+//! - Wake-up windows: `hush:push:<account>.<device>`, set once (`SET NX PX`) per push
+//!   window, so two nodes committing for one offline device send one wake-up.
 //! - REST nonces: `hush:nonce:<account>.<device>.<nonce>`, set once (`SET NX`) with the
 //!   signature window as TTL, so a captured signed request is accepted by one node only.
 //!
@@ -224,6 +226,24 @@ impl Cluster {
                 Err(e)
             }
         }
+    }
+
+    /// Whether the routing table names a node holding `device` (this one included).
+    pub async fn is_routed(&self, device: DeviceKey) -> redis::RedisResult<bool> {
+        let mut redis = self.redis.clone();
+        let node: Option<String> = redis.get(route_key(device)).await?;
+        Ok(node.is_some())
+    }
+
+    /// Claims the wake-up of `device` for `window` across the cluster (`SET NX PX`): false
+    /// if some node already woke it within the window.
+    pub async fn claim_wake(&self, device: DeviceKey, window: Duration) -> redis::RedisResult<bool> {
+        let key = format!("hush:push:{}.{}", device.account, device.device_id);
+        let mut redis = self.redis.clone();
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: Option<String> =
+            redis::cmd("SET").arg(key).arg(&self.node_id).arg("NX").arg("PX").arg(ms).query_async(&mut redis).await?;
+        Ok(set.is_some())
     }
 
     /// This node's id.

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cluster::Cluster;
 use crate::hub::{Hub, Push};
 use crate::metrics as m;
+use crate::push::{Pusher, Urgency};
 use crate::store::{Accepted, MailboxId, SendRejection, Store, Write};
 
 /// Most operations in one transaction.
@@ -36,7 +37,7 @@ pub enum SendResult {
 }
 
 enum Op {
-    Write(Box<Write>, oneshot::Sender<SendResult>),
+    Write(Box<Write>, Urgency, oneshot::Sender<SendResult>),
     Ack(MailboxId, Vec<u64>),
 }
 
@@ -59,10 +60,11 @@ impl Committer {
         (Committer { tx }, handle)
     }
 
-    /// Queues a write; the answer arrives once it is committed (or refused).
-    pub async fn write(&self, write: Write) -> Result<oneshot::Receiver<SendResult>, WriterStopped> {
+    /// Queues a write; the answer arrives once it is committed (or refused). Offline target
+    /// devices are woken as `urgency` says, after the commit.
+    pub async fn write(&self, write: Write, urgency: Urgency) -> Result<oneshot::Receiver<SendResult>, WriterStopped> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Op::Write(Box::new(write), reply)).await.map_err(|_| WriterStopped)?;
+        self.tx.send(Op::Write(Box::new(write), urgency, reply)).await.map_err(|_| WriterStopped)?;
         Ok(rx)
     }
 
@@ -82,19 +84,23 @@ pub struct Writer {
     pub cluster: Option<Arc<Cluster>>,
     /// Mailbox limit.
     pub max_mailbox: u64,
+    /// Wakes devices not connected here (it checks the other nodes itself).
+    pub pusher: Pusher,
 }
 
 async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
-    let Writer { store, hub, cluster, max_mailbox } = writer;
+    let Writer { store, hub, cluster, max_mailbox, pusher } = writer;
     let mut ops = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
         let mut items = Vec::new();
         let mut replies = Vec::new();
+        let mut urgencies = Vec::new();
         let mut acks = Vec::new();
         for op in ops.drain(..) {
             match op {
-                Op::Write(item, reply) => {
+                Op::Write(item, urgency, reply) => {
                     items.push(*item);
+                    urgencies.push(urgency);
                     replies.push(reply);
                 }
                 Op::Ack(mailbox, seqs) => acks.push((mailbox, seqs)),
@@ -115,7 +121,9 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
         match store.commit(&items, max_mailbox).await {
             Ok(outcomes) => {
                 let mut elsewhere = Vec::new();
-                for ((outcome, reply), item) in outcomes.into_iter().zip(replies).zip(&items) {
+                let (mut urgent, mut background) = (Vec::new(), Vec::new());
+                for (((outcome, reply), item), urgency) in outcomes.into_iter().zip(replies).zip(&items).zip(urgencies)
+                {
                     match outcome {
                         Ok(Accepted::Duplicate { server_ts, group_seq }) => {
                             metrics::counter!(m::SENDS_DEDUPLICATED).increment(1);
@@ -127,6 +135,10 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
                             for c in committed {
                                 if !hub.deliver(c.device, Push::Stored(Box::new(c.envelope))) {
                                     elsewhere.push(c.device);
+                                    match urgency {
+                                        Urgency::Urgent => urgent.push(c.device),
+                                        Urgency::Background => background.push(c.device),
+                                    }
                                 }
                             }
                         }
@@ -136,6 +148,8 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
                     }
                 }
                 deliver_elsewhere(cluster.as_deref(), elsewhere);
+                pusher.committed(urgent, Urgency::Urgent);
+                pusher.committed(background, Urgency::Background);
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = items.len(), "committing sends failed; senders are told to retry");
@@ -147,15 +161,17 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
     }
 }
 
-/// Hands committed envelopes to the local connections, and wakes other nodes for devices not
-/// connected here: the last step of persist, answer, deliver.
-pub fn deliver(hub: &Hub, cluster: Option<&Cluster>, committed: Vec<crate::store::Committed>) {
+/// Hands committed envelopes to the local connections, wakes other nodes for devices not
+/// connected here, and queues background wake-ups for those offline everywhere: the last
+/// step of persist, answer, deliver (roster changes, which never wake a phone at once).
+pub fn deliver(hub: &Hub, cluster: Option<&Cluster>, pusher: &Pusher, committed: Vec<crate::store::Committed>) {
     let mut elsewhere = Vec::new();
     for c in committed {
         if !hub.deliver(c.device, Push::Stored(Box::new(c.envelope))) {
             elsewhere.push(c.device);
         }
     }
+    pusher.committed(elsewhere.clone(), Urgency::Background);
     deliver_elsewhere(cluster, elsewhere);
 }
 

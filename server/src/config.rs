@@ -105,6 +105,37 @@ pub struct Args {
     /// comma-separated [default: none: the peer address is the source address].
     #[arg(long, env = "HUSHD_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<IpAddr>>,
+    /// Hosts a UnifiedPush endpoint may name although they are private or loopback (and then
+    /// over plain http too), comma-separated, e.g. a distributor on the LAN [default: none].
+    #[arg(long, env = "HUSHD_PUSH_ALLOW_HOSTS", value_delimiter = ',')]
+    pub push_allow_hosts: Option<Vec<String>>,
+    /// Seconds: at most one wake-up per offline device in this window (in a cluster, across
+    /// all nodes) [default: 60].
+    #[arg(long, env = "HUSHD_PUSH_WINDOW_SECS")]
+    pub push_window_secs: Option<u64>,
+    /// Seconds a non-urgent envelope (a receipt, a sync message) waits before its coalesced
+    /// background wake-up [default: 900].
+    #[arg(long, env = "HUSHD_PUSH_BACKGROUND_DELAY_SECS")]
+    pub push_background_delay_secs: Option<u64>,
+    /// Seconds after a device disconnects with envelopes unacknowledged before it is woken [default: 60].
+    #[arg(long, env = "HUSHD_PUSH_DISCONNECT_DELAY_SECS")]
+    pub push_disconnect_delay_secs: Option<u64>,
+    /// FCM: the Google service-account JSON key file (enables FCM wake-ups). Its contents are never logged.
+    #[arg(long, env = "HUSHD_FCM_SERVICE_ACCOUNT")]
+    pub fcm_service_account: Option<PathBuf>,
+    /// FCM: base URL of the HTTP v1 API [default: https://fcm.googleapis.com]. The OAuth token
+    /// endpoint is the service account's `token_uri`.
+    #[arg(long, env = "HUSHD_FCM_ENDPOINT")]
+    pub fcm_endpoint: Option<String>,
+    /// APNs: the token-signing key (.p8 file from Apple; enables APNs wake-ups). Never logged.
+    #[arg(long, env = "HUSHD_APNS_KEY")]
+    pub apns_key: Option<PathBuf>,
+    /// APNs: the key's id (10 characters, from Apple's developer portal).
+    #[arg(long, env = "HUSHD_APNS_KEY_ID")]
+    pub apns_key_id: Option<String>,
+    /// APNs: the team id (10 characters).
+    #[arg(long, env = "HUSHD_APNS_TEAM_ID")]
+    pub apns_team_id: Option<String>,
 }
 
 /// The same settings as [`Args`], read from the `--config` file.
@@ -139,6 +170,15 @@ struct FileConfig {
     one_time_key_burst: Option<u32>,
     one_time_key_per_hour: Option<u32>,
     trusted_proxies: Option<Vec<IpAddr>>,
+    push_allow_hosts: Option<Vec<String>>,
+    push_window_secs: Option<u64>,
+    push_background_delay_secs: Option<u64>,
+    push_disconnect_delay_secs: Option<u64>,
+    fcm_service_account: Option<PathBuf>,
+    fcm_endpoint: Option<String>,
+    apns_key: Option<PathBuf>,
+    apns_key_id: Option<String>,
+    apns_team_id: Option<String>,
 }
 
 /// Why the configuration could not be built.
@@ -241,6 +281,36 @@ pub struct AbuseLimits {
     pub trusted_proxies: Vec<IpAddr>,
 }
 
+/// APNs token authentication (a .p8 key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApnsConfig {
+    /// The .p8 key file.
+    pub key: PathBuf,
+    /// Its key id.
+    pub key_id: String,
+    /// The team id.
+    pub team_id: String,
+}
+
+/// Wake-ups for offline devices (see README, "Push").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushConfig {
+    /// Hosts UnifiedPush endpoints may name although they are private or loopback.
+    pub allow_hosts: Vec<String>,
+    /// At most one wake-up per device in this window.
+    pub window: Duration,
+    /// How long non-urgent envelopes wait for their background wake-up.
+    pub background_delay: Duration,
+    /// How long after a disconnect with unacknowledged envelopes the device is woken.
+    pub disconnect_delay: Duration,
+    /// FCM service-account key file, if FCM is enabled.
+    pub fcm_service_account: Option<PathBuf>,
+    /// FCM HTTP v1 base URL.
+    pub fcm_endpoint: String,
+    /// APNs, if enabled.
+    pub apns: Option<ApnsConfig>,
+}
+
 /// The resolved configuration of one `hushd`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -272,6 +342,8 @@ pub struct Config {
     pub redis: Option<String>,
     /// This node's id.
     pub node_id: String,
+    /// Wake-ups for offline devices.
+    pub push: PushConfig,
 }
 
 impl Config {
@@ -324,7 +396,44 @@ impl Config {
             )?,
             trusted_proxies: args.trusted_proxies.or(file.trusted_proxies).unwrap_or_default(),
         };
+        let apns = match (
+            args.apns_key.or(file.apns_key),
+            args.apns_key_id.or(file.apns_key_id),
+            args.apns_team_id.or(file.apns_team_id),
+        ) {
+            (Some(key), Some(key_id), Some(team_id)) => Some(ApnsConfig { key, key_id, team_id }),
+            (None, None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "apns_key/apns_key_id/apns_team_id",
+                    message: "APNs needs all three: the .p8 key file, its key id and the team id".into(),
+                });
+            }
+        };
+        let window = args.push_window_secs.or(file.push_window_secs).unwrap_or(60);
+        if window == 0 {
+            return Err(ConfigError::Invalid { name: "push_window_secs", message: "must be at least 1".into() });
+        }
+        let push = PushConfig {
+            allow_hosts: args.push_allow_hosts.or(file.push_allow_hosts).unwrap_or_default(),
+            window: Duration::from_secs(window),
+            background_delay: Duration::from_secs(
+                args.push_background_delay_secs.or(file.push_background_delay_secs).unwrap_or(900),
+            ),
+            disconnect_delay: Duration::from_secs(
+                args.push_disconnect_delay_secs.or(file.push_disconnect_delay_secs).unwrap_or(60),
+            ),
+            fcm_service_account: args.fcm_service_account.or(file.fcm_service_account),
+            fcm_endpoint: args
+                .fcm_endpoint
+                .or(file.fcm_endpoint)
+                .unwrap_or_else(|| "https://fcm.googleapis.com".into())
+                .trim_end_matches('/')
+                .to_owned(),
+            apns,
+        };
         Ok(Config {
+            push,
             abuse,
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878))),
             listen_backlog: args.listen_backlog.or(file.listen_backlog).unwrap_or(1024).max(1),
@@ -458,6 +567,23 @@ mod tests {
         assert!(bundles.burst + bundles.per_hour >= 6_000, "{bundles:?}");
         // One requester takes at most a few dozen of one target device's one-time keys an hour.
         assert!(one_time.burst + one_time.per_hour <= 36, "{one_time:?}");
+    }
+
+    #[test]
+    fn push_settings_have_defaults_and_apns_needs_all_three() {
+        let c = Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.push.window, Duration::from_secs(60));
+        assert_eq!(c.push.disconnect_delay, Duration::from_secs(60));
+        assert_eq!(c.push.fcm_endpoint, "https://fcm.googleapis.com");
+        assert!(c.push.allow_hosts.is_empty() && c.push.apns.is_none() && c.push.fcm_service_account.is_none());
+        let half = Config::from_args(Args { apns_key_id: Some("ABC123DEFG".into()), ..Args::default() });
+        assert!(matches!(half, Err(ConfigError::Invalid { name: "apns_key/apns_key_id/apns_team_id", .. })));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("hushd.toml");
+        std::fs::write(&file, "push_allow_hosts = [\"127.0.0.1\"]\npush_window_secs = 5\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = Config::from_args(Args { config: Some(file), ..Args::default() }).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((c.push.allow_hosts, c.push.window), (vec!["127.0.0.1".to_owned()], Duration::from_secs(5)));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod push;
 pub mod serve;
 pub mod state;
 pub mod store;

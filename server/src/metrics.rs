@@ -35,6 +35,14 @@ pub const HANDSHAKES_EVICTED: &str = "hush_handshakes_evicted_total";
 /// Counter: REST nonce claims not sent to Redis because it is known to be unreachable
 /// (the per-node replay cache alone checked them).
 pub const REDIS_NONCE_SKIPPED: &str = "hush_redis_nonce_skipped_total";
+/// Counter, label `provider`: wake-ups a push provider accepted.
+pub const PUSH_SENT: &str = "hush_push_sent_total";
+/// Counter, label `provider`: wake-ups given up (refused, or still failing after retries).
+pub const PUSH_FAILED: &str = "hush_push_failed_total";
+/// Counter, label `provider`: wake-ups retried after a temporary failure.
+pub const PUSH_RETRIED: &str = "hush_push_retried_total";
+/// Counter, label `provider`: push targets removed because the provider reported them invalid.
+pub const PUSH_INVALID_TOKENS: &str = "hush_push_invalid_tokens_total";
 
 /// Every series with its `# HELP` text.
 const DESCRIPTIONS: &[(&str, &str)] = &[
@@ -54,6 +62,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         REDIS_NONCE_SKIPPED,
         "REST nonce claims not sent to Redis while it is unreachable (checked by the per-node replay cache only).",
     ),
+    (PUSH_SENT, "Wake-ups a push provider accepted, by provider."),
+    (PUSH_FAILED, "Wake-ups given up (refused, or failing after every retry), by provider."),
+    (PUSH_RETRIED, "Wake-ups retried after a temporary provider failure, by provider."),
+    (PUSH_INVALID_TOKENS, "Push targets removed because their provider reported them invalid, by provider."),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -112,6 +124,9 @@ mod tests {
         metrics::counter!(CLOSED, "reason" => "ping_timeout").increment(1);
         metrics::counter!(REFUSED, "code" => "too_many_handshakes").increment(1);
         metrics::counter!(HANDSHAKES_EVICTED).increment(1);
+        for name in [PUSH_SENT, PUSH_FAILED, PUSH_RETRIED, PUSH_INVALID_TOKENS] {
+            metrics::counter!(name, "provider" => "fcm").increment(1);
+        }
         metrics::counter!(SENDS_REJECTED, "code" => "RATE_LIMITED").increment(1);
         metrics::histogram!(DELIVERY_LATENCY).record(0.001);
         metrics::histogram!(COMMIT_BATCH).record(1.0);

@@ -15,6 +15,7 @@ use crate::commit::{Committer, Writer};
 use crate::config::Config;
 use crate::hub::{Hub, QueueLimit};
 use crate::metrics as m;
+use crate::push::{Engine, Pusher, Timing};
 use crate::state::{AppState, Inner, ReplayCache, SendRateLimiter, now_ms};
 use crate::store::batch::Reads;
 use crate::store::postgres::PostgresStore;
@@ -58,6 +59,9 @@ pub enum ServeError {
     /// The Redis settings are not valid.
     #[error("cluster: {0}")]
     Cluster(#[from] ClusterError),
+    /// A push provider could not be set up (its credentials are not named in the message).
+    #[error("push: {0}")]
+    Push(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -152,11 +156,27 @@ pub async fn build_state(config: Config) -> Result<(AppState, tokio::task::JoinH
         Some(url) => Some(Cluster::start(url, config.node_id.clone(), hub.clone(), shutdown.clone())?),
         None => None,
     };
+    let providers = crate::push::providers(&config.push)?;
+    let pusher = Pusher::spawn(
+        Engine {
+            store: store.clone(),
+            hub: hub.clone(),
+            cluster: cluster.clone(),
+            providers,
+            timing: Timing {
+                window: config.push.window,
+                background_delay: config.push.background_delay,
+                disconnect_delay: config.push.disconnect_delay,
+            },
+        },
+        shutdown.clone(),
+    );
     let (committer, writer) = Committer::spawn(Writer {
         store: store.clone(),
         hub: hub.clone(),
         cluster: cluster.clone(),
         max_mailbox: config.limits.max_mailbox,
+        pusher: pusher.clone(),
     });
     let state = AppState::new(Inner {
         reads: Reads::new(store.clone()),
@@ -177,6 +197,7 @@ pub async fn build_state(config: Config) -> Result<(AppState, tokio::task::JoinH
             per_address: config.limits.max_handshakes_per_address,
         }),
         cluster,
+        pusher,
         config,
     });
     Ok((state, writer))

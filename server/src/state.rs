@@ -63,6 +63,8 @@ pub struct Inner {
     pub admission: Arc<Admission>,
     /// The cluster, when running several nodes.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Wake-ups for offline devices.
+    pub pusher: crate::push::Pusher,
 }
 
 impl AppState {

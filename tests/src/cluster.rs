@@ -14,8 +14,19 @@ use crate::server::TestServer;
 /// Two nodes `node-a` and `node-b` sharing `db` and `redis` (and the same server keys),
 /// re-reading mailboxes every `ping_secs` (the fallback for lost wake-ups).
 pub async fn two_nodes(db: &ScratchDb, redis: &RedisServer, ping_secs: &str) -> (TestServer, TestServer) {
+    two_nodes_with(db, redis, ping_secs, &[]).await
+}
+
+/// [`two_nodes`] with `extra` flags for both nodes.
+pub async fn two_nodes_with(
+    db: &ScratchDb,
+    redis: &RedisServer,
+    ping_secs: &str,
+    extra: &[&str],
+) -> (TestServer, TestServer) {
     let node = |id: &str| {
         TestServer::builder()
+            .args(extra.iter().copied())
             .arg("--db")
             .arg(db.url.clone())
             .arg("--redis")

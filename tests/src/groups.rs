@@ -78,6 +78,7 @@ pub fn group_send_request(group: Uuid, epoch: u64, content: impl Into<bytes::Byt
         epoch,
         content: content.into(),
         idempotency_key: bytes::Bytes::new(),
+        urgent: true,
     }
 }
 

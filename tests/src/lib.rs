@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod device;
 pub mod groups;
 pub mod keys;
+pub mod push;
 pub mod rest;
 pub mod server;
 pub mod ws;

@@ -431,5 +431,5 @@ pub fn to_all_devices(account: &TestAccount, content: &[u8]) -> RecipientMessage
 
 /// A stored (not online-only) send; its request id is filled in by [`WsClient::send`].
 pub fn send_request(recipients: Vec<RecipientMessages>) -> SendRequest {
-    SendRequest { request_id: 0, recipients, online_only: false, idempotency_key: bytes::Bytes::new() }
+    SendRequest { request_id: 0, recipients, online_only: false, idempotency_key: bytes::Bytes::new(), urgent: true }
 }

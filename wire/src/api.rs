@@ -602,3 +602,43 @@ mod tests {
         assert!(err.map(|e| e.to_string().contains("Invalid")).unwrap_or(false));
     }
 }
+
+/// Where the calling device's wake-ups go while it is offline (`PUT /v1/devices/self/push`,
+/// and inside [`PushStatus`]). A wake-up carries no content, no sender and no conversation:
+/// only "you have mail"; the app then connects and drains its mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "provider", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PushTargetBody {
+    /// Apple Push Notification service.
+    Apns {
+        /// The device token, hex (as iOS gives it to the app).
+        token: String,
+        /// The app's bundle id (sent as `apns-topic`).
+        topic: String,
+        /// True for a development build's token (Apple's sandbox environment).
+        #[serde(default)]
+        sandbox: bool,
+    },
+    /// Firebase Cloud Messaging (HTTP v1 API).
+    Fcm {
+        /// The FCM registration token.
+        token: String,
+    },
+    /// A UnifiedPush distributor, or any webhook: hushd POSTs a tiny opaque body to this URL.
+    /// It must be `https`, and must not name a private, loopback or link-local address,
+    /// unless the operator's `push_allow_hosts` names its host.
+    #[serde(rename = "unifiedpush")]
+    UnifiedPush {
+        /// The endpoint URL the distributor gave the app.
+        endpoint: String,
+    },
+}
+
+/// `GET /v1/devices/self/push`: the calling device's push target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PushStatus {
+    /// The target.
+    pub target: PushTargetBody,
+    /// When it was set, ms since the Unix epoch.
+    pub updated_at: u64,
+}

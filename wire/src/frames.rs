@@ -105,6 +105,7 @@ mod tests {
             }],
             online_only: false,
             idempotency_key: bytes::Bytes::new(),
+            urgent: false,
         })
         .into();
         let bytes = frame.to_bytes();
@@ -119,11 +120,41 @@ mod tests {
             recipients: vec![],
             online_only: false,
             idempotency_key: bytes::Bytes::from_static(&[0xA5; 4]),
+            urgent: false,
         })
         .into();
         let bytes = frame.to_bytes();
         insta::assert_snapshot!("send_request_with_key_bytes", hex_string(&bytes));
         assert_eq!(decode_client_frame(&bytes), Ok(frame.frame.clone().unwrap_or_else(|| unreachable!())));
+    }
+
+    #[test]
+    fn urgent_is_field_5_of_a_send() {
+        let send: ClientFrame = client_frame::Frame::Send(SendRequest {
+            request_id: 1,
+            recipients: vec![],
+            online_only: false,
+            idempotency_key: bytes::Bytes::new(),
+            urgent: true,
+        })
+        .into();
+        insta::assert_snapshot!("send_request_urgent_bytes", hex_string(&send.to_bytes()));
+        assert_eq!(decode_client_frame(&send.to_bytes()), Ok(send.frame.clone().unwrap_or_else(|| unreachable!())));
+    }
+
+    #[test]
+    fn urgent_is_field_6_of_a_group_send() {
+        let group: ClientFrame = client_frame::Frame::GroupSend(GroupSendRequest {
+            request_id: 2,
+            group_id: vec![0x11; 16].into(),
+            epoch: 1,
+            content: vec![0xCD; 2].into(),
+            idempotency_key: bytes::Bytes::new(),
+            urgent: true,
+        })
+        .into();
+        insta::assert_snapshot!("group_send_urgent_bytes", hex_string(&group.to_bytes()));
+        assert_eq!(decode_client_frame(&group.to_bytes()), Ok(group.frame.clone().unwrap_or_else(|| unreachable!())));
     }
 
     #[test]
@@ -147,6 +178,7 @@ mod tests {
             epoch: 2,
             content: vec![0xCD; 4].into(),
             idempotency_key: vec![0xA5; 2].into(),
+            urgent: false,
         })
         .into();
         let distribute: ClientFrame = client_frame::Frame::Distribute(DistributeRequest {

@@ -282,7 +282,8 @@ impl Machine {
         self.in_flight = Some((request_id, vec![head.seq]));
         // Keyed by its outbox entry, so a resend after a lost answer is not stored twice.
         let idempotency_key = [head.message_id.0.as_slice(), &head.seq.to_be_bytes()].concat().into();
-        let request = SendRequest { request_id, recipients, online_only: false, idempotency_key };
+        // A retry request is protocol work: it never wakes a phone at once.
+        let request = SendRequest { request_id, recipients, online_only: false, idempotency_key, urgent: false };
         self.requests.push_back(OutgoingRequest::Send(request));
         Ok(())
     }

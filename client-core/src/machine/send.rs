@@ -289,6 +289,7 @@ impl Machine {
             recipients,
             online_only: true,
             idempotency_key: Default::default(),
+            urgent: false,
         }));
         Ok(())
     }
@@ -481,7 +482,10 @@ impl Machine {
         // is a new send rather than a duplicate that would drop them.
         let last = seqs.last().copied().unwrap_or(head.seq).to_be_bytes();
         let idempotency_key = [head.message_id.0.as_slice(), &last].concat().into();
-        let request = SendRequest { request_id, recipients, online_only: false, idempotency_key };
+        // A message (receipts merged into it included) wakes an offline phone now; a receipt alone waits
+        // for the background wake-up.
+        let urgent = head.kind.is_text() || head.kind == OutboxKind::Resend;
+        let request = SendRequest { request_id, recipients, online_only: false, idempotency_key, urgent };
         // Refused here rather than by the server, which would close the connection on it.
         if let Some(reason) = oversized(&request) {
             self.signal.discard();

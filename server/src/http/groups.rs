@@ -104,7 +104,7 @@ fn delivered(state: &AppState, done: ChangeCommitted) -> RosterChangeResult {
         epoch: done.epoch,
         group_seq: done.group_seq,
     };
-    crate::commit::deliver(&state.hub, state.cluster.as_deref(), done.committed);
+    crate::commit::deliver(&state.hub, state.cluster.as_deref(), &state.pusher, done.committed);
     result
 }
 

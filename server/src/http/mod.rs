@@ -15,6 +15,7 @@ pub mod groups;
 pub mod keys;
 pub mod limits;
 pub mod misc;
+pub mod push;
 pub mod validate;
 
 use crate::state::AppState;
@@ -30,6 +31,7 @@ use crate::state::AppState;
         misc::healthz, misc::metrics, misc::server_info, misc::certificate,
         groups::create, groups::list, groups::get_group, groups::update, groups::delete_group,
         groups::add_members, groups::remove_member, groups::set_role,
+        push::set, push::get, push::remove,
     ),
     modifiers(&SecurityAddon)
 )]
@@ -145,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/accounts/{account_id}", get(accounts::by_id))
         .route("/v1/accounts/{account_id}/devices", get(accounts::devices))
         .route("/v1/devices", post(accounts::add_device))
+        .route("/v1/devices/self/push", put(push::set).get(push::get).delete(push::remove))
         .route("/v1/devices/{device_id}", delete(accounts::remove_device))
         .route("/v1/keys", put(keys::upload))
         .route("/v1/keys/count", get(keys::count))

@@ -1,6 +1,7 @@
-//! The server's durable state behind four traits split by concern — [`AccountStore`]
+//! The server's durable state behind five traits split by concern — [`AccountStore`]
 //! (accounts, devices, deployment facts), [`KeyStore`] (prekeys, bundles),
-//! [`MailboxStore`] (sends, fetch, ack, expiry, counts) and [`GroupStore`] (rosters) —
+//! [`MailboxStore`] (sends, fetch, ack, expiry, counts), [`GroupStore`] (rosters) and
+//! [`PushStore`] (push targets) —
 //! and their union [`Store`], so that SQLite (the embedded default) and Postgres (for
 //! several nodes) are interchangeable and pass the same conformance suite
 //! (`server/tests/it/store.rs`).
@@ -18,6 +19,7 @@ mod group;
 mod group_plan;
 mod plan;
 pub mod postgres;
+mod push;
 pub mod sqlite;
 
 pub use group::{
@@ -25,6 +27,7 @@ pub use group::{
     GroupSettings, GroupSummaryRecord, NewGroup, Write,
 };
 pub use hush_wire::api::GroupRole;
+pub use push::{PushRecord, PushStore, PushTarget};
 
 /// A device, named by its account and its device id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -460,10 +463,10 @@ pub trait GroupStore: Send + Sync + 'static {
     async fn change_group(&self, change: &GroupChange) -> Result<ChangeCommitted, GroupError>;
 }
 
-/// Durable state of the relay: the union of the four stores.
-pub trait Store: AccountStore + KeyStore + MailboxStore + GroupStore {}
+/// Durable state of the relay: the union of the five stores.
+pub trait Store: AccountStore + KeyStore + MailboxStore + GroupStore + PushStore {}
 
-impl<T: AccountStore + KeyStore + MailboxStore + GroupStore> Store for T {}
+impl<T: AccountStore + KeyStore + MailboxStore + GroupStore + PushStore> Store for T {}
 
 /// Compares the devices a request names with an account's devices.
 /// `exclude` is the sending device when the account is the sender's own.

@@ -154,7 +154,7 @@ where
         Box::pin(close_with(&mut socket, close::REPLACED, close::REASON_REPLACED)).await;
         return;
     }
-    let online = Online { state: &state, key: device.key, conn_id: registration.conn_id };
+    let online = Online { state: &state, key: device.key, mailbox: device.mailbox, conn_id: registration.conn_id };
     online.enter();
     // Last-seen has day precision: most connections need no write at all.
     let now = now_ms();
@@ -172,6 +172,7 @@ where
 struct Online<'a> {
     state: &'a AppState,
     key: DeviceKey,
+    mailbox: crate::store::MailboxId,
     conn_id: u64,
 }
 
@@ -190,6 +191,8 @@ impl Drop for Online<'_> {
         if let Some(cluster) = &self.state.cluster {
             cluster.disconnected(self.key);
         }
+        // If it left envelopes unacknowledged, it is woken a little later.
+        self.state.pusher.disconnected(self.key, self.mailbox);
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
     }
 }

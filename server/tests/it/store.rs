@@ -26,6 +26,7 @@ mod groups;
 mod idempotency;
 mod mailbox;
 mod prekeys;
+mod push;
 mod sends;
 
 /// Instantiates every conformance test as a `#[tokio::test]` in `mod $backend`,
@@ -72,6 +73,10 @@ macro_rules! store_conformance {
             idempotency::keys_are_forgotten_after_the_retention,
             idempotency::sends_without_a_key_are_never_deduplicated,
             idempotency::trust_root_is_recorded_once_and_compared,
+            push::a_push_target_is_set_replaced_and_read_back_as_given,
+            push::push_targets_are_per_device_and_unknown_devices_are_refused,
+            push::removing_a_push_target_only_if_unchanged_keeps_a_newer_one,
+            push::a_removed_device_takes_its_push_target_and_a_reused_id_starts_without,
         );
     };
     (@tests $backend:ident, $open:expr; $($group:ident :: $test:ident),* $(,)?) => {

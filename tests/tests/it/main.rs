@@ -12,6 +12,7 @@ mod groups;
 mod idempotency;
 mod limits;
 mod ops;
+mod push;
 mod replicas;
 mod robustness;
 mod schemathesis;

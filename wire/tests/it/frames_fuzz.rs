@@ -49,6 +49,7 @@ fn send_request() -> impl Strategy<Value = SendRequest> {
             recipients,
             online_only,
             idempotency_key,
+            urgent: false,
         },
     )
 }

@@ -196,6 +196,8 @@ impl Machine {
             epoch: group.key_epoch.unwrap_or(group.epoch),
             content: message.serialized().to_vec().into(),
             idempotency_key: head.message_id.0.to_vec().into(),
+            // A group text: offline members are woken now.
+            urgent: true,
         };
         self.in_flight = Some((request_id, vec![head.seq]));
         self.requests.push_back(OutgoingRequest::GroupSend(request));

@@ -384,3 +384,22 @@ async fn an_envelope_older_than_the_certificate_lifetime_still_opens_and_the_cer
     relay.settle(&mut [&mut alice, &mut bob]).await;
     assert_eq!(bodies(&bob.events), vec!["sent on day one".to_owned(), "sent on day three".to_owned()]);
 }
+
+#[tokio::test]
+async fn messages_are_sent_urgent_and_receipts_and_typing_are_not() {
+    let mut relay = Relay::new();
+    let mut alice = relay.register("alice").await;
+    let mut bob = relay.register("bob").await;
+    let to_bob = contact(&relay, &mut alice, &bob).await;
+    relay.connect(&mut alice).await;
+    relay.connect(&mut bob).await;
+    send(&relay, &mut alice, &to_bob, "wake up").await;
+    relay.settle(&mut [&mut alice, &mut bob]).await;
+    let from_alice: Vec<(bool, bool)> =
+        relay.send_flags.iter().filter(|f| f.0 == alice.account).map(|f| (f.1, f.2)).collect();
+    let from_bob: Vec<(bool, bool)> =
+        relay.send_flags.iter().filter(|f| f.0 == bob.account).map(|f| (f.1, f.2)).collect();
+    assert_eq!(from_alice, vec![(false, true)], "the message is a stored, urgent send");
+    assert!(!from_bob.is_empty(), "bob sent a delivery receipt");
+    assert!(from_bob.iter().all(|&(_, urgent)| !urgent), "receipts never wake a phone at once: {from_bob:?}");
+}

@@ -77,6 +77,8 @@ pub struct Relay {
     pub group_ciphertexts: Vec<(Uuid, u64, Vec<u8>)>,
     /// Carry out this many of the next REST calls but lose their answers.
     pub lose_rest_answers: u32,
+    /// Every one-to-one send the relay got: (sending account, online_only, urgent).
+    pub send_flags: Vec<(Uuid, bool, bool)>,
 }
 
 impl Relay {
@@ -98,6 +100,7 @@ impl Relay {
             held_distributions: Vec::new(),
             group_ciphertexts: Vec::new(),
             lose_rest_answers: 0,
+            send_flags: Vec::new(),
         }
     }
 
@@ -235,6 +238,7 @@ impl Relay {
                     if !parties[i].online {
                         continue;
                     }
+                    self.send_flags.push((account, req.online_only, req.urgent));
                     let online: Vec<(Uuid, u32)> =
                         parties.iter().filter(|p| p.online).map(|p| (p.account, p.device)).collect();
                     let resp = self.send(account, device, req, &online);

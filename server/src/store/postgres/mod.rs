@@ -30,6 +30,7 @@ mod accounts;
 mod groups;
 mod keys;
 mod mailbox;
+mod push;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -223,7 +223,12 @@ impl Scene {
                 expires_at: now + 3_600_000,
                 idempotency_key: None,
             };
-            let reply = self.state.committer.write(Write::Direct(item)).await.unwrap_or_else(|_| panic!("writer gone"));
+            let reply = self
+                .state
+                .committer
+                .write(Write::Direct(item), crate::push::Urgency::Urgent)
+                .await
+                .unwrap_or_else(|_| panic!("writer gone"));
             assert!(matches!(reply.await, Ok(SendResult::Stored { .. })));
         }
     }
@@ -413,7 +418,9 @@ async fn group_frames_go_to_their_modules_and_group_envelopes_carry_their_positi
             content: bytes::Bytes::from("skdm"),
         }],
     };
-    let write = |w| async { s.state.committer.write(w).await.unwrap_or_else(|_| panic!("writer gone")).await };
+    let write = |w| async {
+        s.state.committer.write(w, crate::push::Urgency::Urgent).await.unwrap_or_else(|_| panic!("writer gone")).await
+    };
     let distribution = DistributeItem {
         sender: s.sender,
         group: g,
@@ -446,6 +453,7 @@ async fn group_frames_go_to_their_modules_and_group_envelopes_carry_their_positi
         epoch: 1,
         content: bytes::Bytes::from("mine"),
         idempotency_key: bytes::Bytes::new(),
+        urgent: false,
     };
     peer.send(client_frame::Frame::GroupSend(request));
     let server_frame::Frame::SendResponse(r) = peer.frame().await else { panic!("no answer") };
@@ -532,6 +540,7 @@ async fn a_resend_with_a_stored_idempotency_key_is_answered_though_the_rate_is_u
             recipients: to_sender(),
             online_only: false,
             idempotency_key: bytes::Bytes::from_static(key),
+            urgent: true,
         })
     };
     let distribute = |request_id| {
@@ -550,6 +559,7 @@ async fn a_resend_with_a_stored_idempotency_key_is_answered_though_the_rate_is_u
             epoch: 1,
             content: bytes::Bytes::from("skm"),
             idempotency_key: bytes::Bytes::from_static(b"group-1"),
+            urgent: true,
         })
     };
     let ok = |r: send_response::Result| match r {

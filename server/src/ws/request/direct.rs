@@ -7,6 +7,7 @@ use hush_wire::frames::{EnvelopeKind, SendError, SendRequest};
 use hush_wire::limits::MAX_SEND_BYTES;
 
 use super::{Answer, Ctx, idempotency_key, invalid, parse_recipients, refuse, too_large};
+use crate::push::Urgency;
 use crate::store::{RecipientBatch, SendItem, Write};
 
 /// A checked `SendRequest`.
@@ -18,6 +19,8 @@ pub struct Parsed {
     pub online_only: bool,
     /// The idempotency key, if any.
     pub idempotency_key: Option<Bytes>,
+    /// Wake offline devices now (else in the background).
+    pub urgent: bool,
 }
 
 /// Checks a send request's shape and sizes and converts it; the error is the answer to send back.
@@ -31,7 +34,7 @@ pub fn parse(req: SendRequest) -> Result<Parsed, SendError> {
         return Err(too_large(total, MAX_SEND_BYTES));
     }
     let recipients = parse_recipients(req.recipients, &[EnvelopeKind::SealedSender, EnvelopeKind::Plaintext])?;
-    Ok(Parsed { recipients, online_only: req.online_only, idempotency_key })
+    Ok(Parsed { recipients, online_only: req.online_only, idempotency_key, urgent: req.urgent })
 }
 
 /// Applies a stored send: rate (a resend of a stored key is free), then the writer; answered once committed.
@@ -44,7 +47,8 @@ pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
         expires_at,
         idempotency_key: parsed.idempotency_key,
     };
-    ctx.commit_within_rate(Write::Direct(item)).await
+    let urgency = if parsed.urgent { Urgency::Urgent } else { Urgency::Background };
+    ctx.commit_within_rate(Write::Direct(item), urgency).await
 }
 
 /// Parses and applies a `SendRequest` (stored or online-only).
@@ -78,6 +82,7 @@ mod tests {
             recipients: vec![RecipientMessages { account_id: vec![1; 16].into(), messages }],
             online_only: false,
             idempotency_key: Bytes::new(),
+            urgent: false,
         }
     }
 

@@ -49,7 +49,8 @@ pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
         expires_at,
         idempotency_key: parsed.idempotency_key,
     };
-    ctx.commit_within_rate(Write::Distribute(item)).await
+    // A distribution precedes the message it opens, which wakes the device itself.
+    ctx.commit_within_rate(Write::Distribute(item), crate::push::Urgency::Background).await
 }
 
 /// Parses and applies a `DistributeRequest`.

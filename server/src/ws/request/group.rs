@@ -6,6 +6,7 @@ use hush_wire::frames::{GroupSendRequest, SendError};
 use uuid::Uuid;
 
 use super::{Answer, Ctx, check_size, group_id, idempotency_key, refuse};
+use crate::push::Urgency;
 use crate::store::{GroupSendItem, Write};
 
 /// A checked `GroupSendRequest`.
@@ -19,6 +20,8 @@ pub struct Parsed {
     pub content: bytes::Bytes,
     /// The idempotency key, if any.
     pub idempotency_key: Option<bytes::Bytes>,
+    /// Wake offline member devices now (else in the background).
+    pub urgent: bool,
 }
 
 /// Checks a group send's shape and size.
@@ -26,7 +29,7 @@ pub fn parse(req: GroupSendRequest) -> Result<Parsed, SendError> {
     let group = group_id(&req.group_id)?;
     check_size(req.content.len())?;
     let idempotency_key = idempotency_key(req.idempotency_key)?;
-    Ok(Parsed { group, epoch: req.epoch, content: req.content, idempotency_key })
+    Ok(Parsed { group, epoch: req.epoch, content: req.content, idempotency_key, urgent: req.urgent })
 }
 
 /// Applies a group send: rate (a resend of a stored key is free), then the writer; answered (with the group
@@ -42,7 +45,8 @@ pub async fn apply(ctx: Ctx<'_>, parsed: Parsed) -> Answer {
         expires_at,
         idempotency_key: parsed.idempotency_key,
     };
-    ctx.commit_within_rate(Write::Group(item)).await
+    let urgency = if parsed.urgent { Urgency::Urgent } else { Urgency::Background };
+    ctx.commit_within_rate(Write::Group(item), urgency).await
 }
 
 /// Parses and applies a `GroupSendRequest`.
@@ -66,6 +70,7 @@ mod tests {
             epoch: 1,
             content: vec![1u8; size].into(),
             idempotency_key: bytes::Bytes::new(),
+            urgent: false,
         }
     }
 

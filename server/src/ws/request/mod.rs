@@ -65,9 +65,9 @@ impl Ctx<'_> {
     /// and costs no token; anything else is refused `RATE_LIMITED`. Within the rate, the
     /// writer checks the key in its transaction as always, so the common path reads nothing
     /// more; the extra read is for a limited device's keyed sends only, on the read pool.
-    pub async fn commit_within_rate(&self, write: Write) -> Answer {
+    pub async fn commit_within_rate(&self, write: Write, urgency: crate::push::Urgency) -> Answer {
         let limited = match self.check_rate() {
-            Ok(()) => return self.commit(write).await,
+            Ok(()) => return self.commit(write, urgency).await,
             Err(limited) => limited,
         };
         if write.idempotency_key().is_none() {
@@ -89,9 +89,10 @@ impl Ctx<'_> {
         })
     }
 
-    /// Queues `write` with the writer and answers once it is committed or refused.
-    pub async fn commit(&self, write: Write) -> Answer {
-        let Ok(reply) = self.state.committer.write(write).await else {
+    /// Queues `write` with the writer and answers once it is committed or refused; offline
+    /// target devices are then woken as `urgency` says.
+    pub async fn commit(&self, write: Write, urgency: crate::push::Urgency) -> Answer {
+        let Ok(reply) = self.state.committer.write(write, urgency).await else {
             return refuse(internal());
         };
         Box::pin(answer_when_committed(reply))

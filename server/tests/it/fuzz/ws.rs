@@ -271,6 +271,7 @@ fn session_frame(account: Uuid) -> impl Strategy<Value = client_frame::Frame> {
             epoch,
             content: content.into(),
             idempotency_key: Default::default(),
+            urgent: false,
         },
     );
     let distribute = (any::<u64>(), group_id, epoch, proptest::collection::vec(recipient.clone(), 0..3)).prop_map(
@@ -288,6 +289,7 @@ fn session_frame(account: Uuid) -> impl Strategy<Value = client_frame::Frame> {
             recipients,
             online_only,
             idempotency_key: Default::default(),
+            urgent: false,
         },
     );
     let ack = prop_oneof![
@@ -322,6 +324,7 @@ fn probe() -> Vec<u8> {
         }],
         online_only: false,
         idempotency_key: Default::default(),
+        urgent: true,
     }))
 }
 
@@ -355,6 +358,7 @@ fn frames_after_auth_get_an_answer_or_the_documented_close_code() {
         }],
         online_only: false,
         idempotency_key: Default::default(),
+        urgent: true,
     }));
     let strategy = prop_oneof![session_frame(fixture.account).prop_map(encode), mutated(valid_send)];
     TestRunner::new(fuzz_config())
