@@ -169,6 +169,11 @@ pub enum GroupAction {
         /// group:<uuid>.
         group: String,
     },
+    /// Delete GROUP for every member (owners only); their devices are told it was deleted.
+    Delete {
+        /// group:<uuid>.
+        group: String,
+    },
     /// Give MEMBER of GROUP the role ROLE (owners only).
     Role {
         /// group:<uuid>.

@@ -64,6 +64,10 @@ async fn act(ctx: &Ctx, client: &Client, action: GroupAction, timeout: Duration)
             client.leave_group(&group).await.with_context(|| format!("cannot leave {group}"))?;
             ctx.printer.emit(&json!({ "group": group, "state": "left" }), &format!("left {group}"))
         }
+        GroupAction::Delete { group } => {
+            client.delete_group(&group).await.with_context(|| format!("cannot delete {group}"))?;
+            ctx.printer.emit(&json!({ "group": group, "state": "deleted" }), &format!("deleted {group}"))
+        }
         GroupAction::Decline { group } => {
             client.decline_invite(&group).await.with_context(|| format!("cannot decline {group}"))?;
             ctx.printer.emit(&json!({ "group": group, "state": "left" }), &format!("declined {group}"))

@@ -271,6 +271,12 @@ impl Client {
         self.group_call(GroupCommand::Leave { group: group.to_owned() }).await.map(|_| ())
     }
 
+    /// Deletes a group for every member (owners only): their devices are told, and it ends on
+    /// this device as if left.
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        self.group_call(GroupCommand::Delete { group: group.to_owned() }).await.map(|_| ())
+    }
+
     /// Gives a member another role (owners only).
     pub async fn set_role(&self, group: &str, member: &str, role: GroupRole) -> Result<GroupInfo, ClientError> {
         self.group_info_of(GroupCommand::Role { group: group.to_owned(), member: member.to_owned(), role }).await

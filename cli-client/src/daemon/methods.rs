@@ -242,6 +242,11 @@ impl Session {
                 client.leave_group(&p.group).await?;
                 Ok(json!({ "group": p.group, "state": "left" }))
             }
+            "group_delete" => {
+                let p: GroupParams = params(p)?;
+                client.delete_group(&p.group).await?;
+                Ok(json!({ "group": p.group, "state": "deleted" }))
+            }
             "group_role" => {
                 let p: GroupRoleParams = params(p)?;
                 Ok(output::group_json(&client.set_role(&p.group, &p.member, p.role).await?))

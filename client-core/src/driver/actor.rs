@@ -559,6 +559,10 @@ impl Actor {
                 let g = parse_group(&group)?;
                 wait(self.machine.leave_group(g).await.map_err(client_error)?, Then::Done)
             }
+            GroupCommand::Delete { group } => {
+                let g = parse_group(&group)?;
+                wait(self.machine.delete_group(g).await.map_err(client_error)?, Then::Done)
+            }
             GroupCommand::Role { group, member, role } => {
                 let g = parse_group(&group)?;
                 let c = self.contact(&member).await?;

@@ -113,6 +113,7 @@ pub(crate) enum GroupCommand {
     Add { group: String, members: Vec<String> },
     Remove { group: String, member: String },
     Leave { group: String },
+    Delete { group: String },
     Role { group: String, member: String, role: crate::types::GroupRole },
     Title { group: String, title: String },
     Accept { group: String },

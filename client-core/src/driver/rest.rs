@@ -198,6 +198,9 @@ impl Rest {
                 let path = format!("/v1/groups/{group}/members");
                 self.json("POST", &path, Some(body)).await.map(RestAnswer::RosterChange)
             }
+            RestCall::DeleteGroup(group) => {
+                self.call("DELETE", &format!("/v1/groups/{group}"), None).await.map(|_| RestAnswer::Done)
+            }
             RestCall::RemoveMember { group, account } => {
                 let path = format!("/v1/groups/{group}/members/{account}");
                 self.json("DELETE", &path, None).await.map(RestAnswer::RosterChange)

@@ -98,6 +98,8 @@ pub enum RestCall {
         /// Whom to add.
         request: AddMembersRequest,
     },
+    /// `DELETE /v1/groups/{group}` (owners).
+    DeleteGroup(Uuid),
     /// `DELETE /v1/groups/{group}/members/{account}` (also leaving: the own account).
     RemoveMember {
         /// The group.

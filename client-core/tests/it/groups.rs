@@ -495,3 +495,18 @@ async fn a_send_under_an_epoch_the_server_moved_is_refused_and_the_client_rotate
     assert_eq!(texts(&mut alice, &group, 1).await, ["carol too"]);
     assert_eq!(texts(&mut bob, &group, 1).await, ["carol too"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_owner_deletes_a_group_and_every_member_device_is_told() {
+    let Trio { server: _server, alice, mut bob, mut bob2, mut carol, group } = trio().await;
+    assert_eq!(refusal(bob.client.delete_group(&group).await), (403, "forbidden".into()));
+    alice.client.delete_group(&group).await.unwrap();
+    for who in [&mut bob, &mut bob2, &mut carol] {
+        roster_change(who, &group, "deleted").await;
+        let info = who.client.group_info(&group).await.unwrap();
+        assert_eq!(info.state, GroupState::Left, "{}: {info:?}", who.name);
+        assert!(who.client.send_text(&group, "anyone?").await.is_err(), "{} could still send", who.name);
+    }
+    assert_eq!(alice.client.group_info(&group).await.unwrap().state, GroupState::Left);
+    assert!(alice.client.groups().await.unwrap().iter().all(|g| g.group != group), "a deleted group is not listed");
+}

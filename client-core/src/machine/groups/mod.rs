@@ -258,6 +258,13 @@ impl Machine {
         Ok(self.rest_call(call, Purpose::Group(GroupPurpose::Leave(group))))
     }
 
+    /// Deletes the group for every member (owners only): each member device gets a "deleted"
+    /// roster change, and the group ends here as if left. Returns the operation id.
+    pub async fn delete_group(&mut self, group: Uuid) -> Result<u64, MachineError> {
+        self.active_group(group).await?;
+        Ok(self.rest_call(RestCall::DeleteGroup(group), Purpose::Group(GroupPurpose::Leave(group))))
+    }
+
     /// Gives a member another role (owners only). Returns the operation id.
     pub async fn set_role(&mut self, group: Uuid, account: Uuid, role: GroupRole) -> Result<u64, MachineError> {
         self.active_group(group).await?;

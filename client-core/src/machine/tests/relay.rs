@@ -466,7 +466,8 @@ impl Relay {
             | RestCall::UpdateGroup { .. }
             | RestCall::AddMembers { .. }
             | RestCall::RemoveMember { .. }
-            | RestCall::SetRole { .. } => self.group_rest(account, call),
+            | RestCall::SetRole { .. }
+            | RestCall::DeleteGroup(_) => self.group_rest(account, call),
             RestCall::UploadPrekeys(upload) => {
                 self.uploads += 1;
                 let d = &mut self.device_mut(account, device).keys;

@@ -209,6 +209,8 @@ impl Relay {
                 let r = self.roster_change(group, kind, caller, &[account], Some(request.role), &[]);
                 Ok(RestAnswer::RosterChange(r))
             }
+            // Deleting is tested against the real server (client-core/tests/it/groups.rs).
+            RestCall::DeleteGroup(_) => Err(refuse(501, "not_in_the_relay")),
             _ => unreachable!("not a group call"),
         }
     }
