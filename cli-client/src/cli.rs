@@ -169,6 +169,14 @@ pub enum GroupAction {
         /// group:<uuid>.
         group: String,
     },
+    /// Let members of GROUP add others (`on`), or only admins and owners (`off`; the default).
+    MembersCanAdd {
+        /// group:<uuid>.
+        group: String,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        setting: String,
+    },
     /// Delete GROUP for every member (owners only); their devices are told it was deleted.
     Delete {
         /// group:<uuid>.

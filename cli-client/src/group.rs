@@ -64,6 +64,13 @@ async fn act(ctx: &Ctx, client: &Client, action: GroupAction, timeout: Duration)
             client.leave_group(&group).await.with_context(|| format!("cannot leave {group}"))?;
             ctx.printer.emit(&json!({ "group": group, "state": "left" }), &format!("left {group}"))
         }
+        GroupAction::MembersCanAdd { group, setting } => {
+            let info = client
+                .set_members_can_add(&group, setting == "on")
+                .await
+                .context("cannot change who may add members")?;
+            changed(info).await
+        }
         GroupAction::Delete { group } => {
             client.delete_group(&group).await.with_context(|| format!("cannot delete {group}"))?;
             ctx.printer.emit(&json!({ "group": group, "state": "deleted" }), &format!("deleted {group}"))

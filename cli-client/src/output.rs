@@ -339,7 +339,7 @@ mod tests {
                "group_id": "11111111-1111-1111-1111-111111111111", "title": "friends", "description": "",
                "state": "invited", "members": [{"username": "alice",
                "account_id": "22222222-2222-2222-2222-222222222222", "role": "owner"}],
-               "roster_version": 2, "epoch": 0});
+               "roster_version": 2, "epoch": 0, "members_can_add": false});
         let g: GroupInfo = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(group_json(&g), v);
         assert_eq!(

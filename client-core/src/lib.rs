@@ -271,6 +271,12 @@ impl Client {
         self.group_call(GroupCommand::Leave { group: group.to_owned() }).await.map(|_| ())
     }
 
+    /// Lets members of a group (not only admins and owners) add others, or stops it (admins and
+    /// owners may change this).
+    pub async fn set_members_can_add(&self, group: &str, on: bool) -> Result<GroupInfo, ClientError> {
+        self.group_info_of(GroupCommand::MembersCanAdd { group: group.to_owned(), on }).await
+    }
+
     /// Deletes a group for every member (owners only): their devices are told, and it ends on
     /// this device as if left.
     pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {

@@ -427,6 +427,9 @@ pub struct GroupInfo {
     pub roster_version: u64,
     /// Epoch (grows when someone leaves or is removed).
     pub epoch: u64,
+    /// Whether members (not only admins and owners) may add others.
+    #[serde(default)]
+    pub members_can_add: bool,
 }
 
 /// How far a contact's identity key is trusted.

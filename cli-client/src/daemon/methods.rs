@@ -112,6 +112,13 @@ struct GroupRoleParams {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct GroupSettingParams {
+    group: String,
+    on: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct GroupTitleParams {
     group: String,
     title: String,
@@ -241,6 +248,10 @@ impl Session {
                 let p: GroupParams = params(p)?;
                 client.leave_group(&p.group).await?;
                 Ok(json!({ "group": p.group, "state": "left" }))
+            }
+            "group_members_can_add" => {
+                let p: GroupSettingParams = params(p)?;
+                Ok(output::group_json(&client.set_members_can_add(&p.group, p.on).await?))
             }
             "group_delete" => {
                 let p: GroupParams = params(p)?;

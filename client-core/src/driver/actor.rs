@@ -559,6 +559,10 @@ impl Actor {
                 let g = parse_group(&group)?;
                 wait(self.machine.leave_group(g).await.map_err(client_error)?, Then::Done)
             }
+            GroupCommand::MembersCanAdd { group, on } => {
+                let g = parse_group(&group)?;
+                wait(self.machine.set_members_can_add(g, on).await.map_err(client_error)?, Then::Info(Some(g)))
+            }
             GroupCommand::Delete { group } => {
                 let g = parse_group(&group)?;
                 wait(self.machine.delete_group(g).await.map_err(client_error)?, Then::Done)

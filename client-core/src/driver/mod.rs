@@ -114,6 +114,7 @@ pub(crate) enum GroupCommand {
     Remove { group: String, member: String },
     Leave { group: String },
     Delete { group: String },
+    MembersCanAdd { group: String, on: bool },
     Role { group: String, member: String, role: crate::types::GroupRole },
     Title { group: String, title: String },
     Accept { group: String },

@@ -510,3 +510,19 @@ async fn only_an_owner_deletes_a_group_and_every_member_device_is_told() {
     assert_eq!(alice.client.group_info(&group).await.unwrap().state, GroupState::Left);
     assert!(alice.client.groups().await.unwrap().iter().all(|g| g.group != group), "a deleted group is not listed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_may_add_others_once_an_admin_allows_it() {
+    let Trio { server, alice, bob, bob2: _bob2, carol: _carol, group } = trio().await;
+    let dave = TestClient::register(&server, "dave").await;
+    assert_eq!(refusal(bob.client.add_members(&group, &[&dave.name]).await), (403, "forbidden".into()));
+    assert_eq!(refusal(bob.client.set_members_can_add(&group, true).await), (403, "forbidden".into()));
+    let info = alice.client.set_members_can_add(&group, true).await.unwrap();
+    assert!(info.members_can_add, "{info:?}");
+    let info = bob.client.add_members(&group, &[&dave.name]).await.unwrap();
+    assert!(info.members.iter().any(|m| m.username == dave.name), "{info:?}");
+    let info = alice.client.set_members_can_add(&group, false).await.unwrap();
+    assert!(!info.members_can_add, "{info:?}");
+    let erin = TestClient::register(&server, "erin").await;
+    assert_eq!(refusal(bob.client.add_members(&group, &[&erin.name]).await), (403, "forbidden".into()));
+}

@@ -94,6 +94,11 @@ pub(crate) enum GroupPurpose {
         role: Option<(Uuid, GroupRole)>,
         title: Option<String>,
     },
+    /// The group's `members_can_add` setting.
+    Settings {
+        group: Uuid,
+        members_can_add: bool,
+    },
     Leave(Uuid),
     Fetch(Uuid),
 }
@@ -292,6 +297,15 @@ impl Machine {
         Ok(self.rest_call(RestCall::UpdateGroup { group, request }, Purpose::Group(purpose)))
     }
 
+    /// Lets members (not only admins and owners) add others, or stops it (admins and owners).
+    /// Returns the operation id.
+    pub async fn set_members_can_add(&mut self, group: Uuid, members_can_add: bool) -> Result<u64, MachineError> {
+        self.active_group(group).await?;
+        let request = UpdateGroupRequest { members_can_add: Some(members_can_add), ..Default::default() };
+        let purpose = GroupPurpose::Settings { group, members_can_add };
+        Ok(self.rest_call(RestCall::UpdateGroup { group, request }, Purpose::Group(purpose)))
+    }
+
     /// Accepts an invite: the group and what arrived meanwhile appear.
     pub async fn accept_invite(&mut self, group: Uuid) -> Result<(), MachineError> {
         let Some(mut g) = self.store.group(group).await? else {
@@ -372,6 +386,7 @@ impl Machine {
             members,
             roster_version: g.roster_version,
             epoch: g.epoch,
+            members_can_add: g.members_can_add,
         })
     }
 
@@ -468,6 +483,17 @@ impl Machine {
                     if !added.is_empty() {
                         self.queue_distribution(&mut batch, group, &added, rng);
                     }
+                    batch.groups.insert(group, Some(g));
+                    self.store.commit(batch).await?;
+                }
+                Ok(GroupOutcome::Done)
+            }
+            (GroupPurpose::Settings { group, members_can_add }, Ok(RestAnswer::RosterChange(r))) => {
+                if let Some(mut g) = self.store.group(group).await? {
+                    g.epoch = g.epoch.max(r.epoch);
+                    g.roster_version = g.roster_version.max(r.roster_version);
+                    g.members_can_add = members_can_add;
+                    let mut batch = Batch::default();
                     batch.groups.insert(group, Some(g));
                     self.store.commit(batch).await?;
                 }
