@@ -597,6 +597,23 @@ mod tests {
     }
 
     #[test]
+    fn push_target_json_is_stable() {
+        let targets = vec![
+            PushTargetBody::Apns { token: "a1b2".into(), topic: "org.example.hush".into(), sandbox: true },
+            PushTargetBody::Fcm { token: "fcm-token".into() },
+            PushTargetBody::UnifiedPush { endpoint: "https://push.example/up/abc".into() },
+        ];
+        insta::assert_json_snapshot!("push_targets", targets);
+        let status = PushStatus { target: targets[2].clone(), updated_at: 1_700_000_000_000 };
+        insta::assert_json_snapshot!("push_status", status);
+        for t in targets {
+            let back: PushTargetBody =
+                serde_json::from_value(serde_json::to_value(&t).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, t);
+        }
+    }
+
+    #[test]
     fn bad_base64_is_a_clear_error() {
         let err = serde_json::from_str::<PreKey>(r#"{"id":1,"public_key":"%%%"}"#).err();
         assert!(err.map(|e| e.to_string().contains("Invalid")).unwrap_or(false));
