@@ -126,6 +126,12 @@ pub enum Command {
         #[command(flatten)]
         timeout: GroupTimeout,
     },
+    /// Wake-ups for this device while it is offline (UnifiedPush, FCM, APNs).
+    Push {
+        /// What to do.
+        #[command(subcommand)]
+        action: PushAction,
+    },
     /// Serve JSON-RPC 2.0 (one JSON object per line) on stdio, or on a Unix socket.
     ///
     /// Methods: send, history, contacts, safety_number, trust, status, mark_read, typing,
@@ -136,6 +142,35 @@ pub enum Command {
     /// removed or a copy of it connected from elsewhere. Message events are numbered and replayed after a restart
     /// until acknowledged. See the README, "Using the hush CLI".
     Daemon(DaemonArgs),
+}
+
+/// What `hush push` does.
+#[derive(Debug, Subcommand)]
+pub enum PushAction {
+    /// Have the server wake this device while it is offline (exactly one kind of target;
+    /// a new one replaces the old). A wake-up carries no content, no sender, no conversation.
+    Register {
+        /// A UnifiedPush (or webhook) endpoint URL; https (hushd refuses private and loopback
+        /// addresses unless its operator allows them).
+        #[arg(long, conflicts_with_all = ["fcm", "apns"])]
+        unifiedpush: Option<String>,
+        /// An FCM registration token.
+        #[arg(long, conflicts_with = "apns")]
+        fcm: Option<String>,
+        /// An APNs device token (hex); needs --topic.
+        #[arg(long, requires = "topic")]
+        apns: Option<String>,
+        /// The app's bundle id, for --apns.
+        #[arg(long)]
+        topic: Option<String>,
+        /// The APNs token is from a development build (Apple's sandbox).
+        #[arg(long)]
+        sandbox: bool,
+    },
+    /// Show this device's push target.
+    Status,
+    /// Stop wake-ups for this device.
+    Remove,
 }
 
 /// What `hush group` does.

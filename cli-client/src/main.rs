@@ -14,6 +14,7 @@ mod daemon;
 mod exit;
 mod group;
 mod output;
+mod push;
 mod signals;
 
 use std::process::ExitCode;
@@ -67,6 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { timeout } => commands::status(&ctx, timeout.value).await,
         Command::Outbox { action } => commands::outbox(&ctx, action).await,
         Command::Group { action, timeout } => group::run(&ctx, action, timeout.value).await,
+        Command::Push { action } => push::run(&ctx, action).await,
         Command::Daemon(args) => daemon::run(&ctx, args).await,
     }
 }

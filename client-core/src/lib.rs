@@ -52,6 +52,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::{ClientError, MachineError, StoreError, TooLarge};
+/// Push targets, as the server takes them ([`Client::set_push_target`]).
+pub use hush_wire::api::{PushStatus, PushTargetBody};
 pub use types::{
     ClientConfig, ConnectionState, Contact, ConversationId, Event, GROUP_PREFIX, GroupInfo, GroupMemberInfo, GroupRole,
     GroupState, MessageDirection, MessageId, MessageKind, MessageRecord, MessageStatus, OutboxEntry, OutboxState,
@@ -220,6 +222,23 @@ impl Client {
     /// A snapshot of the account, the connection and the outbox.
     pub async fn status(&self) -> Result<Status, ClientError> {
         self.call(|reply| Command::Status { reply }).await
+    }
+
+    /// Registers (or replaces) where the server sends this device's wake-ups while it is
+    /// offline: an APNs or FCM token, or a UnifiedPush endpoint. A wake-up carries no content,
+    /// no sender and no conversation; the app then connects and drains its mailbox.
+    pub async fn set_push_target(&self, target: hush_wire::api::PushTargetBody) -> Result<(), ClientError> {
+        self.call(|reply| Command::SetPush { target: Some(target), reply }).await
+    }
+
+    /// This device's push target, if it has one.
+    pub async fn push_target(&self) -> Result<Option<hush_wire::api::PushStatus>, ClientError> {
+        self.call(|reply| Command::Push { reply }).await
+    }
+
+    /// Stops wake-ups for this device (nothing happens if it had no push target).
+    pub async fn remove_push_target(&self) -> Result<(), ClientError> {
+        self.call(|reply| Command::SetPush { target: None, reply }).await
     }
 
     /// Connects (if not connected), receives every stored envelope, sends the whole outbox, and

@@ -199,6 +199,16 @@ impl Session {
                 Ok(json!({ "with": p.with, "trust": "trusted" }))
             }
             "status" => Ok(output::status_json(&client.status().await?, None)),
+            "push_register" => {
+                let target: hush_client_core::PushTargetBody = params(p)?;
+                client.set_push_target(target).await?;
+                Ok(crate::push::status_json(&client.push_target().await?))
+            }
+            "push_status" => Ok(crate::push::status_json(&client.push_target().await?)),
+            "push_remove" => {
+                client.remove_push_target().await?;
+                Ok(json!({ "push": null }))
+            }
             "mark_read" => {
                 let p: WithParams = params(p)?;
                 client.mark_read(&p.with).await?;

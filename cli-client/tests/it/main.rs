@@ -6,4 +6,5 @@ mod daemon;
 mod errors;
 mod groups;
 mod hardening;
+mod push;
 mod support;

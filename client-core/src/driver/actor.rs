@@ -476,6 +476,17 @@ impl Actor {
             Command::WaitingFor { reply } => {
                 let _ = reply.send(self.machine.waiting_for().await.map_err(ClientError::from));
             }
+            // Rare calls made by a person: answered inline, as contact lookups are.
+            Command::SetPush { target, reply } => {
+                let result = match &target {
+                    Some(t) => self.rest.set_push(t).await,
+                    None => self.rest.remove_push().await,
+                };
+                let _ = reply.send(result.map_err(ClientError::from));
+            }
+            Command::Push { reply } => {
+                let _ = reply.send(self.rest.push().await.map_err(ClientError::from));
+            }
             Command::Status { reply } => {
                 let _ = reply.send(self.status().await);
             }

@@ -81,6 +81,15 @@ pub(crate) enum Command {
     Status {
         reply: Reply<Status>,
     },
+    /// Sets (`Some`) or removes (`None`) this device's push target.
+    SetPush {
+        target: Option<hush_wire::api::PushTargetBody>,
+        reply: Reply<()>,
+    },
+    /// This device's push target.
+    Push {
+        reply: Reply<Option<hush_wire::api::PushStatus>>,
+    },
     WaitingFor {
         reply: Reply<String>,
     },

@@ -145,6 +145,30 @@ impl Rest {
         self.json("GET", &format!("/v1/accounts/username/{username}"), None).await
     }
 
+    /// `PUT /v1/devices/self/push`: sets or replaces this device's push target.
+    pub async fn set_push(&self, target: &hush_wire::api::PushTargetBody) -> Result<(), RestFailure> {
+        let body = serde_json::to_vec(target).map_err(network)?;
+        self.call("PUT", "/v1/devices/self/push", Some(body)).await.map(|_| ())
+    }
+
+    /// `GET /v1/devices/self/push`: this device's push target, if it has one.
+    pub async fn push(&self) -> Result<Option<hush_wire::api::PushStatus>, RestFailure> {
+        match self.json("GET", "/v1/devices/self/push", None).await {
+            Ok(status) => Ok(Some(status)),
+            Err(f) if f.status == Some(404) && f.code == "no_push_target" => Ok(None),
+            Err(f) => Err(f),
+        }
+    }
+
+    /// `DELETE /v1/devices/self/push`: this device gets no more wake-ups.
+    pub async fn remove_push(&self) -> Result<(), RestFailure> {
+        match self.call("DELETE", "/v1/devices/self/push", None).await {
+            Ok(_) => Ok(()),
+            Err(f) if f.status == Some(404) && f.code == "no_push_target" => Ok(()),
+            Err(f) => Err(f),
+        }
+    }
+
     /// Carries out a call the machine asked for.
     pub async fn execute(&self, call: RestCall) -> Result<RestAnswer, RestFailure> {
         match call {
