@@ -43,6 +43,18 @@ pub(crate) fn system_time(ms: u64) -> SystemTime {
 }
 
 /// Backoff before attempt `n` (1-based): 1 s, 2 s, 4 s ... capped at 60 s.
+/// A text this device wrote, to store and queue ([`Machine::queue_text`]).
+pub(super) struct OutgoingText<'a> {
+    pub id: MessageId,
+    pub conversation: ConversationId,
+    pub body: &'a str,
+    /// The conversation's Lamport clock (0 in groups, ordered by group seq).
+    pub lamport: u64,
+    /// `Text` or `GroupText`.
+    pub kind: OutboxKind,
+    pub content: &'a Content,
+}
+
 fn backoff_ms(attempts: u32) -> u64 {
     1000u64.saturating_mul(1 << attempts.saturating_sub(1).min(6)).min(60_000)
 }
@@ -84,30 +96,43 @@ impl Machine {
         check_size(body.len(), &contents, peer_devices + own_devices)?;
         let mut batch = Batch::default();
         batch.clocks.push((conversation, lamport));
+        let text = OutgoingText { id, conversation, body, lamport, kind: OutboxKind::Text, content: &content };
+        self.queue_text(batch, text, now, rng).await
+    }
+
+    /// Stores a text this device wrote (pending) with its outbox entry, in `batch`, then
+    /// tries to send. Shared by one-to-one and group sends.
+    pub(super) async fn queue_text<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        mut batch: Batch,
+        text: OutgoingText<'_>,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<MessageId, MachineError> {
         batch.messages.push(MessageRow {
-            id,
-            conversation,
+            id: text.id,
+            conversation: text.conversation,
             sender: self.account.account_id,
             sender_device: self.account.device_id,
             direction: MessageDirection::Outgoing,
-            body: body.to_owned(),
+            body: text.body.to_owned(),
             sent_at: now,
             received_at: now,
-            lamport,
+            lamport: text.lamport,
             group_seq: 0,
             kind: MessageKind::Text,
             status: MessageStatus::Pending,
             local_seq: 0,
         });
         batch.outbox_add.push(NewOutbox {
-            message_id: id,
-            conversation,
-            kind: OutboxKind::Text,
-            content: content.encode_to_vec(),
+            message_id: text.id,
+            conversation: text.conversation,
+            kind: text.kind,
+            content: text.content.encode_to_vec(),
         });
         self.store.commit(batch).await?;
         self.pump(now, rng).await?;
-        Ok(id)
+        Ok(text.id)
     }
 
     /// How many devices a message to `peer` goes to: theirs (at least one, before their

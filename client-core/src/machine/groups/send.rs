@@ -16,7 +16,7 @@ use super::super::send::Seal;
 use super::super::{MAX_DEVICE_FIXES, Machine, OutgoingRequest, Purpose, RestCall};
 use crate::content::{self, Content, DataMessage, GroupDistribution, content::Body};
 use crate::error::MachineError;
-use crate::store::{Batch, GroupRow, MessageRow, NewOutbox, OutboxKind, OutboxRow, SentLogRow};
+use crate::store::{Batch, GroupRow, OutboxKind, OutboxRow, SentLogRow};
 use crate::types::{ConversationId, Event, GroupState, MessageDirection, MessageId, MessageKind, MessageStatus};
 
 /// The distribution the outbox head (`seq`) waits for: per account, the devices to reach
@@ -66,31 +66,15 @@ impl Machine {
         let content = Content { sender_username: self.account.username.clone(), body: Some(Body::Data(data)) };
         check_size(body.len(), &[&content], 1)?;
         let conversation = ConversationId::Group(group);
-        let mut batch = Batch::default();
-        batch.messages.push(MessageRow {
+        let text = crate::machine::send::OutgoingText {
             id,
             conversation,
-            sender: self.account.account_id,
-            sender_device: self.account.device_id,
-            direction: MessageDirection::Outgoing,
-            body: body.to_owned(),
-            sent_at: now,
-            received_at: now,
+            body,
             lamport: 0,
-            group_seq: 0,
-            kind: MessageKind::Text,
-            status: MessageStatus::Pending,
-            local_seq: 0,
-        });
-        batch.outbox_add.push(NewOutbox {
-            message_id: id,
-            conversation,
             kind: OutboxKind::GroupText,
-            content: content.encode_to_vec(),
-        });
-        self.store.commit(batch).await?;
-        self.pump(now, rng).await?;
-        Ok(id)
+            content: &content,
+        };
+        self.queue_text(Batch::default(), text, now, rng).await
     }
 
     /// Marks every received text of a group as read, and tells each author (pairwise, one
