@@ -315,7 +315,7 @@ pub fn decode(msg: &Message) -> Option<server_frame::Frame> {
 
 /// An ack frame.
 pub fn ack(seqs: Vec<u64>) -> Message {
-    binary(client_frame::Frame::Ack(Ack { seqs }))
+    binary(client_frame::Frame::Ack(Ack { seqs, groups: Vec::new() }))
 }
 
 /// Builds envelope contents of a fixed size carrying (sender, number, send time).

@@ -75,7 +75,7 @@ async fn ws_frames_before_auth_or_auth_twice_are_closed_with_4004() {
     let bob = TestAccount::register(&server, "bob").await;
 
     let mut ws = WsClient::open(&server).await;
-    ws.send_frame(client_frame::Frame::Ack(Ack { seqs: vec![1] })).await;
+    ws.send_frame(client_frame::Frame::Ack(Ack { seqs: vec![1], groups: Vec::new() })).await;
     assert_eq!(ws.expect_close().await, (4004, "malformed_frame".to_owned()));
 
     let mut ws = WsClient::connect_drained(&server, bob.primary()).await;

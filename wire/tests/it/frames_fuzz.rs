@@ -61,7 +61,7 @@ fn any_client_frame() -> impl Strategy<Value = client_frame::Frame> {
         device_id,
         signature,
     });
-    let ack = proptest::collection::vec(any::<u64>(), 0..16).prop_map(|seqs| Ack { seqs });
+    let ack = proptest::collection::vec(any::<u64>(), 0..16).prop_map(|seqs| Ack { seqs, groups: Vec::new() });
     prop_oneof![
         auth.prop_map(client_frame::Frame::Auth),
         send_request().prop_map(client_frame::Frame::Send),

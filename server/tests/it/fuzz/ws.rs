@@ -297,7 +297,7 @@ fn session_frame(account: Uuid) -> impl Strategy<Value = client_frame::Frame> {
         proptest::collection::vec(0..4u64, 0..8),
         Just(vec![1u64; 4097]),
     ]
-    .prop_map(|seqs| Ack { seqs });
+    .prop_map(|seqs| Ack { seqs, groups: Vec::new() });
     prop_oneof![
         6 => send.prop_map(client_frame::Frame::Send),
         2 => group_send.prop_map(client_frame::Frame::GroupSend),
