@@ -235,7 +235,9 @@ impl Actor {
                 OutgoingRequest::Send(req) => self.send_frame(client_frame::Frame::Send(req)),
                 OutgoingRequest::GroupSend(req) => self.send_frame(client_frame::Frame::GroupSend(req)),
                 OutgoingRequest::Distribute(req) => self.send_frame(client_frame::Frame::Distribute(req)),
-                OutgoingRequest::Ack(seqs) => self.send_frame(client_frame::Frame::Ack(Ack { seqs, groups: Vec::new() })),
+                OutgoingRequest::Ack(seqs) => {
+                    self.send_frame(client_frame::Frame::Ack(Ack { seqs, groups: Vec::new() }))
+                }
                 OutgoingRequest::Rest { id, call } => {
                     let (rest, tx) = (self.rest.clone(), self.rest_tx.clone());
                     self.tasks.spawn_local(async move {
