@@ -208,6 +208,33 @@ macro_rules! store_conformance_tests {
             }
 
             #[tokio::test]
+            async fn processed_group_seqs_are_remembered_per_group_within_the_window() {
+                let s = store().await;
+                let mut b = Batch::default();
+                b.processed_group_seqs.extend([(uuid(1), 5), (uuid(1), 6), (uuid(2), 5), (uuid(1), 5)]);
+                s.commit(b).await.unwrap();
+                assert!(s.group_seq_processed(uuid(1), 5).await.unwrap());
+                assert!(s.group_seq_processed(uuid(2), 5).await.unwrap());
+                assert!(!s.group_seq_processed(uuid(1), 7).await.unwrap());
+                assert!(!s.group_seq_processed(uuid(3), 5).await.unwrap());
+                assert!(!s.envelope_processed(5).await.unwrap(), "a group seq is not a mailbox seq");
+                // A newer seq of group 1 pushes its oldest out of the window; group 2 keeps its own.
+                let newest = 6 + PROCESSED_GROUP_SEQ_WINDOW;
+                let mut b = Batch::default();
+                b.processed_group_seqs.push((uuid(1), newest));
+                s.commit(b).await.unwrap();
+                assert!(!s.group_seq_processed(uuid(1), 5).await.unwrap());
+                assert!(!s.group_seq_processed(uuid(1), 6).await.unwrap());
+                assert!(s.group_seq_processed(uuid(1), newest).await.unwrap());
+                assert!(s.group_seq_processed(uuid(2), 5).await.unwrap());
+                // One older than the newest but inside the window is still recorded.
+                let mut b = Batch::default();
+                b.processed_group_seqs.push((uuid(1), 7));
+                s.commit(b).await.unwrap();
+                assert!(s.group_seq_processed(uuid(1), 7).await.unwrap());
+            }
+
+            #[tokio::test]
             async fn contacts_values_and_account() {
                 let s = store().await;
                 let mut b = Batch::default();

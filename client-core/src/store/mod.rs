@@ -175,6 +175,17 @@ pub struct NewOutbox {
     pub content: Vec<u8>,
 }
 
+/// How far below the newest processed group seq of a group the store still remembers which
+/// group seqs were processed (see [`ClientStore::group_seq_processed`]); older ones are
+/// forgotten as newer ones are recorded.
+///
+/// A group envelope comes twice only close to where it was first read: a stream envelope
+/// whose ack was lost comes again from the server's cursor, and around a switch between the
+/// mailbox and the stream the two paths overlap by a few messages. A duplicate older than the
+/// window is still caught, later and at more cost, by its message id (texts), its system
+/// entry id (roster changes) or libsignal's duplicate detection.
+pub const PROCESSED_GROUP_SEQ_WINDOW: u64 = 10_000;
+
 /// How many sent messages the resend log keeps (the oldest go first).
 pub const SENT_LOG_CAPACITY: usize = 500;
 
@@ -332,6 +343,10 @@ pub struct Batch {
     pub message_group_seq: Vec<(MessageId, u64)>,
     /// Envelope seqs now fully processed.
     pub processed_envelopes: Vec<u64>,
+    /// Group envelopes now fully processed, by (group, group seq), whichever way they came
+    /// (group stream or mailbox); the store then forgets those more than
+    /// [`PROCESSED_GROUP_SEQ_WINDOW`] below the newest of their group.
+    pub processed_group_seqs: Vec<(Uuid, u64)>,
     /// Conversation Lamport clocks to raise (`max(old, new)`).
     pub clocks: Vec<(ConversationId, u64)>,
     /// Outbox entries to append.
@@ -380,6 +395,7 @@ impl Batch {
         self.message_status.extend(other.message_status);
         self.message_group_seq.extend(other.message_group_seq);
         self.processed_envelopes.extend(other.processed_envelopes);
+        self.processed_group_seqs.extend(other.processed_group_seqs);
         self.clocks.extend(other.clocks);
         self.outbox_add.extend(other.outbox_add);
         self.outbox_update.extend(other.outbox_update);
@@ -434,6 +450,9 @@ pub trait ClientStore: Send + Sync + 'static {
     async fn messages_after(&self, after: u64, limit: usize) -> Result<Vec<MessageRow>, StoreError>;
     /// Whether envelope `seq` was processed.
     async fn envelope_processed(&self, seq: u64) -> Result<bool, StoreError>;
+    /// Whether the group envelope (`group`, `group_seq`) was processed (by stream or by
+    /// mailbox), as far as [`PROCESSED_GROUP_SEQ_WINDOW`] remembers.
+    async fn group_seq_processed(&self, group: Uuid, group_seq: u64) -> Result<bool, StoreError>;
     /// The Lamport clock of a conversation (0 if none).
     async fn clock(&self, conversation: ConversationId) -> Result<u64, StoreError>;
     /// The first outbox entry that has not failed, in `seq` order.

@@ -56,9 +56,16 @@ CREATE TABLE held_group_messages (group_id TEXT NOT NULL, group_seq INTEGER NOT 
     server_timestamp INTEGER NOT NULL, content BLOB NOT NULL, PRIMARY KEY (group_id, group_seq));
 "#;
 
+/// Version 3: group envelopes processed, by (group, group seq), whichever way they came
+/// (a group's stream or the mailbox), so one that comes both ways is processed once.
+const SCHEMA_V3: &str = r#"
+CREATE TABLE processed_group_seqs (group_id TEXT NOT NULL, group_seq INTEGER NOT NULL,
+    PRIMARY KEY (group_id, group_seq));
+"#;
+
 /// The schema versions in order: entry `n` brings a database from `user_version` n to n + 1.
 /// Append new versions; never edit a released one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
