@@ -205,6 +205,14 @@ macro_rules! store_conformance_tests {
                 assert_eq!(s.clock(ConversationId::Direct(uuid(1))).await.unwrap(), 5);
                 assert!(s.envelope_processed(42).await.unwrap());
                 assert!(!s.envelope_processed(43).await.unwrap());
+                // Only a window below the newest is remembered.
+                let newest = 42 + PROCESSED_ENVELOPE_WINDOW;
+                let mut b = Batch::default();
+                b.processed_envelopes.extend([newest, 43]);
+                s.commit(b).await.unwrap();
+                assert!(!s.envelope_processed(42).await.unwrap());
+                assert!(s.envelope_processed(43).await.unwrap());
+                assert!(s.envelope_processed(newest).await.unwrap());
             }
 
             #[tokio::test]

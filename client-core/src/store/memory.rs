@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{
     Address, Batch, ClientStore, ContactRow, GroupRow, HeldRow, KyberRow, LocalAccount, MessageRow, OutboxRow,
-    PROCESSED_GROUP_SEQ_WINDOW, SENT_LOG_CAPACITY, SentLogRow, display_order, next_status,
+    PROCESSED_ENVELOPE_WINDOW, PROCESSED_GROUP_SEQ_WINDOW, SENT_LOG_CAPACITY, SentLogRow, display_order, next_status,
 };
 use crate::error::StoreError;
 use crate::types::{ConversationId, MessageId};
@@ -129,6 +129,9 @@ impl ClientStore for MemoryStore {
             }
         }
         s.processed.extend(batch.processed_envelopes);
+        if let Some(floor) = s.processed.last().and_then(|n| n.checked_sub(PROCESSED_ENVELOPE_WINDOW)) {
+            s.processed = s.processed.split_off(&(floor + 1));
+        }
         let touched: BTreeSet<Uuid> = batch.processed_group_seqs.iter().map(|(g, _)| *g).collect();
         s.processed_group_seqs.extend(batch.processed_group_seqs);
         for group in touched {

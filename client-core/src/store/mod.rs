@@ -175,6 +175,13 @@ pub struct NewOutbox {
     pub content: Vec<u8>,
 }
 
+/// How far below the newest processed mailbox seq the store still remembers which mailbox
+/// seqs were processed (see [`ClientStore::envelope_processed`]); older ones are forgotten as
+/// newer ones are recorded. Mailbox seqs count up by one per device, and the server delivers
+/// again only envelopes that are not acked, at most its in-flight window (256) of them, so a
+/// redelivered envelope is always far inside the window.
+pub const PROCESSED_ENVELOPE_WINDOW: u64 = 10_000;
+
 /// How far below the newest processed group seq of a group the store still remembers which
 /// group seqs were processed (see [`ClientStore::group_seq_processed`]); older ones are
 /// forgotten as newer ones are recorded.
@@ -341,7 +348,8 @@ pub struct Batch {
     pub message_status: Vec<(MessageId, MessageStatus)>,
     /// Group seqs of sent group messages (from `SendOk.group_seq`).
     pub message_group_seq: Vec<(MessageId, u64)>,
-    /// Envelope seqs now fully processed.
+    /// Envelope seqs now fully processed; the store then forgets those more than
+    /// [`PROCESSED_ENVELOPE_WINDOW`] below the newest.
     pub processed_envelopes: Vec<u64>,
     /// Group envelopes now fully processed, by (group, group seq), whichever way they came
     /// (group stream or mailbox); the store then forgets those more than
@@ -448,7 +456,7 @@ pub trait ClientStore: Send + Sync + 'static {
     async fn messages(&self, conversation: ConversationId, limit: usize) -> Result<Vec<MessageRow>, StoreError>;
     /// Up to `limit` messages (any conversation) with `local_seq > after`, in `local_seq` order.
     async fn messages_after(&self, after: u64, limit: usize) -> Result<Vec<MessageRow>, StoreError>;
-    /// Whether envelope `seq` was processed.
+    /// Whether envelope `seq` was processed, as far as [`PROCESSED_ENVELOPE_WINDOW`] remembers.
     async fn envelope_processed(&self, seq: u64) -> Result<bool, StoreError>;
     /// Whether the group envelope (`group`, `group_seq`) was processed (by stream or by
     /// mailbox), as far as [`PROCESSED_GROUP_SEQ_WINDOW`] remembers.

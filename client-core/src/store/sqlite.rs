@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{
     Address, Batch, ClientStore, ContactRow, GroupRow, HeldRow, KyberRow, LocalAccount, MessageRow, OutboxKind,
-    OutboxRow, PROCESSED_GROUP_SEQ_WINDOW, SENT_LOG_CAPACITY, SentLogRow,
+    OutboxRow, PROCESSED_ENVELOPE_WINDOW, PROCESSED_GROUP_SEQ_WINDOW, SENT_LOG_CAPACITY, SentLogRow,
 };
 use crate::error::StoreError;
 use crate::types::{ConversationId, MessageDirection, MessageId, MessageKind, MessageStatus, TrustState};
@@ -278,6 +278,12 @@ async fn apply_app(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), Sto
     }
     for seq in &batch.processed_envelopes {
         exec(conn, sqlx::query("INSERT OR IGNORE INTO processed_envelopes (seq) VALUES (?)").bind(i(*seq))).await?;
+    }
+    if !batch.processed_envelopes.is_empty() {
+        let q =
+            sqlx::query("DELETE FROM processed_envelopes WHERE seq <= (SELECT MAX(seq) FROM processed_envelopes) - ?")
+                .bind(i(PROCESSED_ENVELOPE_WINDOW));
+        exec(conn, q).await?;
     }
     apply_processed_group_seqs(conn, batch).await?;
     for (conversation, clock) in &batch.clocks {
