@@ -82,6 +82,8 @@ pub struct Relay {
     pub group_ciphertexts: Vec<(Uuid, u64, Vec<u8>)>,
     /// Carry out this many of the next REST calls but lose their answers.
     pub lose_rest_answers: u32,
+    /// Carry out this many of the next group sends but lose their answers.
+    pub lose_group_send_answers: u32,
     /// Every one-to-one send the relay got: (sending account, online_only, urgent).
     pub send_flags: Vec<(Uuid, bool, bool)>,
     /// Every group-stream ack that reached the relay: (account, device, group, group seq).
@@ -107,6 +109,7 @@ impl Relay {
             held_distributions: Vec::new(),
             group_ciphertexts: Vec::new(),
             lose_rest_answers: 0,
+            lose_group_send_answers: 0,
             send_flags: Vec::new(),
             stream_acks: Vec::new(),
         }
@@ -271,6 +274,10 @@ impl Relay {
                         continue;
                     }
                     let resp = self.group_send(account, device, req);
+                    if self.lose_group_send_answers > 0 {
+                        self.lose_group_send_answers -= 1;
+                        continue;
+                    }
                     parties[i]
                         .machine
                         .handle_send_response(resp, now, &mut rng)

@@ -9,6 +9,7 @@ use super::contact;
 use super::groups::{create, done, group_events, say, texts};
 use super::relay::{Party, Relay};
 use crate::machine::OutgoingRequest;
+use crate::store::ClientStore;
 use crate::types::{GroupRole, MessageKind};
 
 /// The group seqs of `group` that `party`'s device acked by `GroupAck`.
@@ -70,6 +71,7 @@ async fn a_streamed_group_is_read_once_acked_by_group_seq_and_its_roster_changes
     assert_eq!(group_events(&bob, group), vec!["s1".to_owned(), "s2".to_owned()]);
     // The stream hands the sender its own message back: acked, not shown again.
     assert_eq!(group_events(&alice, group), vec!["s3".to_owned()]);
+    assert!(alice.store.held(group).await.unwrap().is_empty(), "her own messages are not held for a distribution");
     let seqs: Vec<u64> = relay.groups[&group].stream.keys().copied().collect();
     for p in [&alice, &bob, &carol] {
         assert_eq!(stream_acked(&relay, p, group), seqs, "acked by GroupAck, once each");
@@ -250,4 +252,34 @@ async fn a_group_envelope_is_known_by_its_group_and_seq_and_acked_the_way_it_cam
         Envelope { seq: 0, group_seq: 0, group_id: Default::default(), ..relay.groups[&group].stream[&y].0.clone() };
     bob.machine.receive_envelope(online, relay.now, &mut rand::rng()).await.unwrap();
     assert!(!bob.machine.take_requests().iter().any(|r| matches!(r, OutgoingRequest::Ack(_))));
+}
+
+#[tokio::test]
+async fn the_stream_handing_a_sender_its_own_message_before_the_answer_changes_nothing() {
+    let mut relay = Relay::new();
+    let (mut alice, mut bob, mut carol, group) = group_of_three(&mut relay).await;
+    relay.stream_group(group);
+    say(&relay, &mut alice, group, "warm up").await;
+    relay.settle(&mut [&mut alice, &mut bob, &mut carol]).await;
+    // The send is stored and streamed (to Alice's device too), but its answer is lost.
+    relay.lose_group_send_answers = 1;
+    say(&relay, &mut alice, group, "answer lost").await;
+    relay.settle(&mut [&mut alice, &mut bob, &mut carol]).await;
+    let seq = *relay.groups[&group].stream.keys().last().unwrap();
+    assert_eq!(stream_acked(&relay, &alice, group).last(), Some(&seq), "her own message, acked");
+    assert!(alice.store.held(group).await.unwrap().is_empty(), "not held for a distribution");
+
+    // After a reconnect the resend is answered with the first send's seq.
+    relay.disconnect(&mut alice);
+    relay.connect(&mut alice).await;
+    relay.settle(&mut [&mut alice, &mut bob, &mut carol]).await;
+    let mine = alice.machine.group_history(group, 100).await.unwrap();
+    let mine: Vec<(String, u64)> =
+        mine.into_iter().filter(|m| m.kind == MessageKind::Text).map(|m| (m.body, m.group_seq)).collect();
+    assert_eq!(mine.last(), Some(&("answer lost".to_owned(), seq)));
+    assert_eq!(mine.len(), 2);
+    for p in [&bob, &carol] {
+        assert_eq!(group_events(p, group), vec!["warm up".to_owned(), "answer lost".to_owned()]);
+    }
+    assert_eq!(relay.stream_len(alice.account, 1), 0);
 }
