@@ -74,6 +74,12 @@ impl Committer {
         self.tx.send(Op::Ack(mailbox, seqs)).await.map_err(|_| WriterStopped)
     }
 
+    /// Queues advancing group-stream cursors if the queue has room now (an optimization the
+    /// next ack makes up for when it has not).
+    pub fn try_ack_streams(&self, acks: Vec<StreamAck>) {
+        let _ = self.tx.try_send(Op::StreamAck(acks));
+    }
+
     /// Queues advancing group-stream cursors.
     pub async fn ack_streams(&self, acks: Vec<StreamAck>) -> Result<(), WriterStopped> {
         self.tx.send(Op::StreamAck(acks)).await.map_err(|_| WriterStopped)

@@ -411,6 +411,11 @@ impl<'a> Session<'a> {
                     }
                 }
                 Some(response) = self.pending.next(), if !self.pending.is_empty() => {
+                    if let Some(send_response::Result::Ok(ok)) = &response.result
+                        && ok.group_seq > 0
+                    {
+                        self.sent_own(response.request_id, ok.group_seq);
+                    }
                     self.feed(socket, frame(server_frame::Frame::SendResponse(response))).await?;
                 }
                 next = socket.next(), if accepting => {
@@ -570,6 +575,16 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// This device's own group message was stored at `seq`: in a stream-read group it need
+    /// not be written back to it (see [`Streams::sent_own`]).
+    /// The cursor is stored if the writer's queue has room; otherwise with the next ack.
+    fn sent_own(&mut self, request_id: u64, seq: u64) {
+        if let Some(advance) = self.streams.sent_own(request_id, seq) {
+            let ack = crate::store::StreamAck { mailbox: self.device.mailbox, group: advance.group, seq: advance.seq };
+            self.state.committer.try_ack_streams(vec![ack]);
+        }
+    }
+
     /// Dispatches one frame to its request module; answers come back through `pending`.
     async fn on_frame(&mut self, f: client_frame::Frame) -> Result<(), End> {
         let ctx = request::Ctx { state: self.state, device: self.device.key };
@@ -585,7 +600,12 @@ impl<'a> Session<'a> {
                 return Box::pin(applied).await.map_err(|_| End::Close(close::GOING_AWAY, close::REASON_SHUTDOWN));
             }
             client_frame::Frame::Send(req) => (req.request_id, Box::pin(request::direct::handle(ctx, req)).await),
-            client_frame::Frame::GroupSend(req) => (req.request_id, Box::pin(request::group::handle(ctx, req)).await),
+            client_frame::Frame::GroupSend(req) => {
+                if let Ok(group) = request::group_id(&req.group_id) {
+                    self.streams.sending(req.request_id, group);
+                }
+                (req.request_id, Box::pin(request::group::handle(ctx, req)).await)
+            }
             client_frame::Frame::Distribute(req) => {
                 (req.request_id, Box::pin(request::distribute::handle(ctx, req)).await)
             }

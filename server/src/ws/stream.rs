@@ -36,11 +36,20 @@ pub struct Streams {
     in_flight: BTreeMap<(Uuid, u64), u64>,
     /// The streams may hold messages after what was written: read them.
     need_fetch: bool,
+    /// Group messages this device is sending to stream-read groups: (request id, group).
+    sending: Vec<(u64, Uuid)>,
 }
 
 impl Default for Streams {
     fn default() -> Self {
-        Streams { loaded: false, reload: false, groups: BTreeMap::new(), in_flight: BTreeMap::new(), need_fetch: true }
+        Streams {
+            loaded: false,
+            reload: false,
+            groups: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            need_fetch: true,
+            sending: Vec::new(),
+        }
     }
 }
 
@@ -143,6 +152,36 @@ impl Streams {
         }
     }
 
+    /// This device sends a group message (request `request_id`) to `group`: remembered if
+    /// the group is one it reads from its stream (see [`Streams::sent_own`]).
+    pub fn sending(&mut self, request_id: u64, group: Uuid) {
+        if self.groups.contains_key(&group) && self.sending.len() < 1024 {
+            self.sending.push((request_id, group));
+        }
+    }
+
+    /// Request `request_id` stored this device's own message at `seq` (its connection got no
+    /// push of it, but its cursor covers it): when it is next in order it counts as written
+    /// and acknowledged, so it is not read back to the device that wrote it. Gives the cursor
+    /// to store if that moved it. Out of order (something before it is unread), it is read
+    /// back later and the client drops its own message.
+    pub fn sent_own(&mut self, request_id: u64, seq: u64) -> Option<GroupPosition> {
+        let at = self.sending.iter().position(|&(id, _)| id == request_id)?;
+        let (_, group) = self.sending.swap_remove(at);
+        let position = GroupPosition { group, seq };
+        let c = self.groups.get_mut(&position.group)?;
+        if position.seq != c.written + 1 {
+            return None;
+        }
+        c.written = position.seq;
+        let before = self.in_flight.range((position.group, 0)..(position.group, position.seq)).next().is_some();
+        if before || position.seq <= c.acked {
+            return None;
+        }
+        c.acked = position.seq;
+        Some(position)
+    }
+
     /// Takes acknowledgements in; gives the server timestamps of those that were in flight
     /// (for the latency metric) and, per group whose cursor may advance, the new cursor:
     /// the highest seq below which every message written here is acknowledged. An ack of a
@@ -230,6 +269,24 @@ mod tests {
         let (_, advance) = s.ack(&[at(13), at(99)]);
         assert_eq!(advance, vec![at(13)], "an ack of something never written moves nothing");
         assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_own_message_next_in_order_is_not_read_back() {
+        let mut s = loaded(4);
+        let at = |seq| GroupPosition { group: G, seq };
+        s.sending(1, Uuid::from_u128(99));
+        assert_eq!(s.sent_own(1, 5), None, "not a group it reads from its stream");
+        s.sending(2, G);
+        assert_eq!(s.sent_own(2, 5), Some(at(5)), "counts as written and acknowledged");
+        assert!(s.reads(10).iter().all(|r| r.after_seq == 5));
+        s.sending(3, G);
+        assert_eq!(s.sent_own(3, 7), None, "6 is unread: 7 is read back later");
+        s.wrote(at(6), 1);
+        s.sending(4, G);
+        assert_eq!(s.sent_own(4, 7), None, "6 is in flight: the cursor waits for its ack");
+        let (_, advance) = s.ack(&[at(6)]);
+        assert_eq!(advance, vec![at(7)]);
     }
 
     #[test]
