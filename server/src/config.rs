@@ -543,6 +543,19 @@ mod tests {
     }
 
     #[test]
+    fn the_fan_out_on_read_threshold_defaults_to_100_and_flags_beat_the_file() {
+        let config = Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.limits.group_fanout_read_above, 100);
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("hushd.toml");
+        std::fs::write(&file, "group_fanout_read_above = 20\n").unwrap_or_else(|e| panic!("{e}"));
+        let from_file = Config::from_args(Args { config: Some(file.clone()), ..Args::default() });
+        assert_eq!(from_file.map(|c| c.limits.group_fanout_read_above).ok(), Some(20));
+        let flag = Config::from_args(Args { config: Some(file), group_fanout_read_above: Some(0), ..Args::default() });
+        assert_eq!(flag.map(|c| c.limits.group_fanout_read_above).ok(), Some(0), "0: every group reads its stream");
+    }
+
+    #[test]
     fn unknown_key_in_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let file = dir.path().join("hushd.toml");
