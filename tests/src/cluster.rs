@@ -1,12 +1,13 @@
-//! What a multi-node test needs besides `hushd`: a scratch Postgres database
-//! and a private `redis-server` the test may stop and start again.
+//! What a multi-node test needs besides `hushd`: a scratch Postgres database,
+//! a private `redis-server` the test may stop and start again, and a
+//! [`Subscription`] to watch what the nodes publish on a Redis channel.
 
 use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
 use sqlx::{Connection, Executor, PgConnection};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::server::TestServer;
@@ -139,6 +140,20 @@ impl RedisServer {
         s.read_exact(&mut buf).await.is_ok() && &buf == b"+PONG\r\n"
     }
 
+    /// Subscribes to `channel` on a connection of its own and waits until Redis confirms it:
+    /// every message published from then on can be read with [`Subscription::next_message`].
+    pub async fn subscribe(&self, channel: &str) -> Subscription {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to redis-server on port {}: {e}", self.port));
+        let mut sub = Subscription { stream: BufReader::new(stream), channel: channel.to_owned() };
+        let command = format!("*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{channel}\r\n", channel.len());
+        sub.stream.get_mut().write_all(command.as_bytes()).await.unwrap_or_else(|e| panic!("SUBSCRIBE failed: {e}"));
+        let reply = sub.next_push().await;
+        assert_eq!(reply.first().map(Vec::as_slice), Some(&b"subscribe"[..]), "SUBSCRIBE {channel} was not confirmed");
+        sub
+    }
+
     /// Kills it (SIGKILL); everything it held is gone.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -150,5 +165,58 @@ impl RedisServer {
     pub async fn restart(&mut self) {
         self.kill().await;
         self.spawn().await;
+    }
+}
+
+/// A Redis connection subscribed to one channel, speaking RESP directly.
+pub struct Subscription {
+    stream: BufReader<tokio::net::TcpStream>,
+    channel: String,
+}
+
+impl Subscription {
+    /// The payload of the next message published on the channel; fails the test if none
+    /// comes within [`crate::WAIT`].
+    pub async fn next_message(&mut self) -> Vec<u8> {
+        let push = match tokio::time::timeout(crate::WAIT, self.next_push()).await {
+            Ok(push) => push,
+            Err(_) => panic!("nothing was published on {} within {:?}", self.channel, crate::WAIT),
+        };
+        match <[Vec<u8>; 3]>::try_from(push) {
+            Ok([kind, channel, payload]) if kind == b"message" && channel == self.channel.as_bytes() => payload,
+            other => panic!("unexpected push on the {} subscription: {other:?}", self.channel),
+        }
+    }
+
+    /// One pushed array (`subscribe`/`message` and its fields); integers are given as text.
+    async fn next_push(&mut self) -> Vec<Vec<u8>> {
+        let head = self.line().await;
+        let n: usize = head
+            .strip_prefix('*')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("expected a RESP array from Redis, got {head:?}"));
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            let item = self.line().await;
+            if let Some(len) = item.strip_prefix('$') {
+                let len: usize = len.parse().unwrap_or_else(|_| panic!("bad RESP bulk length {item:?}"));
+                let mut bulk = vec![0; len + 2];
+                self.stream.read_exact(&mut bulk).await.unwrap_or_else(|e| panic!("reading from Redis failed: {e}"));
+                bulk.truncate(len);
+                items.push(bulk);
+            } else if let Some(int) = item.strip_prefix(':') {
+                items.push(int.as_bytes().to_vec());
+            } else {
+                panic!("unexpected RESP item from Redis: {item:?}");
+            }
+        }
+        items
+    }
+
+    async fn line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self.stream.read_line(&mut line).await.unwrap_or_else(|e| panic!("reading from Redis failed: {e}"));
+        assert!(n > 0, "Redis closed the {} subscription", self.channel);
+        line.trim_end().to_owned()
     }
 }

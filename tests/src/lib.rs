@@ -23,7 +23,7 @@ pub use device::{TestAccount, TestDevice};
 pub use groups::{distribute_request, group_send_request, to_member_devices};
 pub use rest::{ApiResponse, RestClient};
 pub use server::{TestServer, TestServerBuilder};
-pub use ws::{Closed, Event, WsClient, message, recipient, send_request, to_all_devices};
+pub use ws::{Closed, Event, WsClient, message, recipient, send_request, stream_position, to_all_devices};
 
 use std::time::Duration;
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use hush_wire::frames::{
-    Auth, AuthOk, Challenge, ClientFrame, DeviceMessage, DistributeRequest, Envelope, EnvelopeKind, GroupSendRequest,
-    RecipientMessages, SendError, SendErrorCode, SendOk, SendRequest, SendResponse, client_frame, send_response,
-    server_frame,
+    Ack, Auth, AuthOk, Challenge, ClientFrame, DeviceMessage, DistributeRequest, Envelope, EnvelopeKind, GroupAck,
+    GroupSendRequest, RecipientMessages, SendError, SendErrorCode, SendOk, SendRequest, SendResponse, client_frame,
+    send_response, server_frame,
 };
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -188,6 +188,30 @@ impl WsClient {
     /// Sends `frame` and waits for the `SendResponse` with request id `id`; other frames are kept.
     async fn request(&mut self, id: u64, frame: client_frame::Frame) -> SendResponse {
         self.send_frame(frame).await;
+        self.response(id).await
+    }
+
+    /// Sends a `GroupSendRequest` (a zero `request_id` is replaced) without waiting for its
+    /// answer, so several requests can be in flight at once; gives the request id to pass to
+    /// [`Self::response`].
+    pub async fn submit_group_send(&mut self, mut req: GroupSendRequest) -> u64 {
+        req.request_id = self.request_id(req.request_id);
+        let id = req.request_id;
+        self.send_frame(client_frame::Frame::GroupSend(req)).await;
+        id
+    }
+
+    /// Sends a `DistributeRequest` (a zero `request_id` is replaced) without waiting for its
+    /// answer; gives the request id to pass to [`Self::response`].
+    pub async fn submit_distribute(&mut self, mut req: DistributeRequest) -> u64 {
+        req.request_id = self.request_id(req.request_id);
+        let id = req.request_id;
+        self.send_frame(client_frame::Frame::Distribute(req)).await;
+        id
+    }
+
+    /// Waits for the `SendResponse` with request id `id`; other frames are kept.
+    pub async fn response(&mut self, id: u64) -> SendResponse {
         let deadline = self.deadline();
         loop {
             if let Some(resp) = self.responses.remove(&id) {
@@ -293,8 +317,31 @@ impl WsClient {
 
     /// Acknowledges `seqs`.
     pub async fn ack(&mut self, seqs: &[u64]) {
-        self.send_frame(client_frame::Frame::Ack(hush_wire::frames::Ack { seqs: seqs.to_vec(), groups: Vec::new() }))
-            .await;
+        self.send_ack(Ack { seqs: seqs.to_vec(), groups: Vec::new() }).await;
+    }
+
+    /// Acknowledges group-stream envelopes by (group, group seq).
+    pub async fn ack_groups(&mut self, positions: &[(Uuid, u64)]) {
+        let groups = positions
+            .iter()
+            .map(|&(group, seq)| GroupAck { group_id: group.as_bytes().to_vec().into(), seq })
+            .collect();
+        self.send_ack(Ack { seqs: Vec::new(), groups }).await;
+    }
+
+    /// Acknowledges `env` as its kind asks: a mailbox envelope by its seq, a group-stream
+    /// envelope by (group, group seq); an online-only one is not acknowledged.
+    pub async fn ack_envelope(&mut self, env: &Envelope) {
+        if env.seq > 0 {
+            self.ack(&[env.seq]).await;
+        } else if let Some(position) = stream_position(env) {
+            self.ack_groups(&[position]).await;
+        }
+    }
+
+    /// Sends an `Ack` frame as it is given (a malformed one included).
+    pub async fn send_ack(&mut self, ack: Ack) {
+        self.send_frame(client_frame::Frame::Ack(ack)).await;
     }
 
     /// Waits until the connection ends; panics if it ended without a close frame.
@@ -408,6 +455,15 @@ impl WsClient {
             }
         }
     }
+}
+
+/// Where a group-stream envelope sits, (group, group seq): `None` for a mailbox envelope
+/// (seq > 0) or an online-only one (no group seq).
+pub fn stream_position(env: &Envelope) -> Option<(Uuid, u64)> {
+    if env.seq != 0 || env.group_seq == 0 {
+        return None;
+    }
+    Uuid::from_slice(&env.group_id).ok().map(|group| (group, env.group_seq))
 }
 
 /// A sealed-sender ciphertext for `device`, carrying its registration id.

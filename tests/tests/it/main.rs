@@ -10,6 +10,7 @@ mod device_set;
 mod frames;
 mod groups;
 mod idempotency;
+mod large_groups;
 mod limits;
 mod ops;
 mod push;
