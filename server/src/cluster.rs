@@ -375,6 +375,13 @@ impl Worker {
                 Event::Removed(d) => self.forward(d, encode(REMOVED, &[d])).await,
                 Event::Ephemeral(d, env) => self.forward(d, encode_ephemeral(d, &env)).await,
                 Event::Stream(frame, devices) => {
+                    // Wake-ups queued before it go first: a distribution committed before a
+                    // group message must reach the other node's connection before the message.
+                    if !wake.is_empty()
+                        && let Err(e) = self.wake(std::mem::take(&mut wake)).await
+                    {
+                        tracing::warn!(error = %e, "publishing wake-ups failed; recipients will re-read their mailbox later");
+                    }
                     let message = encode_stream(&self.node_id, &frame, &devices);
                     self.redis.publish::<_, _, i64>(STREAMS_CHANNEL, message).await.map(|_| ())
                 }

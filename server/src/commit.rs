@@ -153,6 +153,8 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
                             let _ = reply.send(SendResult::Stored { server_ts: item.server_ts(), group_seq });
                             if let Some(streamed) = streamed {
                                 metrics::counter!(m::ACCEPTED).increment(1);
+                                // Mailbox wake-ups for other nodes committed before it go first.
+                                deliver_elsewhere(cluster.as_deref(), std::mem::take(&mut elsewhere));
                                 let absent = deliver_stream(&hub, cluster.as_deref(), *streamed);
                                 match urgency {
                                     Urgency::Urgent => urgent.extend(absent),
