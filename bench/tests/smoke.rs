@@ -32,7 +32,9 @@ fn run_with(env: &[(&str, &str)], args: &[&str]) -> Vec<(String, String)> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "hush-bench {args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     let last = stdout.lines().last().unwrap_or_else(|| panic!("hush-bench {args:?} printed nothing"));
-    last.split_whitespace()
+    // A leading bare word names the measurement (`fanout path=write ...`).
+    let pairs = last.split_whitespace().skip_while(|word| !word.contains('='));
+    pairs
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("not key=value: {kv:?} in {last:?}"));
             (k.to_owned(), v.to_owned())
@@ -100,6 +102,18 @@ fn reconnect_storm_brings_every_device_back_with_its_backlog() {
     assert_eq!(value(&f, "reconnect_devices"), "60");
     assert_eq!((value(&f, "failed"), value(&f, "lost")), ("0", "0"));
     for key in ["storm_ms", "device_p50_ms", "device_p99_ms", "probe_send_p50_ms", "probe_send_p99_ms"] {
+        let v: f64 = value(&f, key).parse().unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert!(v >= 0.0);
+    }
+}
+
+#[test]
+fn fanout_delivers_every_group_message_to_every_member_once() {
+    let f = run(&["fanout", "--members", "20", "--messages", "5", "--size", "64", "--path", "write"]);
+    assert_eq!((value(&f, "path"), value(&f, "members"), value(&f, "messages")), ("write", "20", "5"));
+    assert_eq!(value(&f, "deliveries"), "100");
+    assert_eq!((value(&f, "lost"), value(&f, "dup"), value(&f, "send_failed")), ("0", "0", "0"));
+    for key in ["deliveries_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_delivery"] {
         let v: f64 = value(&f, key).parse().unwrap_or_else(|e| panic!("{key}: {e}"));
         assert!(v >= 0.0);
     }
