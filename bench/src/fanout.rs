@@ -106,6 +106,50 @@ struct Received {
     last: Option<Instant>,
 }
 
+impl Received {
+    fn add(&mut self, other: Received) {
+        self.unique += other.unique;
+        self.dup += other.dup;
+        self.latencies_us.extend(other.latencies_us);
+        self.last = self.last.max(other.last);
+    }
+}
+
+/// What every member device shares.
+#[derive(Clone)]
+struct Fleet {
+    connector: Connector,
+    payloads: Arc<Payloads>,
+    progress: Arc<Progress>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Fleet {
+    /// Starts one member task per device and waits until each has connected and read its
+    /// backlog (the group's creation) to `QueueEmpty`.
+    async fn connect(
+        &self,
+        target: &Target,
+        devices: &[Arc<BenchDevice>],
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<Received>>>> {
+        let mut receivers = Vec::with_capacity(devices.len());
+        for (i, device) in devices.iter().enumerate() {
+            let member = Member { url: target.ws_url(i), device: device.clone(), fleet: self.clone() };
+            receivers.push(tokio::spawn(member.run(deadline)));
+            if i % 256 == 255 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let (progress, n) = (&self.progress, devices.len());
+        let all_in = || progress.ready.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed) >= n;
+        if !wait_until(PHASE_TIMEOUT, all_in).await || progress.failed.load(Ordering::Relaxed) > 0 {
+            bail!("{} of {n} member devices could not connect", n - progress.ready.load(Ordering::Relaxed));
+        }
+        Ok(receivers)
+    }
+}
+
 /// Runs the measurement; the line and whether every delivery arrived exactly once.
 pub async fn fanout(target: &Target, o: &FanoutOptions) -> anyhow::Result<(String, bool)> {
     if !target.is_spawned() {
@@ -124,26 +168,10 @@ pub async fn fanout(target: &Target, o: &FanoutOptions) -> anyhow::Result<(Strin
     let (stop_tx, stop_rx) = watch::channel(false);
     let connector = Connector::bounded(CONNECT_CONCURRENCY);
     let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
-    let mut receivers = Vec::with_capacity(devices.len());
-    for (i, device) in devices.iter().enumerate() {
-        let member = Member {
-            url: target.ws_url(i),
-            device: device.clone(),
-            connector: connector.clone(),
-            payloads: payloads.clone(),
-            progress: progress.clone(),
-            stop: stop_rx.clone(),
-        };
-        receivers.push(tokio::spawn(member.run(deadline)));
-        if i % 256 == 255 {
-            tokio::task::yield_now().await;
-        }
-    }
+    let fleet =
+        Fleet { connector: connector.clone(), payloads: payloads.clone(), progress: progress.clone(), stop: stop_rx };
+    let receivers = fleet.connect(target, &devices, deadline).await?;
     let members = devices.len();
-    let all_ready = || progress.ready.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed) >= members;
-    if !wait_until(PHASE_TIMEOUT, all_ready).await || progress.failed.load(Ordering::Relaxed) > 0 {
-        bail!("{} of {members} member devices could not connect", members - progress.ready.load(Ordering::Relaxed));
-    }
 
     let (mut ws, _) = connector.connect(&target.ws_url(members), &sender, deadline).await?;
     read_to_queue_empty(&mut ws).await?;
@@ -156,19 +184,14 @@ pub async fn fanout(target: &Target, o: &FanoutOptions) -> anyhow::Result<(Strin
     eprintln!("sending {} group messages to {members} members", o.messages);
     let start = Instant::now();
     let sending = tokio::spawn(send_group(ws, group.group_id, group.epoch, o.messages, payloads.clone()));
-    let sent = wait_for_deliveries(&progress, sending, members as u64).await?;
+    let (sent, _sender) = wait_for_deliveries(&progress, sending, members as u64).await?;
     let cpu1 = settle(target).await?;
     stop_tx.send(true).context("stopping the members")?;
 
     let mut all = Received::default();
     for r in receivers {
         match r.await? {
-            Ok(got) => {
-                all.unique += got.unique;
-                all.dup += got.dup;
-                all.latencies_us.extend(got.latencies_us);
-                all.last = all.last.max(got.last);
-            }
+            Ok(got) => all.add(got),
             Err(e) => eprintln!("a member device failed: {e:#}"),
         }
     }
@@ -263,8 +286,15 @@ struct Sent {
 }
 
 /// Sends `count` group messages, at most `SEND_WINDOW` unanswered (so in practice all of a
-/// small run at once), and counts the answers.
-async fn send_group(ws: Ws, group: Uuid, epoch: u64, count: u32, payloads: Arc<Payloads>) -> anyhow::Result<Sent> {
+/// small run at once), and counts the answers. Gives the connection back: closing it while
+/// the server's CPU is measured would count its teardown.
+async fn send_group(
+    ws: Ws,
+    group: Uuid,
+    epoch: u64,
+    count: u32,
+    payloads: Arc<Payloads>,
+) -> anyhow::Result<(Sent, Ws)> {
     let (mut sink, mut stream) = ws.split();
     let window = Arc::new(Semaphore::new(SEND_WINDOW));
     let reader_window = window.clone();
@@ -293,12 +323,7 @@ async fn send_group(ws: Ws, group: Uuid, epoch: u64, count: u32, payloads: Arc<P
         sink.send(payloads.group_send(u64::from(number), group, epoch, number)).await?;
     }
     let (sent, stream) = tokio::time::timeout(PHASE_TIMEOUT, reader).await.context("sender timed out")??;
-    // Keep the sender connected until the end: closing it would be server work in the window.
-    tokio::spawn(async move {
-        let _hold = (sink, stream);
-        std::future::pending::<()>().await
-    });
-    Ok(sent)
+    Ok((sent, sink.reunite(stream)?))
 }
 
 fn refusal(e: &SendError) -> String {
@@ -309,24 +334,24 @@ fn refusal(e: &SendError) -> String {
 /// stop for [`STALL`]; returns what the sender got back.
 async fn wait_for_deliveries(
     progress: &Progress,
-    sending: tokio::task::JoinHandle<anyhow::Result<Sent>>,
+    sending: tokio::task::JoinHandle<anyhow::Result<(Sent, Ws)>>,
     members: u64,
-) -> anyhow::Result<Sent> {
-    let sent = sending.await??;
+) -> anyhow::Result<(Sent, Ws)> {
+    let (sent, ws) = sending.await??;
     let expected = members * sent.ok;
     let deadline = Instant::now() + PHASE_TIMEOUT;
     let (mut seen, mut moved) = (0, Instant::now());
     loop {
         let now = progress.delivered.load(Ordering::Relaxed);
         if now >= expected {
-            return Ok(sent);
+            return Ok((sent, ws));
         }
         if now != seen {
             (seen, moved) = (now, Instant::now());
         }
         if moved.elapsed() > STALL || Instant::now() > deadline {
             eprintln!("deliveries stopped at {now} of {expected}");
-            return Ok(sent);
+            return Ok((sent, ws));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -379,14 +404,11 @@ impl Acks {
     }
 }
 
-/// One member device: where it connects, as whom, and what it reports to.
+/// One member device: where it connects, as whom, and what it shares with the others.
 struct Member {
     url: String,
     device: Arc<BenchDevice>,
-    connector: Connector,
-    payloads: Arc<Payloads>,
-    progress: Arc<Progress>,
-    stop: watch::Receiver<bool>,
+    fleet: Fleet,
 }
 
 impl Member {
@@ -395,14 +417,14 @@ impl Member {
     async fn run(self, deadline: tokio::time::Instant) -> anyhow::Result<Received> {
         let result = self.receive(deadline).await;
         if result.is_err() {
-            self.progress.failed.fetch_add(1, Ordering::Relaxed);
+            self.fleet.progress.failed.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
 
     async fn receive(&self, deadline: tokio::time::Instant) -> anyhow::Result<Received> {
-        let (mut ws, _) = self.connector.connect(&self.url, &self.device, deadline).await?;
-        let mut stop = self.stop.clone();
+        let (mut ws, _) = self.fleet.connector.connect(&self.url, &self.device, deadline).await?;
+        let mut stop = self.fleet.stop.clone();
         let mut seen = HashSet::new();
         let mut got = Received::default();
         let mut acks = Acks::default();
@@ -421,7 +443,7 @@ impl Member {
                 let env = match client::decode(&msg) {
                     Some(server_frame::Frame::Envelope(env)) => env,
                     Some(server_frame::Frame::QueueEmpty(_)) => {
-                        self.progress.ready.fetch_add(1, Ordering::Relaxed);
+                        self.fleet.progress.ready.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
                     _ => continue,
@@ -429,7 +451,7 @@ impl Member {
                 acks.add(env.seq, &env.group_id, env.group_seq);
                 if env.kind == EnvelopeKind::SealedSender as i32 && !distributed {
                     distributed = true;
-                    self.progress.distributed.fetch_add(1, Ordering::Relaxed);
+                    self.fleet.progress.distributed.fetch_add(1, Ordering::Relaxed);
                 }
                 if env.kind != EnvelopeKind::GroupMessage as i32 {
                     continue;
@@ -441,9 +463,9 @@ impl Member {
                 got.unique += 1;
                 got.last = Some(Instant::now());
                 if let Some(h) = Payloads::header(&env.content) {
-                    got.latencies_us.push(self.payloads.now_ns().saturating_sub(h.sent_ns) / 1000);
+                    got.latencies_us.push(self.fleet.payloads.now_ns().saturating_sub(h.sent_ns) / 1000);
                 }
-                self.progress.delivered.fetch_add(1, Ordering::Relaxed);
+                self.fleet.progress.delivered.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(frame) = acks.take() {
                 ws.send(frame).await?;
