@@ -6,6 +6,10 @@
 //! - Wake-ups: after a commit, envelopes for devices not connected to this node
 //!   are announced on the Redis channel of the node that holds them
 //!   (`hush:node:<id>`); that node's connections re-read their mailboxes.
+//! - Group streams: a message of a stream-read group (above the fan-out-on-read threshold)
+//!   for member devices not connected to the committing node is published once, with the
+//!   encoded frame and those devices, on `hush:streams`, which every node hears; each hands
+//!   it to the members connected there. One message per group message, not one per member.
 //! - "Connected elsewhere": when a device connects here while the table says
 //!   another node has it, that node is told to close its connection.
 //! - Wake-up windows: `hush:push:<account>.<device>`, set once (`SET NX PX`) per push
@@ -29,8 +33,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::hub::{Hub, Push};
-use crate::store::{DeviceKey, StoredEnvelope};
+use crate::hub::{Hub, Push, StreamFrame};
+use crate::store::{DeviceKey, GroupPosition, StoredEnvelope};
 
 /// Seconds a routing entry lives without a heartbeat.
 const ROUTE_TTL_SECS: u64 = 30;
@@ -42,6 +46,9 @@ const WAKE: u8 = b'W';
 const KICK: u8 = b'K';
 const REMOVED: u8 = b'R';
 const EPHEMERAL: u8 = b'E';
+const STREAM: u8 = b'S';
+/// The channel every node hears group-stream messages on.
+const STREAMS_CHANNEL: &str = "hush:streams";
 
 /// Why the cluster layer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +64,7 @@ enum Event {
     Committed(Vec<DeviceKey>),
     Removed(DeviceKey),
     Ephemeral(DeviceKey, StoredEnvelope),
+    Stream(Arc<StreamFrame>, Vec<DeviceKey>),
 }
 
 /// This node's handle on the cluster. Cheap to share; never blocks the caller
@@ -153,6 +161,44 @@ fn decode_ephemeral(bytes: &[u8]) -> Option<(DeviceKey, StoredEnvelope)> {
     let kind = i32::from_be_bytes(rest[28..32].try_into().ok()?);
     let content = bytes::Bytes::copy_from_slice(&rest[32..]);
     Some((device, StoredEnvelope { seq: 0, server_ts, kind, content, group: None }))
+}
+
+/// A group-stream message for devices elsewhere: `S`, the origin node id (length byte, then
+/// its bytes), the group (16), group seq and server_ts (u64 BE each), the device count (u32
+/// BE), 20 bytes per device, then the encoded frame.
+fn encode_stream(origin: &str, frame: &StreamFrame, devices: &[DeviceKey]) -> Vec<u8> {
+    let origin = &origin.as_bytes()[..origin.len().min(255)];
+    let mut out = Vec::with_capacity(2 + origin.len() + 36 + devices.len() * 20 + frame.frame.len());
+    out.push(STREAM);
+    out.push(origin.len() as u8);
+    out.extend_from_slice(origin);
+    out.extend_from_slice(frame.position.group.as_bytes());
+    out.extend_from_slice(&frame.position.seq.to_be_bytes());
+    out.extend_from_slice(&frame.server_ts.to_be_bytes());
+    out.extend_from_slice(&(devices.len() as u32).to_be_bytes());
+    for d in devices {
+        out.extend_from_slice(d.account.as_bytes());
+        out.extend_from_slice(&d.device_id.to_be_bytes());
+    }
+    out.extend_from_slice(&frame.frame);
+    out
+}
+
+/// The origin node, the frame and its devices of a [`encode_stream`] message.
+fn decode_stream(bytes: &[u8]) -> Option<(String, StreamFrame, Vec<DeviceKey>)> {
+    let (&STREAM, rest) = bytes.split_first()? else { return None };
+    let (&n, rest) = rest.split_first()?;
+    let (origin, rest) = rest.split_at_checked(usize::from(n))?;
+    let (head, rest) = rest.split_at_checked(36)?;
+    let group = Uuid::from_slice(&head[..16]).ok()?;
+    let seq = u64::from_be_bytes(head[16..24].try_into().ok()?);
+    let server_ts = u64::from_be_bytes(head[24..32].try_into().ok()?);
+    let count = u32::from_be_bytes(head[32..36].try_into().ok()?) as usize;
+    let (list, frame) = rest.split_at_checked(count.checked_mul(20)?)?;
+    let (_, devices) = decode(&[&[STREAM][..], list].concat())?;
+    let frame =
+        StreamFrame { position: GroupPosition { group, seq }, server_ts, frame: bytes::Bytes::copy_from_slice(frame) };
+    Some((String::from_utf8_lossy(origin).into_owned(), frame, devices))
 }
 
 fn decode(bytes: &[u8]) -> Option<(u8, Vec<DeviceKey>)> {
@@ -272,6 +318,14 @@ impl Cluster {
         let _ = self.events.send(Event::Ephemeral(device, envelope));
     }
 
+    /// A group-stream message was committed for these member devices, which are not
+    /// connected to this node: every node hands it to those connected there.
+    pub fn stream_elsewhere(&self, frame: Arc<StreamFrame>, devices: Vec<DeviceKey>) {
+        if !devices.is_empty() {
+            let _ = self.events.send(Event::Stream(frame, devices));
+        }
+    }
+
     /// Envelopes were committed for these devices, which are not connected to this node.
     pub fn committed_elsewhere(&self, devices: Vec<DeviceKey>) {
         if !devices.is_empty() {
@@ -320,6 +374,10 @@ impl Worker {
                 }
                 Event::Removed(d) => self.forward(d, encode(REMOVED, &[d])).await,
                 Event::Ephemeral(d, env) => self.forward(d, encode_ephemeral(d, &env)).await,
+                Event::Stream(frame, devices) => {
+                    let message = encode_stream(&self.node_id, &frame, &devices);
+                    self.redis.publish::<_, _, i64>(STREAMS_CHANNEL, message).await.map(|_| ())
+                }
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "updating the Redis routing table failed; delivery falls back to mailbox re-reads");
@@ -416,7 +474,7 @@ async fn subscribe(client: Client, node_id: String, hub: Arc<Hub>, health: Arc<H
     loop {
         let attempt = async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
+            pubsub.subscribe(&[channel.as_str(), STREAMS_CHANNEL]).await?;
             redis::RedisResult::Ok(pubsub)
         };
         let pubsub = tokio::select! {
@@ -437,6 +495,16 @@ async fn subscribe(client: Client, node_id: String, hub: Arc<Hub>, health: Arc<H
                     };
                     let Some(msg) = msg else { break };
                     let payload = msg.get_payload_bytes();
+                    if payload.first() == Some(&STREAM) {
+                        match decode_stream(payload) {
+                            Some((origin, _, _)) if origin == node_id => {}
+                            Some((_, frame, devices)) => {
+                                hub.deliver_stream(&devices, &Arc::new(frame));
+                            }
+                            None => tracing::warn!("ignoring a malformed cluster message"),
+                        }
+                        continue;
+                    }
                     if payload.first() == Some(&EPHEMERAL) {
                         match decode_ephemeral(payload) {
                             Some((d, env)) => {
@@ -496,6 +564,27 @@ mod tests {
         assert_eq!(decode_ephemeral(&encode_ephemeral(device, &env)), Some((device, env)));
         assert_eq!(decode_ephemeral(&[EPHEMERAL, 1, 2]), None);
         assert_eq!(decode_ephemeral(&encode(WAKE, &[device])), None);
+    }
+
+    #[test]
+    fn stream_messages_round_trip_and_garbage_is_refused() {
+        let devices = vec![
+            DeviceKey { account: Uuid::from_u128(7), device_id: 3 },
+            DeviceKey { account: Uuid::from_u128(8), device_id: 1 },
+        ];
+        let env = StoredEnvelope {
+            seq: 0,
+            server_ts: 42,
+            kind: 4,
+            content: bytes::Bytes::from_static(b"sender-key message"),
+            group: Some(GroupPosition { group: Uuid::from_u128(9), seq: 12 }),
+        };
+        let frame = StreamFrame::new(&env);
+        let message = encode_stream("node-a", &frame, &devices);
+        assert_eq!(decode_stream(&message), Some(("node-a".to_owned(), frame, devices)));
+        assert_eq!(decode_stream(&message[..20]), None, "truncated");
+        assert_eq!(decode_stream(&[STREAM, 200, 1]), None);
+        assert_eq!(decode_stream(&encode(WAKE, &[])), None);
     }
 
     /// With Redis unreachable (here: a port that accepts connections and never answers, so

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::Cluster;
-use crate::hub::{Hub, Push};
+use crate::hub::{Hub, Push, StreamFrame};
 use crate::metrics as m;
 use crate::push::{Pusher, Urgency};
-use crate::store::{Accepted, MailboxId, SendRejection, Store, Write};
+use crate::store::{Accepted, DeviceKey, MailboxId, SendRejection, Store, StreamAck, Streamed, Write};
 
 /// Most operations in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -39,6 +39,7 @@ pub enum SendResult {
 enum Op {
     Write(Box<Write>, Urgency, oneshot::Sender<SendResult>),
     Ack(MailboxId, Vec<u64>),
+    StreamAck(Vec<StreamAck>),
 }
 
 /// Handle to the writer task.
@@ -72,6 +73,11 @@ impl Committer {
     pub async fn ack(&self, mailbox: MailboxId, seqs: Vec<u64>) -> Result<(), WriterStopped> {
         self.tx.send(Op::Ack(mailbox, seqs)).await.map_err(|_| WriterStopped)
     }
+
+    /// Queues advancing group-stream cursors.
+    pub async fn ack_streams(&self, acks: Vec<StreamAck>) -> Result<(), WriterStopped> {
+        self.tx.send(Op::StreamAck(acks)).await.map_err(|_| WriterStopped)
+    }
 }
 
 /// What the writer task works with.
@@ -96,6 +102,7 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
         let mut replies = Vec::new();
         let mut urgencies = Vec::new();
         let mut acks = Vec::new();
+        let mut stream_acks = Vec::new();
         for op in ops.drain(..) {
             match op {
                 Op::Write(item, urgency, reply) => {
@@ -104,7 +111,13 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
                     replies.push(reply);
                 }
                 Op::Ack(mailbox, seqs) => acks.push((mailbox, seqs)),
+                Op::StreamAck(list) => stream_acks.extend(list),
             }
+        }
+        if !stream_acks.is_empty()
+            && let Err(e) = store.ack_streams(&stream_acks).await
+        {
+            tracing::error!(error = %e, "advancing group-stream cursors failed; those messages will be redelivered");
         }
         if !acks.is_empty() {
             match store.ack(&acks).await {
@@ -129,9 +142,17 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
                             metrics::counter!(m::SENDS_DEDUPLICATED).increment(1);
                             let _ = reply.send(SendResult::Stored { server_ts, group_seq });
                         }
-                        Ok(Accepted::Stored { committed, group_seq }) => {
+                        Ok(Accepted::Stored { committed, group_seq, streamed }) => {
                             metrics::counter!(m::ACCEPTED).increment(committed.len() as u64);
                             let _ = reply.send(SendResult::Stored { server_ts: item.server_ts(), group_seq });
+                            if let Some(streamed) = streamed {
+                                metrics::counter!(m::ACCEPTED).increment(1);
+                                let absent = deliver_stream(&hub, cluster.as_deref(), *streamed);
+                                match urgency {
+                                    Urgency::Urgent => urgent.extend(absent),
+                                    Urgency::Background => background.extend(absent),
+                                }
+                            }
                             for c in committed {
                                 if !hub.deliver(c.device, Push::Stored(Box::new(c.envelope))) {
                                     elsewhere.push(c.device);
@@ -161,18 +182,51 @@ async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
     }
 }
 
+/// What a roster change committed, to deliver.
+pub struct RosterDelivery {
+    /// Mailbox references (a fan-out-on-write group).
+    pub committed: Vec<crate::store::Committed>,
+    /// The stream message (a stream-read group).
+    pub streamed: Option<Streamed>,
+    /// Devices whose mailboxes got moved stream messages: they re-read them.
+    pub moved: Vec<DeviceKey>,
+}
+
 /// Hands committed envelopes to the local connections, wakes other nodes for devices not
 /// connected here, and queues background wake-ups for those offline everywhere: the last
 /// step of persist, answer, deliver (roster changes, which never wake a phone at once).
-pub fn deliver(hub: &Hub, cluster: Option<&Cluster>, pusher: &Pusher, committed: Vec<crate::store::Committed>) {
+pub fn deliver(hub: &Hub, cluster: Option<&Cluster>, pusher: &Pusher, done: RosterDelivery) {
     let mut elsewhere = Vec::new();
-    for c in committed {
+    for c in done.committed {
         if !hub.deliver(c.device, Push::Stored(Box::new(c.envelope))) {
             elsewhere.push(c.device);
         }
     }
+    for device in done.moved {
+        if !hub.wake(device) && !elsewhere.contains(&device) {
+            elsewhere.push(device);
+        }
+    }
+    if let Some(streamed) = done.streamed {
+        let absent = deliver_stream(hub, cluster, streamed);
+        pusher.committed(absent, Urgency::Background);
+    }
     pusher.committed(elsewhere.clone(), Urgency::Background);
     deliver_elsewhere(cluster, elsewhere);
+}
+
+/// Hands a stream message, encoded once, to the member connections here and, in one
+/// message on the cluster bus, to the other nodes; gives the devices not connected here
+/// (for wake-ups: the push layer checks the other nodes itself).
+fn deliver_stream(hub: &Hub, cluster: Option<&Cluster>, streamed: Streamed) -> Vec<DeviceKey> {
+    let frame = Arc::new(StreamFrame::new(&streamed.envelope));
+    let absent = hub.deliver_stream(&streamed.devices, &frame);
+    if let Some(cluster) = cluster
+        && !absent.is_empty()
+    {
+        cluster.stream_elsewhere(frame, absent.clone());
+    }
+    absent
 }
 
 fn deliver_elsewhere(cluster: Option<&Cluster>, devices: Vec<crate::store::DeviceKey>) {

@@ -35,6 +35,12 @@ pub struct Args {
     /// Members (accounts) one group may have [default: 1000].
     #[arg(long, env = "HUSHD_MAX_GROUP_MEMBERS")]
     pub max_group_members: Option<u32>,
+    /// Groups with more members than this are read from their stream by each member device's
+    /// cursor (fan-out on read); smaller ones put a reference in every member device's
+    /// mailbox (fan-out on write). A group switches at the roster change that crosses it
+    /// [default: 100].
+    #[arg(long, env = "HUSHD_GROUP_FANOUT_READ_ABOVE")]
+    pub group_fanout_read_above: Option<u32>,
     /// Sends one device may make in a burst [default: 60].
     #[arg(long, env = "HUSHD_RATE_BURST")]
     pub rate_burst: Option<u32>,
@@ -148,6 +154,7 @@ struct FileConfig {
     retention_days: Option<u32>,
     max_mailbox: Option<u64>,
     max_group_members: Option<u32>,
+    group_fanout_read_above: Option<u32>,
     rate_burst: Option<u32>,
     rate_per_second: Option<f64>,
     ping_interval_secs: Option<u64>,
@@ -229,6 +236,8 @@ pub struct Limits {
     pub max_devices: u32,
     /// Members (accounts) per group.
     pub max_group_members: u32,
+    /// Groups with more members are read from their stream (fan-out on read).
+    pub group_fanout_read_above: u32,
     /// Simultaneous WebSocket connections (authenticating or authenticated).
     pub max_connections: usize,
     /// Connections still authenticating, in all.
@@ -458,6 +467,10 @@ impl Config {
                 rate_per_second,
                 max_devices: hush_wire::limits::MAX_DEVICES_PER_ACCOUNT,
                 max_group_members,
+                group_fanout_read_above: args
+                    .group_fanout_read_above
+                    .or(file.group_fanout_read_above)
+                    .unwrap_or(hush_wire::limits::GROUP_FANOUT_READ_ABOVE),
                 max_connections: args.max_connections.or(file.max_connections).unwrap_or(100_000),
                 max_handshakes: args.max_handshakes.or(file.max_handshakes).unwrap_or(1024).max(1),
                 max_handshakes_per_address: args

@@ -10,9 +10,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
+use hush_wire::frames::{Envelope, ServerFrame, server_frame};
 use tokio::sync::Notify;
+use uuid::Uuid;
 
-use crate::store::{DeviceKey, StoredEnvelope};
+use crate::store::{DeviceKey, GroupPosition, StoredEnvelope};
 
 /// What the hub hands a connection.
 #[derive(Debug)]
@@ -21,13 +24,47 @@ pub enum Push {
     Stored(Box<StoredEnvelope>),
     /// An online-only envelope (seq 0, never stored).
     Ephemeral(Box<StoredEnvelope>),
+    /// A message just committed to the stream of a stream-read group the device reads,
+    /// encoded once for every member connection.
+    Stream(Arc<StreamFrame>),
 }
 
 impl Push {
     /// What holding this push costs, in bytes (the content plus bookkeeping).
     fn cost(&self) -> usize {
-        let (Push::Stored(e) | Push::Ephemeral(e)) = self;
-        e.content.len() + std::mem::size_of::<StoredEnvelope>()
+        match self {
+            Push::Stored(e) | Push::Ephemeral(e) => e.content.len() + std::mem::size_of::<StoredEnvelope>(),
+            Push::Stream(f) => f.frame.len() + std::mem::size_of::<StreamFrame>(),
+        }
+    }
+}
+
+/// A group-stream message as every member connection writes it: the whole `ServerFrame`
+/// (an `Envelope` with seq 0 and its group position), encoded once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFrame {
+    /// Where it sits in its group.
+    pub position: GroupPosition,
+    /// When it was committed, ms.
+    pub server_ts: u64,
+    /// The encoded frame.
+    pub frame: Bytes,
+}
+
+impl StreamFrame {
+    /// Encodes a stream message (`envelope.group` must be set; seq is written as 0).
+    pub fn new(envelope: &StoredEnvelope) -> Self {
+        let position = envelope.group.unwrap_or(GroupPosition { group: Uuid::nil(), seq: 0 });
+        let env = Envelope {
+            seq: 0,
+            server_timestamp: envelope.server_ts,
+            kind: envelope.kind,
+            content: envelope.content.clone(),
+            group_id: position.group.as_bytes().to_vec().into(),
+            group_seq: position.seq,
+        };
+        let frame = ServerFrame::from(server_frame::Frame::Envelope(env)).to_bytes();
+        StreamFrame { position, server_ts: envelope.server_ts, frame: frame.into() }
     }
 }
 
@@ -194,6 +231,20 @@ impl Hub {
         true
     }
 
+    /// Hands a stream message to the connections of `devices` here, under one lock; gives
+    /// the devices not connected here.
+    pub fn deliver_stream(&self, devices: &[DeviceKey], frame: &Arc<StreamFrame>) -> Vec<DeviceKey> {
+        let mut absent = Vec::new();
+        let entries = self.lock();
+        for device in devices {
+            match entries.get(device) {
+                Some(entry) => entry.signal.push(Push::Stream(frame.clone()), self.limit),
+                None => absent.push(*device),
+            }
+        }
+        absent
+    }
+
     /// Tells the device's connection to re-read its mailbox (a wake-up from another node).
     /// Returns false if it is not connected here.
     pub fn wake(&self, device: DeviceKey) -> bool {
@@ -238,8 +289,6 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use uuid::Uuid;
 
     fn env(seq: u64) -> Box<StoredEnvelope> {
         Box::new(StoredEnvelope { seq, server_ts: 1, kind: 1, content: Bytes::new(), group: None })

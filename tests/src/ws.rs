@@ -293,7 +293,8 @@ impl WsClient {
 
     /// Acknowledges `seqs`.
     pub async fn ack(&mut self, seqs: &[u64]) {
-        self.send_frame(client_frame::Frame::Ack(hush_wire::frames::Ack { seqs: seqs.to_vec(), groups: Vec::new() })).await;
+        self.send_frame(client_frame::Frame::Ack(hush_wire::frames::Ack { seqs: seqs.to_vec(), groups: Vec::new() }))
+            .await;
     }
 
     /// Waits until the connection ends; panics if it ended without a close frame.

@@ -38,6 +38,10 @@ pub const IDEMPOTENCY_RETENTION_HOURS: u64 = 24;
 pub const REGISTRATION_CHALLENGE_SECS: u64 = 300;
 /// Members per group (accounts; the server's default, configurable per deployment).
 pub const MAX_GROUP_MEMBERS: u32 = 1_000;
+/// Groups with more members than this are read from their stream by each member device's
+/// cursor (fan-out on read) instead of a reference per member device per message (fan-out on
+/// write); the server's default, configurable per deployment.
+pub const GROUP_FANOUT_READ_ABOVE: u32 = 100;
 /// Largest encrypted group title.
 pub const MAX_GROUP_TITLE_BYTES: usize = 1024;
 /// Largest encrypted group description.

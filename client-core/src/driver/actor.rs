@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hush_keys::auth::DeviceSigningKey;
-use hush_wire::frames::{Ack, ClientFrame, client_frame, server_frame};
+use hush_wire::frames::{ClientFrame, client_frame, server_frame};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use tokio::sync::{mpsc, oneshot};
@@ -235,7 +235,7 @@ impl Actor {
                 OutgoingRequest::Send(req) => self.send_frame(client_frame::Frame::Send(req)),
                 OutgoingRequest::GroupSend(req) => self.send_frame(client_frame::Frame::GroupSend(req)),
                 OutgoingRequest::Distribute(req) => self.send_frame(client_frame::Frame::Distribute(req)),
-                OutgoingRequest::Ack(seqs) => self.send_frame(client_frame::Frame::Ack(Ack { seqs, groups: Vec::new() })),
+                OutgoingRequest::Ack(ack) => self.send_frame(client_frame::Frame::Ack(ack)),
                 OutgoingRequest::Rest { id, call } => {
                     let (rest, tx) = (self.rest.clone(), self.rest_tx.clone());
                     self.tasks.spawn_local(async move {

@@ -27,7 +27,7 @@ use hush_wire::api::{
     AccountInfo, AddMembersRequest, CreateGroupRequest, DeviceList, GroupInfo as ApiGroupInfo, PreKeyBundles,
     PreKeyCount, PreKeyUpload, RosterChangeResult, SenderCertificateResponse, SetRoleRequest, UpdateGroupRequest,
 };
-use hush_wire::frames::{DistributeRequest, GroupSendRequest, SendRequest};
+use hush_wire::frames::{Ack, DistributeRequest, GroupSendRequest, SendRequest};
 use libsignal_protocol::{IdentityKeyPair, PublicKey, SenderCertificate, SignalProtocolError};
 use uuid::Uuid;
 
@@ -48,8 +48,10 @@ pub enum OutgoingRequest {
     /// Send this sender-key distribution frame; the answer (a `SendResponse`) goes to
     /// [`Machine::handle_send_response`].
     Distribute(DistributeRequest),
-    /// Acknowledge these envelope seqs on the WebSocket (their effects are committed).
-    Ack(Vec<u64>),
+    /// Send this `Ack` frame (the effects of every envelope it names are committed): mailbox
+    /// envelopes by seq in `seqs`, group-stream envelopes (seq 0, group seq > 0) by (group id,
+    /// group seq) in `groups`. Never empty.
+    Ack(Ack),
     /// Make a REST call; the answer goes to [`Machine::rest_response`] with the same `id`.
     Rest {
         /// Matches the answer to the call.
@@ -210,7 +212,8 @@ pub struct Machine {
     idle_reported: bool,
     requests: VecDeque<OutgoingRequest>,
     events: VecDeque<Event>,
-    pending_acks: Vec<u64>,
+    /// Acks of envelopes whose effects are committed, handed out by `take_requests`.
+    pending_acks: Ack,
     next_id: u64,
     rest: HashMap<u64, Purpose>,
     /// REST calls the outbox head waits for.
@@ -283,7 +286,7 @@ impl Machine {
             idle_reported: false,
             requests: VecDeque::new(),
             events: VecDeque::new(),
-            pending_acks: Vec::new(),
+            pending_acks: Ack::default(),
             next_id: 1,
             rest: HashMap::new(),
             send_waits: HashSet::new(),
@@ -349,7 +352,7 @@ impl Machine {
         self.in_flight = None;
         self.distributing = None;
         self.send_waits.clear();
-        self.pending_acks.clear();
+        self.pending_acks = Ack::default();
         self.requests.retain(|r| matches!(r, OutgoingRequest::Rest { .. }));
     }
 
@@ -371,7 +374,7 @@ impl Machine {
     /// Requests for the driver, oldest first (acks are merged into one).
     pub fn take_requests(&mut self) -> Vec<OutgoingRequest> {
         let mut out: Vec<OutgoingRequest> = self.requests.drain(..).collect();
-        if !self.pending_acks.is_empty() {
+        if !(self.pending_acks.seqs.is_empty() && self.pending_acks.groups.is_empty()) {
             out.push(OutgoingRequest::Ack(std::mem::take(&mut self.pending_acks)));
         }
         out

@@ -1,6 +1,6 @@
 //! The receive path: decrypt, drop duplicates, store, and only then acknowledge.
 
-use hush_wire::frames::{Envelope, EnvelopeKind};
+use hush_wire::frames::{Envelope, EnvelopeKind, GroupAck};
 use libsignal_protocol::{DeviceId, SignalProtocolError, Timestamp, sealed_sender_decrypt};
 use uuid::Uuid;
 
@@ -27,10 +27,46 @@ pub(super) struct Origin<'a> {
     pub(super) direction: MessageDirection,
 }
 
+/// How an envelope came to this device, which decides how it is acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+enum Arrival {
+    /// From the device's mailbox (seq > 0, group envelopes too): acked by seq.
+    Mailbox(u64),
+    /// From a group's stream (seq 0, group seq > 0): acked by (group id, group seq).
+    Stream(GroupAck),
+    /// Online-only (seq 0, no group seq): never stored by the server, never acked.
+    OnlineOnly,
+}
+
+impl Arrival {
+    fn of(envelope: &Envelope) -> Arrival {
+        match (envelope.seq, envelope.group_seq) {
+            (0, group_seq) if group_seq > 0 && !envelope.group_id.is_empty() => {
+                Arrival::Stream(GroupAck { group_id: envelope.group_id.clone(), seq: group_seq })
+            }
+            (0, _) => Arrival::OnlineOnly,
+            (seq, _) => Arrival::Mailbox(seq),
+        }
+    }
+}
+
+/// The (group, group seq) a group message or roster change is known by, whichever way it came:
+/// the same envelope may come by the group's stream and as a mailbox reference.
+fn group_key(envelope: &Envelope) -> Option<(Uuid, u64)> {
+    let kind = EnvelopeKind::try_from(envelope.kind).ok()?;
+    if !matches!(kind, EnvelopeKind::GroupMessage | EnvelopeKind::RosterChange) || envelope.group_seq == 0 {
+        return None;
+    }
+    Uuid::from_slice(&envelope.group_id).ok().map(|group| (group, envelope.group_seq))
+}
+
 impl Machine {
     /// Processes one envelope: decrypts it, drops it if it is a duplicate (by envelope seq, by
-    /// message id, or by libsignal's duplicate detection), stores its effect, and only then
-    /// queues its ack. An envelope that cannot be decrypted is reported and its sender asked to
+    /// (group, group seq), by message id, or by libsignal's duplicate detection), stores its
+    /// effect, and only then queues its ack: by seq for a mailbox envelope, by (group, group
+    /// seq) for a group-stream one, none for an online-only one. A duplicate is acked the way it
+    /// came, so a group envelope that comes both by stream and by mailbox is processed once and
+    /// acked twice. An envelope that cannot be decrypted is reported and its sender asked to
     /// send it again (see `machine/retry.rs`). An error means nothing was committed and nothing
     /// is acked: the server delivers the envelope again later.
     pub async fn receive_envelope<R: rand::Rng + rand::CryptoRng>(
@@ -39,10 +75,11 @@ impl Machine {
         now: u64,
         rng: &mut R,
     ) -> Result<(), MachineError> {
-        let seq = envelope.seq;
+        let arrival = Arrival::of(&envelope);
+        let group_key = group_key(&envelope);
         let events_before = self.events.len();
-        if seq != 0 && self.store.envelope_processed(seq).await? {
-            self.pending_acks.push(seq);
+        if self.already_processed(&arrival, group_key).await? {
+            self.queue_ack(arrival);
             return Ok(());
         }
         let mut batch = match self.open_envelope(&envelope, now, rng).await {
@@ -57,22 +94,43 @@ impl Machine {
                 // Undecryptable, malformed or a duplicate: it will never become readable, so it
                 // is dropped (and acked) rather than redelivered forever.
                 self.signal.discard();
-                tracing::debug!(seq, error = %e, "envelope dropped");
+                tracing::debug!(seq = envelope.seq, group_seq = envelope.group_seq, error = %e, "envelope dropped");
                 Batch::default()
             }
         };
-        if seq != 0 {
+        if let Arrival::Mailbox(seq) = arrival {
             batch.processed_envelopes.push(seq);
         }
+        batch.processed_group_seqs.extend(group_key);
         self.store.commit(batch).await?;
-        if seq != 0 {
-            self.pending_acks.push(seq);
-        }
+        self.queue_ack(arrival);
         self.number_new_messages(events_before).await?;
         for username in std::mem::take(&mut self.pending_identity_events) {
             self.identity_event(Some(username));
         }
         self.pump(now, rng).await
+    }
+
+    /// Whether the envelope's effects are already committed: its mailbox seq or its (group,
+    /// group seq) was processed.
+    async fn already_processed(&self, arrival: &Arrival, group_key: Option<(Uuid, u64)>) -> Result<bool, MachineError> {
+        if let Arrival::Mailbox(seq) = arrival
+            && self.store.envelope_processed(*seq).await?
+        {
+            return Ok(true);
+        }
+        match group_key {
+            Some((group, group_seq)) => Ok(self.store.group_seq_processed(group, group_seq).await?),
+            None => Ok(false),
+        }
+    }
+
+    fn queue_ack(&mut self, arrival: Arrival) {
+        match arrival {
+            Arrival::Mailbox(seq) => self.pending_acks.seqs.push(seq),
+            Arrival::Stream(ack) => self.pending_acks.groups.push(ack),
+            Arrival::OnlineOnly => {}
+        }
     }
 
     async fn open_envelope<R: rand::Rng + rand::CryptoRng>(

@@ -205,6 +205,41 @@ macro_rules! store_conformance_tests {
                 assert_eq!(s.clock(ConversationId::Direct(uuid(1))).await.unwrap(), 5);
                 assert!(s.envelope_processed(42).await.unwrap());
                 assert!(!s.envelope_processed(43).await.unwrap());
+                // Only a window below the newest is remembered.
+                let newest = 42 + PROCESSED_ENVELOPE_WINDOW;
+                let mut b = Batch::default();
+                b.processed_envelopes.extend([newest, 43]);
+                s.commit(b).await.unwrap();
+                assert!(!s.envelope_processed(42).await.unwrap());
+                assert!(s.envelope_processed(43).await.unwrap());
+                assert!(s.envelope_processed(newest).await.unwrap());
+            }
+
+            #[tokio::test]
+            async fn processed_group_seqs_are_remembered_per_group_within_the_window() {
+                let s = store().await;
+                let mut b = Batch::default();
+                b.processed_group_seqs.extend([(uuid(1), 5), (uuid(1), 6), (uuid(2), 5), (uuid(1), 5)]);
+                s.commit(b).await.unwrap();
+                assert!(s.group_seq_processed(uuid(1), 5).await.unwrap());
+                assert!(s.group_seq_processed(uuid(2), 5).await.unwrap());
+                assert!(!s.group_seq_processed(uuid(1), 7).await.unwrap());
+                assert!(!s.group_seq_processed(uuid(3), 5).await.unwrap());
+                assert!(!s.envelope_processed(5).await.unwrap(), "a group seq is not a mailbox seq");
+                // A newer seq of group 1 pushes its oldest out of the window; group 2 keeps its own.
+                let newest = 6 + PROCESSED_GROUP_SEQ_WINDOW;
+                let mut b = Batch::default();
+                b.processed_group_seqs.push((uuid(1), newest));
+                s.commit(b).await.unwrap();
+                assert!(!s.group_seq_processed(uuid(1), 5).await.unwrap());
+                assert!(!s.group_seq_processed(uuid(1), 6).await.unwrap());
+                assert!(s.group_seq_processed(uuid(1), newest).await.unwrap());
+                assert!(s.group_seq_processed(uuid(2), 5).await.unwrap());
+                // One older than the newest but inside the window is still recorded.
+                let mut b = Batch::default();
+                b.processed_group_seqs.push((uuid(1), 7));
+                s.commit(b).await.unwrap();
+                assert!(s.group_seq_processed(uuid(1), 7).await.unwrap());
             }
 
             #[tokio::test]

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{
     Address, Batch, ClientStore, ContactRow, GroupRow, HeldRow, KyberRow, LocalAccount, MessageRow, OutboxRow,
-    SENT_LOG_CAPACITY, SentLogRow, display_order, next_status,
+    PROCESSED_ENVELOPE_WINDOW, PROCESSED_GROUP_SEQ_WINDOW, SENT_LOG_CAPACITY, SentLogRow, display_order, next_status,
 };
 use crate::error::StoreError;
 use crate::types::{ConversationId, MessageId};
@@ -26,6 +26,7 @@ struct State {
     contacts: BTreeMap<Uuid, ContactRow>,
     messages: HashMap<MessageId, MessageRow>,
     processed: BTreeSet<u64>,
+    processed_group_seqs: BTreeSet<(Uuid, u64)>,
     clocks: HashMap<ConversationId, u64>,
     outbox: BTreeMap<u64, OutboxRow>,
     next_outbox: u64,
@@ -128,6 +129,20 @@ impl ClientStore for MemoryStore {
             }
         }
         s.processed.extend(batch.processed_envelopes);
+        if let Some(floor) = s.processed.last().and_then(|n| n.checked_sub(PROCESSED_ENVELOPE_WINDOW)) {
+            s.processed = s.processed.split_off(&(floor + 1));
+        }
+        let touched: BTreeSet<Uuid> = batch.processed_group_seqs.iter().map(|(g, _)| *g).collect();
+        s.processed_group_seqs.extend(batch.processed_group_seqs);
+        for group in touched {
+            let newest = s.processed_group_seqs.range((group, 0)..=(group, u64::MAX)).next_back().map(|(_, q)| *q);
+            let Some(floor) = newest.and_then(|n| n.checked_sub(PROCESSED_GROUP_SEQ_WINDOW)) else { continue };
+            let forgotten: Vec<(Uuid, u64)> =
+                s.processed_group_seqs.range((group, 0)..=(group, floor)).copied().collect();
+            for key in forgotten {
+                s.processed_group_seqs.remove(&key);
+            }
+        }
         for (peer, clock) in batch.clocks {
             let c = s.clocks.entry(peer).or_insert(0);
             *c = (*c).max(clock);
@@ -262,6 +277,10 @@ impl ClientStore for MemoryStore {
 
     async fn envelope_processed(&self, seq: u64) -> Result<bool, StoreError> {
         Ok(self.lock().processed.contains(&seq))
+    }
+
+    async fn group_seq_processed(&self, group: Uuid, group_seq: u64) -> Result<bool, StoreError> {
+        Ok(self.lock().processed_group_seqs.contains(&(group, group_seq)))
     }
 
     async fn clock(&self, conversation: ConversationId) -> Result<u64, StoreError> {

@@ -175,6 +175,24 @@ pub struct NewOutbox {
     pub content: Vec<u8>,
 }
 
+/// How far below the newest processed mailbox seq the store still remembers which mailbox
+/// seqs were processed (see [`ClientStore::envelope_processed`]); older ones are forgotten as
+/// newer ones are recorded. Mailbox seqs count up by one per device, and the server delivers
+/// again only envelopes that are not acked, at most its in-flight window (256) of them, so a
+/// redelivered envelope is always far inside the window.
+pub const PROCESSED_ENVELOPE_WINDOW: u64 = 10_000;
+
+/// How far below the newest processed group seq of a group the store still remembers which
+/// group seqs were processed (see [`ClientStore::group_seq_processed`]); older ones are
+/// forgotten as newer ones are recorded.
+///
+/// A group envelope comes twice only close to where it was first read: a stream envelope
+/// whose ack was lost comes again from the server's cursor, and around a switch between the
+/// mailbox and the stream the two paths overlap by a few messages. A duplicate older than the
+/// window is still caught, later and at more cost, by its message id (texts), its system
+/// entry id (roster changes) or libsignal's duplicate detection.
+pub const PROCESSED_GROUP_SEQ_WINDOW: u64 = 10_000;
+
 /// How many sent messages the resend log keeps (the oldest go first).
 pub const SENT_LOG_CAPACITY: usize = 500;
 
@@ -330,8 +348,13 @@ pub struct Batch {
     pub message_status: Vec<(MessageId, MessageStatus)>,
     /// Group seqs of sent group messages (from `SendOk.group_seq`).
     pub message_group_seq: Vec<(MessageId, u64)>,
-    /// Envelope seqs now fully processed.
+    /// Envelope seqs now fully processed; the store then forgets those more than
+    /// [`PROCESSED_ENVELOPE_WINDOW`] below the newest.
     pub processed_envelopes: Vec<u64>,
+    /// Group envelopes now fully processed, by (group, group seq), whichever way they came
+    /// (group stream or mailbox); the store then forgets those more than
+    /// [`PROCESSED_GROUP_SEQ_WINDOW`] below the newest of their group.
+    pub processed_group_seqs: Vec<(Uuid, u64)>,
     /// Conversation Lamport clocks to raise (`max(old, new)`).
     pub clocks: Vec<(ConversationId, u64)>,
     /// Outbox entries to append.
@@ -380,6 +403,7 @@ impl Batch {
         self.message_status.extend(other.message_status);
         self.message_group_seq.extend(other.message_group_seq);
         self.processed_envelopes.extend(other.processed_envelopes);
+        self.processed_group_seqs.extend(other.processed_group_seqs);
         self.clocks.extend(other.clocks);
         self.outbox_add.extend(other.outbox_add);
         self.outbox_update.extend(other.outbox_update);
@@ -432,8 +456,11 @@ pub trait ClientStore: Send + Sync + 'static {
     async fn messages(&self, conversation: ConversationId, limit: usize) -> Result<Vec<MessageRow>, StoreError>;
     /// Up to `limit` messages (any conversation) with `local_seq > after`, in `local_seq` order.
     async fn messages_after(&self, after: u64, limit: usize) -> Result<Vec<MessageRow>, StoreError>;
-    /// Whether envelope `seq` was processed.
+    /// Whether envelope `seq` was processed, as far as [`PROCESSED_ENVELOPE_WINDOW`] remembers.
     async fn envelope_processed(&self, seq: u64) -> Result<bool, StoreError>;
+    /// Whether the group envelope (`group`, `group_seq`) was processed (by stream or by
+    /// mailbox), as far as [`PROCESSED_GROUP_SEQ_WINDOW`] remembers.
+    async fn group_seq_processed(&self, group: Uuid, group_seq: u64) -> Result<bool, StoreError>;
     /// The Lamport clock of a conversation (0 if none).
     async fn clock(&self, conversation: ConversationId) -> Result<u64, StoreError>;
     /// The first outbox entry that has not failed, in `seq` order.

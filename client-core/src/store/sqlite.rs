@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{
     Address, Batch, ClientStore, ContactRow, GroupRow, HeldRow, KyberRow, LocalAccount, MessageRow, OutboxKind,
-    OutboxRow, SENT_LOG_CAPACITY, SentLogRow,
+    OutboxRow, PROCESSED_ENVELOPE_WINDOW, PROCESSED_GROUP_SEQ_WINDOW, SENT_LOG_CAPACITY, SentLogRow,
 };
 use crate::error::StoreError;
 use crate::types::{ConversationId, MessageDirection, MessageId, MessageKind, MessageStatus, TrustState};
@@ -279,6 +279,13 @@ async fn apply_app(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), Sto
     for seq in &batch.processed_envelopes {
         exec(conn, sqlx::query("INSERT OR IGNORE INTO processed_envelopes (seq) VALUES (?)").bind(i(*seq))).await?;
     }
+    if !batch.processed_envelopes.is_empty() {
+        let q =
+            sqlx::query("DELETE FROM processed_envelopes WHERE seq <= (SELECT MAX(seq) FROM processed_envelopes) - ?")
+                .bind(i(PROCESSED_ENVELOPE_WINDOW));
+        exec(conn, q).await?;
+    }
+    apply_processed_group_seqs(conn, batch).await?;
     for (conversation, clock) in &batch.clocks {
         let q = sqlx::query(
             "INSERT INTO clocks (conversation, clock) VALUES (?, ?) \
@@ -353,6 +360,28 @@ async fn apply_sent_log(conn: &mut SqliteConnection, batch: &Batch) -> Result<()
             .bind(name)
             .bind(i64::from(*device))
             .bind(i(*timestamp));
+        exec(conn, q).await?;
+    }
+    Ok(())
+}
+
+/// Records processed group envelopes, then forgets those of the same groups that fell more
+/// than [`PROCESSED_GROUP_SEQ_WINDOW`] below their group's newest.
+async fn apply_processed_group_seqs(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), StoreError> {
+    for (group, seq) in &batch.processed_group_seqs {
+        let q = sqlx::query("INSERT OR IGNORE INTO processed_group_seqs (group_id, group_seq) VALUES (?, ?)")
+            .bind(group.to_string())
+            .bind(i(*seq));
+        exec(conn, q).await?;
+    }
+    let touched: std::collections::BTreeSet<Uuid> = batch.processed_group_seqs.iter().map(|(g, _)| *g).collect();
+    for group in touched {
+        let q = sqlx::query(
+            "DELETE FROM processed_group_seqs WHERE group_id = ?1 AND group_seq <= \
+             (SELECT MAX(group_seq) FROM processed_group_seqs WHERE group_id = ?1) - ?2",
+        )
+        .bind(group.to_string())
+        .bind(i(PROCESSED_GROUP_SEQ_WINDOW));
         exec(conn, q).await?;
     }
     Ok(())
@@ -541,6 +570,16 @@ impl ClientStore for SqliteStore {
     async fn envelope_processed(&self, seq: u64) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 FROM processed_envelopes WHERE seq = ?")
             .bind(i(seq))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn group_seq_processed(&self, group: Uuid, group_seq: u64) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM processed_group_seqs WHERE group_id = ? AND group_seq = ?")
+            .bind(group.to_string())
+            .bind(i(group_seq))
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;

@@ -56,9 +56,16 @@ CREATE TABLE held_group_messages (group_id TEXT NOT NULL, group_seq INTEGER NOT 
     server_timestamp INTEGER NOT NULL, content BLOB NOT NULL, PRIMARY KEY (group_id, group_seq));
 "#;
 
+/// Version 3: group envelopes processed, by (group, group seq), whichever way they came
+/// (a group's stream or the mailbox), so one that comes both ways is processed once.
+const SCHEMA_V3: &str = r#"
+CREATE TABLE processed_group_seqs (group_id TEXT NOT NULL, group_seq INTEGER NOT NULL,
+    PRIMARY KEY (group_id, group_seq));
+"#;
+
 /// The schema versions in order: entry `n` brings a database from `user_version` n to n + 1.
 /// Append new versions; never edit a released one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -123,6 +130,37 @@ mod tests {
         let store = SqliteStore::open(&path).await.unwrap_or_else(|e| panic!("{e}"));
         let head = store.outbox_head().await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no head"));
         assert_eq!((head.attempts, head.last_error), (2, None));
+    }
+
+    #[tokio::test]
+    async fn a_database_of_the_group_schema_keeps_its_held_messages_and_gains_processed_group_seqs() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("client.db");
+        let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap_or_else(|e| panic!("{e}"));
+        let group = "00000000-0000-0000-0000-000000000007";
+        for sql in [SCHEMA_V1, SCHEMA_V2] {
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        sqlx::raw_sql(&format!(
+            "INSERT INTO held_group_messages (group_id, group_seq, server_timestamp, content) \
+             VALUES ('{group}', 4, 9, x'01'); PRAGMA user_version = 2;"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        pool.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap_or_else(|e| panic!("{e}"));
+        let group = Uuid::parse_str(group).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.held(group).await.unwrap_or_else(|e| panic!("{e}")).len(), 1);
+        let mut batch = crate::store::Batch::default();
+        batch.processed_group_seqs.push((group, 4));
+        store.commit(batch).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(store.group_seq_processed(group, 4).await.unwrap_or_else(|e| panic!("{e}")));
+        let version: i64 =
+            sqlx::query_scalar("PRAGMA user_version").fetch_one(&store.pool).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[tokio::test]

@@ -104,7 +104,9 @@ fn delivered(state: &AppState, done: ChangeCommitted) -> RosterChangeResult {
         epoch: done.epoch,
         group_seq: done.group_seq,
     };
-    crate::commit::deliver(&state.hub, state.cluster.as_deref(), &state.pusher, done.committed);
+    let delivery =
+        crate::commit::RosterDelivery { committed: done.committed, streamed: done.streamed, moved: done.moved };
+    crate::commit::deliver(&state.hub, state.cluster.as_deref(), &state.pusher, delivery);
     result
 }
 
@@ -118,6 +120,7 @@ async fn change(state: &AppState, auth: &Authed, group: Uuid, op: GroupOp) -> Re
         server_ts: now,
         expires_at: expiry(state, now),
         max_members: state.config.limits.max_group_members,
+        read_above: state.config.limits.group_fanout_read_above,
     };
     let done = state.store.change_group(&change).await?;
     Ok(delivered(state, done))
@@ -148,6 +151,7 @@ pub async fn create(State(state): State<AppState>, auth: Authed) -> Result<(Stat
         server_ts: now,
         expires_at: expiry(&state, now),
         max_members: state.config.limits.max_group_members,
+        read_above: state.config.limits.group_fanout_read_above,
     };
     let done = state.store.create_group(&new).await?;
     let id = done.group;

@@ -2,15 +2,16 @@
 //! (after a restart or a network blip), each needs its device row to authenticate and a first
 //! mailbox read. One query per connection would queue them all on the database pool; here
 //! the reads that arrive while a query runs are answered together by the next one
-//! ([`super::AccountStore::devices_by_keys`], [`super::MailboxStore::fetch_many`]). A lone read goes out at once: it
-//! waits for nothing but a free query slot.
+//! ([`super::AccountStore::devices_by_keys`], [`super::MailboxStore::fetch_many`],
+//! [`super::MailboxStore::stream_cursors`]). A lone read goes out at once: it waits for
+//! nothing but a free query slot.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{Device, DeviceKey, MailboxRead, Store, StoreError, StoredEnvelope};
+use super::{Device, DeviceKey, MailboxId, MailboxRead, Store, StoreError, StoredEnvelope, StreamCursor, StreamRead};
 
 /// Reads one batch may carry (SQLite allows 500 terms in a compound select).
 pub const MAX_BATCH: usize = 256;
@@ -84,6 +85,8 @@ impl<K: Send + 'static, V: Send + 'static> Batcher<K, V> {
 pub struct Reads {
     devices: Batcher<DeviceKey, Option<Device>>,
     fetches: Batcher<MailboxRead, Vec<StoredEnvelope>>,
+    cursors: Batcher<MailboxId, Vec<StreamCursor>>,
+    store: Arc<dyn Store>,
 }
 
 impl Reads {
@@ -94,11 +97,17 @@ impl Reads {
             let store = for_devices.clone();
             async move { store.devices_by_keys(&keys).await }
         });
+        let for_fetches = store.clone();
         let fetches = Batcher::spawn(move |reads: Vec<MailboxRead>| {
-            let store = store.clone();
+            let store = for_fetches.clone();
             async move { store.fetch_many(&reads).await }
         });
-        Reads { devices, fetches }
+        let for_cursors = store.clone();
+        let cursors = Batcher::spawn(move |mailboxes: Vec<MailboxId>| {
+            let store = for_cursors.clone();
+            async move { store.stream_cursors(&mailboxes).await }
+        });
+        Reads { devices, fetches, cursors, store }
     }
 
     /// One device, as [`super::AccountStore::device`].
@@ -109,6 +118,18 @@ impl Reads {
     /// One mailbox read, as [`super::MailboxStore::fetch`].
     pub async fn fetch(&self, read: MailboxRead) -> Result<Vec<StoredEnvelope>, StoreError> {
         self.fetches.load(read).await
+    }
+
+    /// One device's group-stream cursors, as [`super::MailboxStore::stream_cursors`]. Most
+    /// devices read no stream: on connect this is one more batched read, and then nothing.
+    pub async fn stream_cursors(&self, mailbox: MailboxId) -> Result<Vec<StreamCursor>, StoreError> {
+        self.cursors.load(mailbox).await
+    }
+
+    /// One device's group-stream reads, as [`super::MailboxStore::fetch_streams`] (not
+    /// batched across devices: only devices in stream-read groups make them).
+    pub async fn fetch_streams(&self, reads: &[StreamRead]) -> Result<Vec<Vec<StoredEnvelope>>, StoreError> {
+        self.store.fetch_streams(reads).await
     }
 }
 

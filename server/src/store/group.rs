@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::{Committed, DeviceKey, GroupRole, RecipientBatch, SendItem, StoreError};
+use super::{Committed, DeviceKey, GroupRole, RecipientBatch, SendItem, StoreError, Streamed};
 
 /// A group message from one member device, ready to commit.
 #[derive(Debug, Clone)]
@@ -129,6 +129,8 @@ pub struct NewGroup {
     pub expires_at: u64,
     /// Most members.
     pub max_members: u32,
+    /// Above this many members the group is read from its stream (fan-out on read).
+    pub read_above: u32,
 }
 
 /// One roster or settings change.
@@ -161,6 +163,8 @@ pub struct GroupChange {
     pub expires_at: u64,
     /// Most members.
     pub max_members: u32,
+    /// Above this many members the group is read from its stream (fan-out on read).
+    pub read_above: u32,
 }
 
 /// A committed roster change.
@@ -176,6 +180,11 @@ pub struct ChangeCommitted {
     pub group_seq: u64,
     /// The `RosterChange` references written, with the payload, to deliver.
     pub committed: Vec<Committed>,
+    /// The `RosterChange` of a stream-read group, to deliver.
+    pub streamed: Option<Streamed>,
+    /// Devices whose unread stream messages were moved into their mailboxes (the group fell
+    /// to the fan-out-on-write size): they must re-read their mailbox.
+    pub moved: Vec<DeviceKey>,
 }
 
 /// One member as stored.
@@ -214,6 +223,9 @@ pub struct GroupRecord {
     pub members_can_add: bool,
     /// A member limit of this group, if it has its own.
     pub max_members: Option<u32>,
+    /// Member devices read the group from its stream (it has more members than the
+    /// fan-out-on-read threshold) rather than from references in their mailboxes.
+    pub read_path: bool,
 }
 
 /// One entry of an account's group list.

@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use super::plan::{DeviceSets, DistributionRow, EnvelopeDraft, GroupMessageRow, Plan};
 use super::{
-    Accepted, Committed, DistributeItem, GroupChange, GroupError, GroupMemberRecord, GroupOp, GroupPosition,
+    Accepted, Committed, DeviceKey, DistributeItem, GroupChange, GroupError, GroupMemberRecord, GroupOp, GroupPosition,
     GroupRecord, GroupRole, GroupSendItem, GroupSettings, Mismatch, NewGroup, SendOutcome, SendRejection,
+    StoredEnvelope, Streamed,
 };
 
 /// What the send path needs of one group, read (and locked) up front.
@@ -21,6 +22,8 @@ use super::{
 pub(crate) struct GroupState {
     pub epoch: u64,
     pub seq: u64,
+    /// Member devices read it from its stream.
+    pub read_path: bool,
     /// Member accounts (none once the group is deleted).
     pub members: Vec<Uuid>,
     /// (sender device pk, recipient device pk) pairs holding a distribution for `epoch`.
@@ -107,7 +110,7 @@ pub(crate) fn plan_group_send(
     g.seq += 1;
     let position = GroupPosition { group: item.group, seq: g.seq };
     plan.group_seqs.insert(item.group, g.seq);
-    let message = GroupMessageRow {
+    let mut message = GroupMessageRow {
         group: item.group,
         seq: g.seq,
         server_ts: item.server_ts,
@@ -116,8 +119,28 @@ pub(crate) fn plan_group_send(
         content: item.content.clone(),
         refs: targets.len() as u64,
     };
+    if g.read_path {
+        message.refs = 0;
+        let devices = targets.iter().map(|&i| sets.key_of(i)).collect();
+        let streamed = stream(plan, message, devices);
+        return Ok(Accepted::Stored { committed: Vec::new(), group_seq: Some(position.seq), streamed: Some(streamed) });
+    }
     let committed = fan_out(plan, sets, &targets, message);
-    Ok(Accepted::Stored { committed, group_seq: Some(position.seq) })
+    Ok(Accepted::Stored { committed, group_seq: Some(position.seq), streamed: None })
+}
+
+/// Stores `message` once for a stream-read group (no mailbox references it) and says whom
+/// to wake with it.
+fn stream(plan: &mut Plan, message: GroupMessageRow, devices: Vec<DeviceKey>) -> Box<Streamed> {
+    let envelope = StoredEnvelope {
+        seq: 0,
+        server_ts: message.server_ts,
+        kind: message.kind,
+        content: message.content.clone(),
+        group: Some(GroupPosition { group: message.group, seq: message.seq }),
+    };
+    plan.group_messages.push(message);
+    Box::new(Streamed { envelope, devices })
 }
 
 /// Stores `message` once (if anyone references it) and a reference to it in the mailbox of
@@ -195,7 +218,7 @@ pub(crate) fn plan_distribute(
     if let Some(g) = groups.get_mut(&item.group) {
         g.distributions.extend(held);
     }
-    Ok(Accepted::Stored { committed, group_seq: None })
+    Ok(Accepted::Stored { committed, group_seq: None, streamed: None })
 }
 
 /// What a roster change does to the stored group, for the backend to write.
@@ -217,6 +240,29 @@ pub(crate) struct RosterEffect {
     pub recipients: Vec<Uuid>,
     /// The change as stored (`ENVELOPE_KIND_ROSTER_CHANGE`).
     pub change: GroupMessageRow,
+    /// The group was read from its stream before the change (the record says after).
+    pub read_before: bool,
+}
+
+/// The cursor rows a roster change of a stream-read group writes. Every device named starts
+/// reading at the change itself (`acked_seq` = its seq − 1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CursorPlan {
+    /// The group.
+    pub group: Uuid,
+    /// The change's group seq.
+    pub seq: u64,
+    /// Devices that start reading at the change, with the last seq they read (`Some(seq)`
+    /// for the devices of accounts the change removes: it is the last thing they read). An
+    /// existing cursor of a device restarts here.
+    pub start: Vec<(i64, Option<u64>)>,
+    /// Devices of accounts the change removes that were reading already: they stop after it.
+    pub stop: Vec<i64>,
+}
+
+/// Whether a group of `members` members is read from its stream.
+pub(crate) fn reads_from_stream(members: usize, read_above: u32) -> bool {
+    members > read_above as usize
 }
 
 fn encode_change(
@@ -278,6 +324,7 @@ pub(crate) fn plan_create(new: &NewGroup, existing: &HashSet<Uuid>) -> Result<(G
         avatar: new.avatar.clone(),
         members_can_add: new.members_can_add,
         max_members: None,
+        read_path: reads_from_stream(members.len(), new.read_above),
     };
     let content = encode_change(&group, roster_change::Kind::Created, new.owner, &others, None, new.server_ts);
     let recipients = members.iter().map(|m| m.account).collect();
@@ -411,6 +458,8 @@ pub(crate) fn apply_change(
     if effect.epoch_bumped {
         group.epoch += 1;
     }
+    effect.read_before = group.read_path;
+    group.read_path = !effect.deleted && reads_from_stream(group.members.len(), change.read_above);
     sort_members(&mut group.members);
     let mut recipients = before;
     recipients.extend(effect.added.iter().map(|m| m.account));
@@ -429,16 +478,100 @@ pub(crate) fn apply_change(
     Ok(effect)
 }
 
+/// A roster change planned: what to write, and what to deliver once it is committed.
+#[derive(Debug, Default)]
+pub(crate) struct RosterPlan {
+    /// The writes.
+    pub plan: Plan,
+    /// The mailbox references to deliver (a fan-out-on-write group).
+    pub committed: Vec<Committed>,
+    /// The stream message to deliver (a stream-read group).
+    pub streamed: Option<Streamed>,
+    /// The cursors to write (a stream-read group).
+    pub cursors: CursorPlan,
+    /// Devices whose unread stream messages moved into their mailboxes.
+    pub moved: Vec<DeviceKey>,
+}
+
+/// One unread message of a stream-read group for one device, as the backend reads it when
+/// the group falls to the fan-out-on-write size.
+#[derive(Debug, Clone)]
+pub(crate) struct UnreadRow {
+    /// The device's account.
+    pub account: Uuid,
+    /// The device's mailbox pk.
+    pub pk: i64,
+    pub seq: u64,
+    pub server_ts: u64,
+    pub expires_at: u64,
+    pub kind: i32,
+}
+
+/// The accounts whose device rows a roster change needs: its recipients, and the readers of
+/// unread stream messages being moved into mailboxes.
+pub(crate) fn roster_accounts(effect: &RosterEffect, unread: &[UnreadRow]) -> Vec<Uuid> {
+    let mut accounts = effect.recipients.clone();
+    accounts.extend(unread.iter().map(|u| u.account));
+    accounts.sort_unstable();
+    accounts.dedup();
+    accounts
+}
+
 /// Plans writing a roster change (stored once) to every device of its recipients (`sets`
-/// holds them); gives the plan and the envelopes to deliver once it is committed.
-pub(crate) fn plan_roster_change(sets: &mut DeviceSets, effect: &RosterEffect) -> (Plan, Vec<Committed>) {
-    let mut plan = Plan::default();
-    let targets: Vec<usize> = effect.recipients.iter().flat_map(|&a| sets.account_rows(a).to_vec()).collect();
+/// holds them): a reference in each mailbox while the group fans out on write, or, once it
+/// is read from its stream (`read_after`), the stream message and the cursors of the
+/// devices that start or stop reading with it. `unread` (a group falling to the
+/// fan-out-on-write size) is first moved into the readers' mailboxes as references, in
+/// group seq order per device, so each reads it before the change that switched the group.
+pub(crate) fn plan_roster_change(
+    sets: &mut DeviceSets,
+    effect: &RosterEffect,
+    read_after: bool,
+    unread: &[UnreadRow],
+) -> RosterPlan {
+    let mut out = RosterPlan::default();
     let mut change = effect.change.clone();
-    change.refs = targets.len() as u64;
-    let committed = fan_out(&mut plan, sets, &targets, change);
-    plan.group_seqs.insert(effect.change.group, effect.change.seq);
-    (plan, committed)
+    for row in unread {
+        let Some(i) = sets.account_rows(row.account).iter().copied().find(|&i| sets.row(i).pk == row.pk) else {
+            continue;
+        };
+        let draft = EnvelopeDraft {
+            server_ts: row.server_ts,
+            expires_at: row.expires_at,
+            kind: row.kind,
+            content: Bytes::new(),
+            group: Some(GroupPosition { group: change.group, seq: row.seq }),
+        };
+        let device = out.plan.append(sets, i, draft).device;
+        *out.plan.group_refs.entry((change.group, row.seq)).or_insert(0) += 1;
+        if !out.moved.contains(&device) {
+            out.moved.push(device);
+        }
+    }
+    let targets: Vec<usize> = effect.recipients.iter().flat_map(|&a| sets.account_rows(a).to_vec()).collect();
+    out.plan.group_seqs.insert(change.group, change.seq);
+    if !read_after {
+        change.refs = targets.len() as u64;
+        out.committed = fan_out(&mut out.plan, sets, &targets, change);
+        return out;
+    }
+    out.cursors = CursorPlan { group: change.group, seq: change.seq, ..CursorPlan::default() };
+    let added: HashSet<Uuid> = effect.added.iter().map(|m| m.account).collect();
+    for &i in &targets {
+        let (account, pk) = (sets.key_of(i).account, sets.row(i).pk);
+        let leaving = effect.removed.contains(&account);
+        if !effect.read_before {
+            out.cursors.start.push((pk, leaving.then_some(change.seq)));
+        } else if added.contains(&account) {
+            out.cursors.start.push((pk, None));
+        } else if leaving {
+            out.cursors.stop.push(pk);
+        }
+    }
+    change.refs = 0;
+    let devices = targets.iter().map(|&i| sets.key_of(i)).collect();
+    out.streamed = Some(*stream(&mut out.plan, change, devices));
+    out
 }
 
 /// Per group, how many references to each of its messages a set of deleted envelopes held.
@@ -478,6 +611,7 @@ mod tests {
         let state = GroupState {
             epoch: 3,
             seq: 10,
+            read_path: false,
             members: vec![A, B, C],
             distributions: distributions.iter().copied().collect(),
         };
@@ -518,7 +652,7 @@ mod tests {
         let (mut plan, mut sets) = (Plan::default(), sets());
         let mut groups = groups(&[(1, 2), (1, 3), (1, 4)]);
         let got = plan_group_send(&mut plan, &mut sets, &mut groups, &send(3));
-        let Ok(Accepted::Stored { committed, group_seq }) = got else { panic!("{got:?}") };
+        let Ok(Accepted::Stored { committed, group_seq, .. }) = got else { panic!("{got:?}") };
         assert_eq!(group_seq, Some(11));
         assert_eq!(committed.len(), 3);
         assert!(committed.iter().all(|c| c.envelope.content.as_ref() == b"skm"), "pushed with the payload");
@@ -591,11 +725,12 @@ mod tests {
             avatar: Vec::new(),
             members_can_add: false,
             max_members: None,
+            read_path: false,
         }
     }
 
     fn change(actor: Uuid, op: GroupOp) -> GroupChange {
-        GroupChange { group: G, actor, op, server_ts: 1, expires_at: 2, max_members: 4 }
+        GroupChange { group: G, actor, op, server_ts: 1, expires_at: 2, max_members: 4, read_above: 100 }
     }
 
     #[test]

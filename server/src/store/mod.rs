@@ -216,6 +216,9 @@ pub enum Accepted {
         committed: Vec<Committed>,
         /// For a group message: its group seq.
         group_seq: Option<u64>,
+        /// For a message of a group read from its stream: the message and the member
+        /// devices to wake (no mailbox holds it, so `committed` is empty).
+        streamed: Option<Box<Streamed>>,
     },
     /// Stored earlier by a write with the same idempotency key from the same device;
     /// nothing was stored now. `server_ts` (and `group_seq`) are the first write's.
@@ -260,6 +263,51 @@ pub struct StoredEnvelope {
     pub content: Bytes,
     /// For group envelopes: the group and group seq.
     pub group: Option<GroupPosition>,
+}
+
+/// A message of a stream-read group just committed: stored once, in no mailbox; every
+/// member device reads it after its own cursor, and those connected are woken with it.
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    /// The message: seq 0 (it is acknowledged by its group position), with its group position.
+    pub envelope: StoredEnvelope,
+    /// The member devices it is for (every device of every member but the sender's own).
+    pub devices: Vec<DeviceKey>,
+}
+
+/// Where one device stands in one stream-read group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamCursor {
+    /// The group.
+    pub group: Uuid,
+    /// Every message up to this group seq is acknowledged.
+    pub acked_seq: u64,
+    /// The device's account left the group: this is the last seq it reads.
+    pub until_seq: Option<u64>,
+}
+
+/// One read of a group's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamRead {
+    /// The group.
+    pub group: Uuid,
+    /// Read after this group seq.
+    pub after_seq: u64,
+    /// Up to and including this one, if set.
+    pub until_seq: Option<u64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// One acknowledged stream position: the device has every message of `group` up to `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamAck {
+    /// The device's mailbox id.
+    pub mailbox: MailboxId,
+    /// The group.
+    pub group: Uuid,
+    /// Acknowledged up to here.
+    pub seq: u64,
 }
 
 /// An envelope just committed to a device's mailbox.
@@ -438,6 +486,14 @@ pub trait MailboxStore: Send + Sync + 'static {
     /// Deletes acknowledged envelopes, and every group message whose last reference that was;
     /// returns how many envelopes existed.
     async fn ack(&self, acks: &[(MailboxId, Vec<u64>)]) -> Result<u64, StoreError>;
+    /// The cursors of each mailbox's device in the stream-read groups it reads, by group id.
+    async fn stream_cursors(&self, mailboxes: &[MailboxId]) -> Result<Vec<Vec<StreamCursor>>, StoreError>;
+    /// Reads group streams: the messages of each read, by group seq, with seq 0 and their
+    /// group position; the reads' results in the order of `reads`.
+    async fn fetch_streams(&self, reads: &[StreamRead]) -> Result<Vec<Vec<StoredEnvelope>>, StoreError>;
+    /// Advances cursors (never back), drops those of departed accounts that reached their
+    /// end, and deletes the stream messages of the groups concerned that every cursor is past.
+    async fn ack_streams(&self, acks: &[StreamAck]) -> Result<(), StoreError>;
     /// Deletes envelopes and group messages whose expiry is at or before `now_ms`, and
     /// idempotency keys older than [`IDEMPOTENCY_RETENTION_MS`]; returns how many envelopes.
     async fn expire(&self, now_ms: u64) -> Result<u64, StoreError>;

@@ -281,6 +281,8 @@ pub(crate) struct Plan {
     pub group_seqs: BTreeMap<Uuid, u64>,
     /// Distribution records to insert or refresh.
     pub distributions: Vec<DistributionRow>,
+    /// References added to group messages stored earlier, per (group, seq).
+    pub group_refs: BTreeMap<(Uuid, u64), u64>,
     /// One outcome per write, in order.
     pub outcomes: Vec<SendOutcome>,
 }
@@ -381,5 +383,5 @@ fn plan_direct(plan: &mut Plan, sets: &mut DeviceSets, item: &super::SendItem, m
             EnvelopeDraft { server_ts: item.server_ts, expires_at: item.expires_at, kind, content, group: None };
         committed.push(plan.append(sets, i, draft));
     }
-    Ok(Accepted::Stored { committed, group_seq: None })
+    Ok(Accepted::Stored { committed, group_seq: None, streamed: None })
 }

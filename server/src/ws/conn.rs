@@ -30,7 +30,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::request;
-use crate::hub::{CloseRequest, Push};
+use super::stream::{PushAction, Streams};
+use crate::hub::{CloseRequest, Push, StreamFrame};
 use crate::metrics as m;
 use crate::state::{AppState, TokioClock, now_ms};
 use crate::store::{Device, DeviceKey, MailboxRead, StoredEnvelope};
@@ -292,6 +293,9 @@ struct Session<'a> {
     in_flight: BTreeMap<u64, u64>,
     /// The mailbox may hold envelopes after `cursor` that were not pushed: read it.
     need_fetch: bool,
+    /// The stream-read groups of the device (read after the mailbox). Boxed: it would grow
+    /// every connection's task.
+    streams: Box<Streams>,
     /// QueueEmpty has been sent.
     replayed: bool,
     pending: FuturesUnordered<PendingSend>,
@@ -315,6 +319,7 @@ impl<'a> Session<'a> {
             cursor: 0,
             in_flight: BTreeMap::new(),
             need_fetch: true,
+            streams: Box::default(),
             replayed: false,
             pending: FuturesUnordered::new(),
             last_heard: Instant::now(),
@@ -324,6 +329,11 @@ impl<'a> Session<'a> {
 
     fn window(&self) -> usize {
         self.state.config.limits.window as usize
+    }
+
+    /// Envelopes written and not yet acknowledged: mailbox and streams share the window.
+    fn unacked(&self) -> usize {
+        self.in_flight.len() + self.streams.in_flight()
     }
 
     async fn run<S>(mut self, socket: &mut S)
@@ -364,9 +374,18 @@ impl<'a> Session<'a> {
         let interval = self.state.config.ping_interval;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
-            // Refill once half the window is free: fewer, larger mailbox reads.
-            if self.need_fetch && self.in_flight.len() <= self.window() / 2 {
+            // Refill once half the window is free: fewer, larger reads. The mailbox first,
+            // then the group streams; the queue-empty marker once both are drained.
+            if self.need_fetch && self.unacked() <= self.window() / 2 {
                 self.fetch(socket).await?;
+            }
+            if !self.need_fetch && self.streams.need_fetch() && self.unacked() <= self.window() / 2 {
+                // Boxed: only devices in stream-read groups get here, and it would grow every task.
+                Box::pin(self.fetch_streams(socket)).await?;
+            }
+            if !self.replayed && !self.need_fetch && !self.streams.need_fetch() {
+                self.replayed = true;
+                self.feed(socket, frame(server_frame::Frame::QueueEmpty(QueueEmpty {}))).await?;
             }
             if self.unflushed {
                 bounded(self.state, socket.flush()).await?;
@@ -384,6 +403,7 @@ impl<'a> Session<'a> {
                     }
                     if self.registration.signal.take_lagged() {
                         self.need_fetch = true;
+                        self.streams.lagged();
                     }
                     let pushes = self.registration.signal.drain();
                     for push in pushes {
@@ -413,6 +433,7 @@ impl<'a> Session<'a> {
                     // connection costs no reads.
                     if self.state.cluster.is_some() {
                         self.need_fetch = true;
+                        self.streams.lagged();
                     }
                 }
             }
@@ -458,7 +479,7 @@ impl<'a> Session<'a> {
     where
         S: Sink<Message, Error = axum::Error> + Unpin,
     {
-        let room = self.window() - self.in_flight.len();
+        let room = self.window().saturating_sub(self.unacked());
         let read = MailboxRead { mailbox: self.device.mailbox, after_seq: self.cursor, limit: room as u32 };
         let batch = match self.state.reads.fetch(read).await {
             Ok(batch) => batch,
@@ -471,10 +492,54 @@ impl<'a> Session<'a> {
         for e in batch {
             self.write_envelope(socket, e).await?;
         }
-        if !self.need_fetch && !self.replayed {
-            self.replayed = true;
-            self.feed(socket, frame(server_frame::Frame::QueueEmpty(QueueEmpty {}))).await?;
+        Ok(())
+    }
+
+    /// Reads the group streams after what was written into the free part of the window
+    /// (reading the device's cursors first, on connect or when it joined a group).
+    async fn fetch_streams<S>(&mut self, socket: &mut S) -> Result<(), End>
+    where
+        S: Sink<Message, Error = axum::Error> + Unpin,
+    {
+        let failed = |e: crate::store::StoreError| {
+            tracing::error!(error = %e, "reading a group stream failed");
+            End::Close(close::INTERNAL, close::REASON_INTERNAL)
+        };
+        if self.streams.needs_cursors() {
+            let cursors = self.state.reads.stream_cursors(self.device.mailbox).await.map_err(failed)?;
+            self.streams.load(&cursors);
         }
+        let room = self.window().saturating_sub(self.unacked());
+        let reads = self.streams.reads(room as u32);
+        if reads.is_empty() || room == 0 {
+            self.streams.fetched(!reads.is_empty());
+            return Ok(());
+        }
+        let batches = self.state.reads.fetch_streams(&reads).await.map_err(failed)?;
+        let mut left = room;
+        let mut more = false;
+        for batch in batches {
+            more |= batch.len() == room;
+            for e in batch {
+                if left == 0 {
+                    more = true;
+                    break;
+                }
+                left -= 1;
+                self.write_stream(socket, &StreamFrame::new(&e)).await?;
+            }
+        }
+        self.streams.fetched(more);
+        Ok(())
+    }
+
+    async fn write_stream<S>(&mut self, socket: &mut S, f: &StreamFrame) -> Result<(), End>
+    where
+        S: Sink<Message, Error = axum::Error> + Unpin,
+    {
+        self.streams.wrote(f.position, f.server_ts);
+        self.feed(socket, Message::Binary(f.frame.clone())).await?;
+        metrics::counter!(m::DELIVERED).increment(1);
         Ok(())
     }
 
@@ -484,11 +549,18 @@ impl<'a> Session<'a> {
     {
         match push {
             Push::Ephemeral(e) => self.write_envelope(socket, *e).await,
+            Push::Stream(f) => {
+                let room = self.unacked() < self.window();
+                match self.streams.on_push(&f, !self.need_fetch, room) {
+                    PushAction::Write => self.write_stream(socket, &f).await,
+                    PushAction::Skip | PushAction::Fetch => Ok(()),
+                }
+            }
             Push::Stored(e) => {
                 if e.seq <= self.cursor {
                     return Ok(()); // already read from the mailbox
                 }
-                if !self.need_fetch && e.seq == self.cursor + 1 && self.in_flight.len() < self.window() {
+                if !self.need_fetch && e.seq == self.cursor + 1 && self.unacked() < self.window() {
                     self.write_envelope(socket, *e).await
                 } else {
                     self.need_fetch = true;
@@ -505,12 +577,12 @@ impl<'a> Session<'a> {
         let (request_id, answer) = match f {
             client_frame::Frame::Auth(_) => return Err(End::Close(close::MALFORMED, close::REASON_MALFORMED)),
             client_frame::Frame::Ack(ack) => {
-                let seqs =
+                let acks =
                     request::ack::parse(ack).map_err(|_| End::Close(close::MALFORMED, close::REASON_MALFORMED))?;
                 let committer = &self.state.committer;
-                return request::ack::apply(committer, self.device.mailbox, &mut self.in_flight, seqs)
-                    .await
-                    .map_err(|_| End::Close(close::GOING_AWAY, close::REASON_SHUTDOWN));
+                let mailbox = self.device.mailbox;
+                let applied = request::ack::apply(committer, mailbox, &mut self.in_flight, &mut self.streams, acks);
+                return Box::pin(applied).await.map_err(|_| End::Close(close::GOING_AWAY, close::REASON_SHUTDOWN));
             }
             client_frame::Frame::Send(req) => (req.request_id, Box::pin(request::direct::handle(ctx, req)).await),
             client_frame::Frame::GroupSend(req) => (req.request_id, Box::pin(request::group::handle(ctx, req)).await),

@@ -14,6 +14,7 @@ use crate::state::AppState;
 pub mod admission;
 pub mod conn;
 pub mod request;
+pub mod stream;
 
 /// What tungstenite itself accepts; larger frames than [`hush_wire::limits::MAX_FRAME_BYTES`]
 /// but below this are refused by the connection with a clean `frame_too_large` close.

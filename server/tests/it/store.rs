@@ -28,6 +28,7 @@ mod mailbox;
 mod prekeys;
 mod push;
 mod sends;
+mod streams;
 
 /// Instantiates every conformance test as a `#[tokio::test]` in `mod $backend`,
 /// each on a fresh store from `$open` (an async expression giving a [`TestStore`]).
@@ -113,6 +114,13 @@ macro_rules! group_conformance {
             groups::deleting_a_group_tells_every_member_device_then_it_is_gone,
             groups::a_batch_mixes_sends_distributions_and_group_messages_in_order,
             groups::concurrent_group_writes_keep_group_seqs_unique,
+            streams::a_group_above_the_threshold_is_read_from_its_stream,
+            streams::stream_acks_advance_cursors_and_free_what_every_member_read,
+            streams::a_group_growing_past_the_threshold_switches_at_the_change,
+            streams::a_group_shrinking_to_the_threshold_moves_unread_messages_into_mailboxes,
+            streams::a_departing_member_reads_the_change_that_removed_it_and_nothing_after,
+            streams::a_new_device_of_a_member_reads_the_stream_from_now_on,
+            streams::stream_messages_expire,
         );
     };
 }

@@ -257,6 +257,10 @@ impl Machine {
             Some((d, s)) if d == dist => Some((s.account, s.device)),
             _ => self.store.distribution(gid, dist).await?,
         };
+        if bound.is_none() && self.store.group(gid).await?.is_some_and(|g| g.distribution_id == dist) {
+            // This device's own message, handed back by the group's stream: it is stored already.
+            return Ok(Opened::Drop);
+        }
         let Some((account, device)) = bound else { return Ok(Opened::Hold) };
         let Ok(device_id) = DeviceId::try_from(device) else { return Ok(Opened::Drop) };
         let address = ProtocolAddress::new(hush_keys::aci_string(account), device_id);

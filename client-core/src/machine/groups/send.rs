@@ -362,6 +362,10 @@ impl Machine {
                 batch.outbox_remove.push(head.seq);
                 batch.message_status.push((head.message_id, MessageStatus::Sent));
                 batch.message_group_seq.push((head.message_id, ok.group_seq));
+                if ok.group_seq > 0 {
+                    // The group's stream may hand this device its own message back: nothing to do then.
+                    batch.processed_group_seqs.push((gid, ok.group_seq));
+                }
                 self.store.commit(batch).await?;
                 let to = ConversationId::group_name(gid);
                 self.events.push_back(Event::Sent { id: head.message_id, to, server_timestamp: ok.server_timestamp });

@@ -10,7 +10,7 @@ use crate::store::ClientStore;
 use crate::types::{ConversationId, Event, GroupRole, GroupState, MessageDirection, MessageKind};
 
 /// Creates a group as `owner` with `members` (contacts of the owner) and returns its id.
-async fn create(relay: &mut Relay, owner: &mut Party, title: &str, members: &[&Party]) -> Uuid {
+pub(super) async fn create(relay: &mut Relay, owner: &mut Party, title: &str, members: &[&Party]) -> Uuid {
     let mut rows = Vec::new();
     for m in members {
         rows.push(contact(relay, owner, m).await);
@@ -29,24 +29,24 @@ fn completed(party: &mut Party, op: u64) -> Uuid {
     }
 }
 
-async fn done(relay: &mut Relay, party: &mut Party, op: u64) {
+pub(super) async fn done(relay: &mut Relay, party: &mut Party, op: u64) {
     relay.settle(&mut [party]).await;
     let outcome = party.machine.take_completions().into_iter().find(|(id, _)| *id == op);
     assert!(matches!(outcome, Some((_, Ok(GroupOutcome::Done)))), "{outcome:?}");
 }
 
-async fn say(relay: &Relay, party: &mut Party, group: Uuid, text: &str) {
+pub(super) async fn say(relay: &Relay, party: &mut Party, group: Uuid, text: &str) {
     party.machine.enqueue_group_text(group, text, relay.now, &mut rand::rng()).await.unwrap();
 }
 
 /// The texts of a group as this device shows them (system entries left out).
-async fn texts(party: &Party, group: Uuid) -> Vec<String> {
+pub(super) async fn texts(party: &Party, group: Uuid) -> Vec<String> {
     let history = party.machine.group_history(group, 1000).await.unwrap();
     history.into_iter().filter(|m| m.kind == MessageKind::Text).map(|m| m.body).collect()
 }
 
 /// Group texts announced as events to this device.
-fn group_events(party: &Party, group: Uuid) -> Vec<String> {
+pub(super) fn group_events(party: &Party, group: Uuid) -> Vec<String> {
     let name = ConversationId::group_name(group);
     party
         .events

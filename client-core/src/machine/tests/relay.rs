@@ -1,7 +1,8 @@
 //! An in-memory relay that behaves like `hushd` for machine tests: accounts, prekeys handed
-//! out once, device-set checks, mailboxes with seqs, acks, online-only sends, certificates.
+//! out once, device-set checks, mailboxes with seqs, acks, online-only sends, certificates,
+//! and group streams (groups read from their stream instead of mailbox references).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use hush_keys::certs::ServerKeys;
@@ -29,6 +30,8 @@ pub use groups::RelayGroup;
 struct Device {
     keys: NewDevice,
     mailbox: BTreeMap<u64, Envelope>,
+    /// Group-stream envelopes this device has not acked, by (group, group seq).
+    stream: BTreeSet<(Uuid, u64)>,
 }
 
 struct Account {
@@ -46,6 +49,8 @@ pub struct Party {
     pub online: bool,
     /// Envelopes pushed on the current connection (not acked yet).
     pushed: Vec<u64>,
+    /// Group-stream envelopes pushed on the current connection, by (group, group seq).
+    pushed_stream: Vec<(Uuid, u64)>,
     pub events: Vec<Event>,
     queue_empty_sent: bool,
     /// When false, acks are dropped (as if lost on the way).
@@ -77,8 +82,12 @@ pub struct Relay {
     pub group_ciphertexts: Vec<(Uuid, u64, Vec<u8>)>,
     /// Carry out this many of the next REST calls but lose their answers.
     pub lose_rest_answers: u32,
+    /// Carry out this many of the next group sends but lose their answers.
+    pub lose_group_send_answers: u32,
     /// Every one-to-one send the relay got: (sending account, online_only, urgent).
     pub send_flags: Vec<(Uuid, bool, bool)>,
+    /// Every group-stream ack that reached the relay: (account, device, group, group seq).
+    pub stream_acks: Vec<(Uuid, u32, Uuid, u64)>,
 }
 
 impl Relay {
@@ -100,7 +109,9 @@ impl Relay {
             held_distributions: Vec::new(),
             group_ciphertexts: Vec::new(),
             lose_rest_answers: 0,
+            lose_group_send_answers: 0,
             send_flags: Vec::new(),
+            stream_acks: Vec::new(),
         }
     }
 
@@ -119,7 +130,7 @@ impl Relay {
             now_ms: self.now,
         };
         let reg = Registration::generate(params, &mut rand::rng()).unwrap_or_else(|e| panic!("{e}"));
-        let device = Device { keys: reg.request.device.clone(), mailbox: BTreeMap::new() };
+        let device = Device { keys: reg.request.device.clone(), mailbox: BTreeMap::new(), stream: BTreeSet::new() };
         let identity = reg.request.identity_key.0.clone();
         let (_, batch) = reg.finish(&hush_wire::api::RegisterResponse { account_id: account, device_id: 1 });
         self.accounts
@@ -156,7 +167,9 @@ impl Relay {
             one_time_kyber_prekeys: keys.kyber,
         };
         let account = self.accounts.get_mut(&primary.account).unwrap_or_else(|| panic!("no account"));
-        account.devices.insert(device_id, Device { keys: new_device, mailbox: BTreeMap::new() });
+        account
+            .devices
+            .insert(device_id, Device { keys: new_device, mailbox: BTreeMap::new(), stream: BTreeSet::new() });
         let store = Arc::new(MemoryStore::new());
         store.commit(batch).await.unwrap_or_else(|e| panic!("{e}"));
         Self::party(store, primary.account, device_id).await
@@ -174,6 +187,7 @@ impl Relay {
             device,
             online: false,
             pushed: vec![],
+            pushed_stream: vec![],
             events: vec![],
             queue_empty_sent: false,
             acks_reach_server: true,
@@ -189,6 +203,11 @@ impl Relay {
         self.accounts[&account].devices[&device].mailbox.len()
     }
 
+    /// Group-stream envelopes this device has not acked.
+    pub fn stream_len(&self, account: Uuid, device: u32) -> usize {
+        self.accounts[&account].devices[&device].stream.len()
+    }
+
     /// Lets time pass and ticks every party.
     pub async fn advance(&mut self, ms: u64, parties: &mut [&mut Party]) {
         self.now += ms;
@@ -201,6 +220,7 @@ impl Relay {
     pub async fn connect(&mut self, party: &mut Party) {
         party.online = true;
         party.pushed.clear();
+        party.pushed_stream.clear();
         party.queue_empty_sent = false;
         party.machine.connected(self.now, &mut rand::rng()).await.unwrap_or_else(|e| panic!("{e}"));
     }
@@ -208,6 +228,7 @@ impl Relay {
     pub fn disconnect(&mut self, party: &mut Party) {
         party.online = false;
         party.pushed.clear();
+        party.pushed_stream.clear();
         party.machine.disconnected();
     }
 
@@ -253,6 +274,10 @@ impl Relay {
                         continue;
                     }
                     let resp = self.group_send(account, device, req);
+                    if self.lose_group_send_answers > 0 {
+                        self.lose_group_send_answers -= 1;
+                        continue;
+                    }
                     parties[i]
                         .machine
                         .handle_send_response(resp, now, &mut rng)
@@ -270,11 +295,15 @@ impl Relay {
                         .await
                         .unwrap_or_else(|e| panic!("{e}"));
                 }
-                OutgoingRequest::Ack(seqs) => {
+                OutgoingRequest::Ack(ack) => {
                     if parties[i].online && parties[i].acks_reach_server {
-                        let mailbox = &mut self.device_mut(account, device).mailbox;
-                        for seq in seqs {
-                            mailbox.remove(&seq);
+                        for seq in ack.seqs {
+                            self.device_mut(account, device).mailbox.remove(&seq);
+                        }
+                        for g in ack.groups {
+                            let group = Uuid::from_slice(&g.group_id).unwrap_or_else(|e| panic!("{e}"));
+                            self.device_mut(account, device).stream.remove(&(group, g.seq));
+                            self.stream_acks.push((account, device, group, g.seq));
                         }
                     }
                 }
@@ -296,7 +325,14 @@ impl Relay {
                 .filter(|(k, _)| !parties[i].pushed.contains(k))
                 .map(|(k, e)| (*k, e.clone()))
                 .collect();
-            let was_empty = pending.is_empty();
+            // The mailbox first, then each group's stream by group seq (as hushd delivers).
+            let streamed: Vec<Envelope> = self.accounts[&account].devices[&device]
+                .stream
+                .iter()
+                .filter(|k| !parties[i].pushed_stream.contains(k))
+                .map(|(g, seq)| self.groups[g].stream[seq].0.clone())
+                .collect();
+            let was_empty = pending.is_empty() && streamed.is_empty();
             for (key, env) in pending {
                 progress = true;
                 if env.seq == 0 {
@@ -304,6 +340,12 @@ impl Relay {
                 } else {
                     parties[i].pushed.push(key);
                 }
+                parties[i].machine.receive_envelope(env, now, &mut rng).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+            for env in streamed {
+                progress = true;
+                let group = Uuid::from_slice(&env.group_id).unwrap_or_else(|e| panic!("{e}"));
+                parties[i].pushed_stream.push((group, env.group_seq));
                 parties[i].machine.receive_envelope(env, now, &mut rng).await.unwrap_or_else(|e| panic!("{e}"));
             }
             // The first time the backlog is through on this connection, say so.

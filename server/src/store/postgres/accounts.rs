@@ -41,6 +41,18 @@ async fn insert_device(
     .fetch_one(&mut *conn)
     .await
     .map_err(backend)?;
+    // A new device of a member reads each stream-read group from now on, as it would get
+    // references to what is sent from now on in a smaller group.
+    sqlx::query(
+        "INSERT INTO group_cursors (device_pk, group_id, acked_seq) \
+         SELECT $1, g.id, g.seq FROM group_members m JOIN chat_groups g ON g.id = m.group_id \
+         WHERE m.account_id = $2::uuid AND g.read_path",
+    )
+    .bind(pk)
+    .bind(account.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
     insert_one_time_keys(conn, pk, &device.one_time_prekeys, &device.one_time_kyber_prekeys).await
 }
 

@@ -7,9 +7,10 @@ use async_trait::async_trait;
 use sqlx::postgres::PgConnection;
 use uuid::Uuid;
 
-use super::{PostgresStore, backend, get, get_uuid, load_sets, to_i64, to_u64, write_plan};
+use super::{PostgresStore, backend, get, get_uuid, load_sets, streams, to_i64, to_u64, write_plan};
 use crate::store::group_plan::{
-    RosterEffect, apply_change, plan_create, plan_roster_change, role_from_number, role_number, sort_members,
+    RosterEffect, apply_change, plan_create, plan_roster_change, role_from_number, role_number, roster_accounts,
+    sort_members,
 };
 use crate::store::{
     ChangeCommitted, GroupChange, GroupError, GroupMemberRecord, GroupOp, GroupRecord, GroupStore, GroupSummaryRecord,
@@ -33,7 +34,7 @@ async fn existing_accounts(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Hash
 /// A group with its members (its row locked when `lock`), or `None` if there is no such group.
 async fn load_record(conn: &mut PgConnection, id: Uuid, lock: bool) -> Result<Option<GroupRecord>, StoreError> {
     let sql = format!(
-        "SELECT roster_version, epoch, seq, members_can_add, max_members, title, description, avatar \
+        "SELECT roster_version, epoch, seq, members_can_add, max_members, title, description, avatar, read_path \
          FROM chat_groups WHERE id = $1::uuid{}",
         if lock { " FOR UPDATE" } else { "" }
     );
@@ -71,6 +72,7 @@ async fn load_record(conn: &mut PgConnection, id: Uuid, lock: bool) -> Result<Op
         title: get(&row, "title")?,
         description: get(&row, "description")?,
         avatar: get(&row, "avatar")?,
+        read_path: get(&row, "read_path")?,
     }))
 }
 
@@ -83,9 +85,11 @@ async fn write_effect(
     deleted_at: Option<u64>,
 ) -> Result<ChangeCommitted, StoreError> {
     let id = group.id.to_string();
+    let moving = effect.read_before && !group.read_path;
+    let unread = if moving { streams::take_unread(conn, group.id, effect.change.seq).await? } else { Vec::new() };
     sqlx::query(
         "UPDATE chat_groups SET roster_version = $1, epoch = $2, seq = $3, members_can_add = $4, title = $5, \
-         description = $6, avatar = $7, deleted_at = COALESCE(deleted_at, $8) WHERE id = $9::uuid",
+         description = $6, avatar = $7, deleted_at = COALESCE(deleted_at, $8), read_path = $10 WHERE id = $9::uuid",
     )
     .bind(to_i64(group.roster_version))
     .bind(to_i64(group.epoch))
@@ -96,6 +100,7 @@ async fn write_effect(
     .bind(&group.avatar)
     .bind(deleted_at.map(to_i64))
     .bind(&id)
+    .bind(group.read_path)
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
@@ -138,15 +143,21 @@ async fn write_effect(
             .await
             .map_err(backend)?;
     }
-    let mut sets = load_sets(conn, &effect.recipients, true).await?;
-    let (plan, committed) = plan_roster_change(&mut sets, effect);
-    write_plan(conn, &plan).await?;
+    let mut sets = load_sets(conn, &roster_accounts(effect, &unread), true).await?;
+    let planned = plan_roster_change(&mut sets, effect, group.read_path, &unread);
+    write_plan(conn, &planned.plan).await?;
+    if moving {
+        streams::drop_unreferenced(conn, group.id, effect.change.seq).await?;
+    }
+    streams::write_cursors(conn, &planned.cursors).await?;
     Ok(ChangeCommitted {
         group: group.id,
         roster_version: group.roster_version,
         epoch: group.epoch,
         group_seq: group.seq,
-        committed,
+        committed: planned.committed,
+        streamed: planned.streamed,
+        moved: planned.moved,
     })
 }
 
@@ -158,7 +169,7 @@ impl GroupStore for PostgresStore {
         let (group, effect) = plan_create(new, &existing)?;
         sqlx::query(
             "INSERT INTO chat_groups (id, created_at, roster_version, epoch, seq, members_can_add, title, \
-             description, avatar) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9)",
+             description, avatar, read_path) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(group.id.to_string())
         .bind(to_i64(new.server_ts))
@@ -169,6 +180,7 @@ impl GroupStore for PostgresStore {
         .bind(&group.title)
         .bind(&group.description)
         .bind(&group.avatar)
+        .bind(group.read_path)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;

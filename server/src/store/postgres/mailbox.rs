@@ -9,12 +9,12 @@ use uuid::Uuid;
 
 use super::{
     EXPIRE_CHUNK, GONE_COLUMNS, PostgresStore, backend, corrupt, get, gone_from_row, load_distributions, load_groups,
-    load_sets, lock_devices, lower_counts, seen_keys, to_i64, to_u64, write_plan,
+    load_sets, lock_devices, lower_counts, seen_keys, streams, to_i64, to_u64, write_plan,
 };
 use crate::store::plan::{self, CheckMode, batch_accounts, batch_groups, batch_key_hashes};
 use crate::store::{
     DeviceKey, GroupPosition, MailboxId, MailboxRead, MailboxStore, RecipientBatch, SendOutcome, SendRejection,
-    StoreError, StoredEnvelope, Write,
+    StoreError, StoredEnvelope, StreamAck, StreamCursor, StreamRead, Write,
 };
 
 /// The columns of a mailbox read: a group reference takes its payload from `group_messages`.
@@ -182,7 +182,26 @@ impl MailboxStore for PostgresStore {
                 .await
                 .map_err(backend)?;
         }
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        streams::expire(&mut conn).await?;
         Ok(total)
+    }
+
+    async fn stream_cursors(&self, mailboxes: &[MailboxId]) -> Result<Vec<Vec<StreamCursor>>, StoreError> {
+        streams::cursors(&self.pool, mailboxes).await
+    }
+
+    async fn fetch_streams(&self, reads: &[StreamRead]) -> Result<Vec<Vec<StoredEnvelope>>, StoreError> {
+        streams::fetch(&self.pool, reads).await
+    }
+
+    async fn ack_streams(&self, acks: &[StreamAck]) -> Result<(), StoreError> {
+        if acks.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        streams::ack(&mut tx, acks).await?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn envelope_count(&self) -> Result<u64, StoreError> {

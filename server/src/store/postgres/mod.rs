@@ -31,6 +31,7 @@ mod groups;
 mod keys;
 mod mailbox;
 mod push;
+mod streams;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -314,6 +315,20 @@ async fn write_groups(conn: &mut PgConnection, plan: &Plan) -> Result<(), StoreE
         .await
         .map_err(backend)?;
     }
+    if !plan.group_refs.is_empty() {
+        let r = &plan.group_refs;
+        sqlx::query(
+            "UPDATE group_messages m SET refs = m.refs + u.n \
+             FROM UNNEST($1::text[]::uuid[], $2::bigint[], $3::bigint[]) AS u(group_id, seq, n) \
+             WHERE m.group_id = u.group_id AND m.seq = u.seq",
+        )
+        .bind(r.keys().map(|(g, _)| g.to_string()).collect::<Vec<_>>())
+        .bind(r.keys().map(|&(_, seq)| to_i64(seq)).collect::<Vec<_>>())
+        .bind(r.values().map(|&n| to_i64(n)).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    }
     if !plan.group_seqs.is_empty() {
         sqlx::query(
             "UPDATE chat_groups g SET seq = u.seq FROM UNNEST($1::text[]::uuid[], $2::bigint[]) AS u(id, seq) \
@@ -356,15 +371,20 @@ async fn load_groups(conn: &mut PgConnection, groups: &[Uuid]) -> Result<GroupSt
     }
     let ids: Vec<String> = groups.iter().map(Uuid::to_string).collect();
     let rows = sqlx::query(
-        "SELECT id::text AS id, epoch, seq FROM chat_groups WHERE id = ANY($1::text[]::uuid[]) ORDER BY id FOR UPDATE",
+        "SELECT id::text AS id, epoch, seq, read_path FROM chat_groups WHERE id = ANY($1::text[]::uuid[]) \
+         ORDER BY id FOR UPDATE",
     )
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?;
     for row in &rows {
-        let state =
-            GroupState { epoch: to_u64(get(row, "epoch")?), seq: to_u64(get(row, "seq")?), ..GroupState::default() };
+        let state = GroupState {
+            epoch: to_u64(get(row, "epoch")?),
+            seq: to_u64(get(row, "seq")?),
+            read_path: get(row, "read_path")?,
+            ..GroupState::default()
+        };
         states.insert(get_uuid(row, "id")?, state);
     }
     let members = sqlx::query(

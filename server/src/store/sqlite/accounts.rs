@@ -41,6 +41,18 @@ async fn insert_device(
     .fetch_one(&mut *conn)
     .await
     .map_err(backend)?;
+    // A new device of a member reads each stream-read group from now on, as it would get
+    // references to what is sent from now on in a smaller group.
+    sqlx::query(
+        "INSERT INTO group_cursors (device_pk, group_id, acked_seq) \
+         SELECT ?, g.id, g.seq FROM group_members m JOIN chat_groups g ON g.id = m.group_id \
+         WHERE m.account_id = ? AND g.read_path = 1",
+    )
+    .bind(pk)
+    .bind(account.as_bytes().as_slice())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
     let upload = PreKeyUploadRecord {
         signed_prekey: None,
         kyber_last_resort: None,

@@ -7,10 +7,12 @@ use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::{
-    SqliteStore, backend, begin, finish, hex_id_array, load_sets, to_i64, to_u32, to_u64, uuid_from, write_plan,
+    SqliteStore, backend, begin, finish, hex_id_array, load_sets, streams, to_i64, to_u32, to_u64, uuid_from,
+    write_plan,
 };
 use crate::store::group_plan::{
-    RosterEffect, apply_change, plan_create, plan_roster_change, role_from_number, role_number, sort_members,
+    RosterEffect, apply_change, plan_create, plan_roster_change, role_from_number, role_number, roster_accounts,
+    sort_members,
 };
 use crate::store::{
     ChangeCommitted, GroupChange, GroupError, GroupMemberRecord, GroupRecord, GroupStore, GroupSummaryRecord, NewGroup,
@@ -34,7 +36,7 @@ async fn existing_accounts(conn: &mut SqliteConnection, ids: &[Uuid]) -> Result<
 /// A group with its members, or `None` if there is no such group.
 async fn load_record(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<GroupRecord>, StoreError> {
     let Some(row) = sqlx::query(
-        "SELECT roster_version, epoch, seq, members_can_add, max_members, title, description, avatar \
+        "SELECT roster_version, epoch, seq, members_can_add, max_members, title, description, avatar, read_path \
          FROM chat_groups WHERE id = ?",
     )
     .bind(id.as_bytes().as_slice())
@@ -72,6 +74,7 @@ async fn load_record(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<Gro
         title: row.get(5),
         description: row.get(6),
         avatar: row.get(7),
+        read_path: row.get::<i64, _>(8) != 0,
     }))
 }
 
@@ -83,7 +86,7 @@ async fn update_row(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE chat_groups SET roster_version = ?, epoch = ?, seq = ?, members_can_add = ?, title = ?, \
-         description = ?, avatar = ?, deleted_at = COALESCE(deleted_at, ?) WHERE id = ?",
+         description = ?, avatar = ?, deleted_at = COALESCE(deleted_at, ?), read_path = ? WHERE id = ?",
     )
     .bind(to_i64(group.roster_version))
     .bind(to_i64(group.epoch))
@@ -93,6 +96,7 @@ async fn update_row(
     .bind(&group.description)
     .bind(&group.avatar)
     .bind(deleted_at.map(to_i64))
+    .bind(group.read_path)
     .bind(group.id.as_bytes().as_slice())
     .execute(&mut *conn)
     .await
@@ -100,12 +104,16 @@ async fn update_row(
     Ok(())
 }
 
-/// Writes the roster part of `effect`, then the `RosterChange` to every recipient device.
+/// Writes the roster part of `effect`, then the `RosterChange` to every recipient device
+/// (by reference, or on the group's stream once it is read from there). A group that falls to
+/// the fan-out-on-write size first moves its unread stream messages into the readers' mailboxes.
 async fn write_effect(
     conn: &mut SqliteConnection,
     group: &GroupRecord,
     effect: &RosterEffect,
 ) -> Result<ChangeCommitted, StoreError> {
+    let moving = effect.read_before && !group.read_path;
+    let unread = if moving { streams::take_unread(conn, group.id, effect.change.seq).await? } else { Vec::new() };
     let id = group.id.as_bytes().as_slice();
     for m in &effect.added {
         sqlx::query(
@@ -144,15 +152,21 @@ async fn write_effect(
             .await
             .map_err(backend)?;
     }
-    let mut sets = load_sets(conn, &effect.recipients).await?;
-    let (plan, committed) = plan_roster_change(&mut sets, effect);
-    write_plan(conn, &plan).await?;
+    let mut sets = load_sets(conn, &roster_accounts(effect, &unread)).await?;
+    let planned = plan_roster_change(&mut sets, effect, group.read_path, &unread);
+    write_plan(conn, &planned.plan).await?;
+    if moving {
+        streams::drop_unreferenced(conn, group.id, effect.change.seq).await?;
+    }
+    streams::write_cursors(conn, &planned.cursors).await?;
     Ok(ChangeCommitted {
         group: group.id,
         roster_version: group.roster_version,
         epoch: group.epoch,
         group_seq: group.seq,
-        committed,
+        committed: planned.committed,
+        streamed: planned.streamed,
+        moved: planned.moved,
     })
 }
 
@@ -165,7 +179,7 @@ impl GroupStore for SqliteStore {
             let (group, effect) = plan_create(new, &existing)?;
             sqlx::query(
                 "INSERT INTO chat_groups (id, created_at, roster_version, epoch, seq, members_can_add, title, \
-                 description, avatar) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 description, avatar, read_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(group.id.as_bytes().as_slice())
             .bind(to_i64(new.server_ts))
@@ -176,6 +190,7 @@ impl GroupStore for SqliteStore {
             .bind(&group.title)
             .bind(&group.description)
             .bind(&group.avatar)
+            .bind(group.read_path)
             .execute(&mut *conn)
             .await
             .map_err(backend)?;

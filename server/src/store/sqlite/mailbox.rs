@@ -7,12 +7,12 @@ use uuid::Uuid;
 
 use super::{
     SqliteStore, backend, begin, finish, gone_from_row, load_distributions, load_groups, load_sets, lower_counts,
-    seen_keys, to_i64, to_u64, uuid_from, write_plan,
+    seen_keys, streams, to_i64, to_u64, uuid_from, write_plan,
 };
 use crate::store::plan::{self, CheckMode, batch_accounts, batch_groups, batch_key_hashes};
 use crate::store::{
     DeviceKey, GroupPosition, MailboxId, MailboxRead, MailboxStore, RecipientBatch, SendOutcome, SendRejection,
-    StoreError, StoredEnvelope, Write,
+    StoreError, StoredEnvelope, StreamAck, StreamCursor, StreamRead, Write,
 };
 
 /// The columns of a mailbox read: a group reference takes its payload from `group_messages`.
@@ -140,6 +140,23 @@ impl MailboxStore for SqliteStore {
         finish(&mut conn, result).await
     }
 
+    async fn stream_cursors(&self, mailboxes: &[MailboxId]) -> Result<Vec<Vec<StreamCursor>>, StoreError> {
+        streams::cursors(&self.read, mailboxes).await
+    }
+
+    async fn fetch_streams(&self, reads: &[StreamRead]) -> Result<Vec<Vec<StoredEnvelope>>, StoreError> {
+        streams::fetch(&self.read, reads).await
+    }
+
+    async fn ack_streams(&self, acks: &[StreamAck]) -> Result<(), StoreError> {
+        if acks.is_empty() {
+            return Ok(());
+        }
+        let mut conn = begin(&self.write).await?;
+        let result = streams::ack(&mut conn, acks).await;
+        finish(&mut conn, result).await
+    }
+
     async fn expire(&self, now_ms: u64) -> Result<u64, StoreError> {
         let mut conn = begin(&self.write).await?;
         let result = async {
@@ -158,6 +175,7 @@ impl MailboxStore for SqliteStore {
                     .await
                     .map_err(backend)?;
             }
+            streams::expire(&mut conn).await?;
             Ok(gone.len() as u64)
         }
         .await;

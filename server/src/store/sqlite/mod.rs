@@ -28,6 +28,7 @@ mod groups;
 mod keys;
 mod mailbox;
 mod push;
+mod streams;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -152,15 +153,21 @@ async fn load_groups(conn: &mut SqliteConnection, groups: &[Uuid]) -> Result<Gro
         return Ok(states);
     }
     let ids = hex_id_array(groups);
-    let rows =
-        sqlx::query("SELECT id, epoch, seq FROM chat_groups WHERE id IN (SELECT unhex(value) FROM json_each(?1))")
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend)?;
+    let rows = sqlx::query(
+        "SELECT id, epoch, seq, read_path FROM chat_groups WHERE id IN (SELECT unhex(value) FROM json_each(?1))",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
     for row in &rows {
         let id = uuid_from(&row.get::<Vec<u8>, _>(0))?;
-        let state = GroupState { epoch: to_u64(row.get(1)), seq: to_u64(row.get(2)), ..GroupState::default() };
+        let state = GroupState {
+            epoch: to_u64(row.get(1)),
+            seq: to_u64(row.get(2)),
+            read_path: row.get::<i64, _>(3) != 0,
+            ..GroupState::default()
+        };
         states.insert(id, state);
     }
     let members = sqlx::query(
@@ -264,6 +271,18 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &Plan) -> Result<(), Stor
         .bind(m.kind)
         .bind(m.content.as_ref())
         .bind(to_i64(m.refs))
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    }
+    if !plan.group_refs.is_empty() {
+        let triples: Vec<String> =
+            plan.group_refs.iter().map(|((g, seq), n)| format!("[\"{}\",{seq},{n}]", g.simple())).collect();
+        sqlx::query(
+            "UPDATE group_messages SET refs = refs + (j.value ->> 2) FROM json_each(?1) AS j \
+             WHERE group_messages.group_id = unhex(j.value ->> 0) AND group_messages.seq = j.value ->> 1",
+        )
+        .bind(format!("[{}]", triples.join(",")))
         .execute(&mut *conn)
         .await
         .map_err(backend)?;

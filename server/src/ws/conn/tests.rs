@@ -407,6 +407,7 @@ async fn group_frames_go_to_their_modules_and_group_envelopes_carry_their_positi
         server_ts: now,
         expires_at: now + 3_600_000,
         max_members: 10,
+        read_above: 100,
     };
     let g = s.state.store.create_group(&group).await.unwrap_or_else(|e| panic!("{e}")).group;
     let to_peer = RecipientBatch {
@@ -520,6 +521,7 @@ async fn a_resend_with_a_stored_idempotency_key_is_answered_though_the_rate_is_u
         server_ts: now,
         expires_at: now + 3_600_000,
         max_members: 10,
+        read_above: 100,
     };
     let g = s.state.store.create_group(&group).await.unwrap_or_else(|e| panic!("{e}")).group;
     let (mut peer, _task) = s.online().await;

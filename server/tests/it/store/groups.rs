@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{DAY, ROOMY, T0, create, dk, mailbox, record, to};
 
-fn new_group(owner: Uuid, members: &[Uuid]) -> NewGroup {
+pub(super) fn new_group(owner: Uuid, members: &[Uuid]) -> NewGroup {
     NewGroup {
         id: Uuid::new_v4(),
         owner,
@@ -24,22 +24,28 @@ fn new_group(owner: Uuid, members: &[Uuid]) -> NewGroup {
         server_ts: T0,
         expires_at: T0 + DAY,
         max_members: 10,
+        read_above: 100,
     }
 }
 
-async fn make_group(store: &dyn Store, owner: Uuid, members: &[Uuid]) -> ChangeCommitted {
+pub(super) async fn make_group(store: &dyn Store, owner: Uuid, members: &[Uuid]) -> ChangeCommitted {
     store.create_group(&new_group(owner, members)).await.unwrap()
 }
 
-fn change(group: Uuid, actor: Uuid, op: GroupOp) -> GroupChange {
-    GroupChange { group, actor, op, server_ts: T0 + 1, expires_at: T0 + DAY, max_members: 10 }
+pub(super) fn change(group: Uuid, actor: Uuid, op: GroupOp) -> GroupChange {
+    GroupChange { group, actor, op, server_ts: T0 + 1, expires_at: T0 + DAY, max_members: 10, read_above: 100 }
 }
 
-async fn apply(store: &dyn Store, group: Uuid, actor: Uuid, op: GroupOp) -> Result<ChangeCommitted, GroupError> {
+pub(super) async fn apply(
+    store: &dyn Store,
+    group: Uuid,
+    actor: Uuid,
+    op: GroupOp,
+) -> Result<ChangeCommitted, GroupError> {
     store.change_group(&change(group, actor, op)).await
 }
 
-fn group_send(sender: (Uuid, u32), group: Uuid, epoch: u64, content: &str) -> Write {
+pub(super) fn group_send(sender: (Uuid, u32), group: Uuid, epoch: u64, content: &str) -> Write {
     Write::Group(GroupSendItem {
         sender: dk(sender.0, sender.1),
         group,
@@ -52,7 +58,7 @@ fn group_send(sender: (Uuid, u32), group: Uuid, epoch: u64, content: &str) -> Wr
 }
 
 /// A distribution from `sender` to the given (account, [(device, registration id)]).
-fn distribute(sender: (Uuid, u32), group: Uuid, epoch: u64, to_devices: &[(Uuid, &[(u32, u32)])]) -> Write {
+pub(super) fn distribute(sender: (Uuid, u32), group: Uuid, epoch: u64, to_devices: &[(Uuid, &[(u32, u32)])]) -> Write {
     let mut recipients = Vec::new();
     for &(account, devices) in to_devices {
         let mut batch = to(account, devices, "skdm");
@@ -72,12 +78,12 @@ fn distribute(sender: (Uuid, u32), group: Uuid, epoch: u64, to_devices: &[(Uuid,
     })
 }
 
-async fn write(store: &dyn Store, w: Write, max_mailbox: u64) -> SendOutcome {
+pub(super) async fn write(store: &dyn Store, w: Write, max_mailbox: u64) -> SendOutcome {
     let mut outcomes = store.commit(&[w], max_mailbox).await.unwrap();
     outcomes.remove(0)
 }
 
-fn group_seq(outcome: &SendOutcome) -> Option<u64> {
+pub(super) fn group_seq(outcome: &SendOutcome) -> Option<u64> {
     match outcome {
         Ok(Accepted::Stored { group_seq, .. } | Accepted::Duplicate { group_seq, .. }) => *group_seq,
         Err(e) => panic!("refused: {e:?}"),
@@ -85,14 +91,14 @@ fn group_seq(outcome: &SendOutcome) -> Option<u64> {
 }
 
 /// The (kind, group seq) of every envelope in a device's mailbox.
-async fn inbox(store: &dyn Store, account: Uuid, device: u32) -> Vec<(i32, u64)> {
+pub(super) async fn inbox(store: &dyn Store, account: Uuid, device: u32) -> Vec<(i32, u64)> {
     let mb = mailbox(store, dk(account, device)).await;
     store.fetch(mb, 0, 1000).await.unwrap().iter().map(|e| (e.kind, e.group.map_or(0, |g| g.seq))).collect()
 }
 
-const CHANGE: i32 = EnvelopeKind::RosterChange as i32;
-const MESSAGE: i32 = EnvelopeKind::GroupMessage as i32;
-const SEALED: i32 = EnvelopeKind::SealedSender as i32;
+pub(super) const CHANGE: i32 = EnvelopeKind::RosterChange as i32;
+pub(super) const MESSAGE: i32 = EnvelopeKind::GroupMessage as i32;
+pub(super) const SEALED: i32 = EnvelopeKind::SealedSender as i32;
 
 pub async fn creating_a_group_writes_the_change_once_to_every_member_device(store: &dyn Store) {
     let alice = create(store, "alice").await;

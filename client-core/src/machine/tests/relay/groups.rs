@@ -1,7 +1,9 @@
 //! The relay's groups, mirroring docs/PROTOCOL.md "Groups": a roster with roles, roster
 //! version and epoch, roster-change envelopes to every member device (the removed one too),
 //! distribution records per (sender device, recipient device, epoch), group sends checked
-//! for membership, epoch and missing distributions, fanned out with a per-group seq.
+//! for membership, epoch and missing distributions, fanned out with a per-group seq, as
+//! mailbox references or (for a group switched to it) on the group's stream, which every
+//! member device reads and acks by (group, group seq).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -15,6 +17,18 @@ use uuid::Uuid;
 use super::Relay;
 use crate::machine::{RestAnswer, RestCall, RestFailure};
 
+/// How the relay delivers a group's messages and roster changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GroupDelivery {
+    /// A mailbox reference per member device (small groups).
+    #[default]
+    Mailbox,
+    /// The group's stream, read by every member device (the sender's too) from its own cursor.
+    Stream,
+    /// Both at once: the overlap around a switch between the two.
+    Both,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RelayGroup {
     pub members: BTreeMap<Uuid, GroupRole>,
@@ -26,6 +40,9 @@ pub struct RelayGroup {
     pub members_can_add: bool,
     /// (sender account, sender device, recipient account, recipient device, epoch).
     pub distributions: HashSet<(Uuid, u32, Uuid, u32, u64)>,
+    pub delivery: GroupDelivery,
+    /// The group's stream: envelopes (seq 0) by group seq, with the devices that read them.
+    pub stream: BTreeMap<u64, (Envelope, Vec<(Uuid, u32)>)>,
 }
 
 fn refuse(status: u16, code: &str) -> RestFailure {
@@ -98,24 +115,59 @@ impl Relay {
         );
         let mut targets: Vec<Uuid> = g.members.keys().copied().collect();
         targets.extend(also.iter().copied().filter(|a| !g.members.contains_key(a)));
-        let content = prost::Message::encode_to_vec(&change);
-        for account in targets {
-            let devices: Vec<u32> = self.accounts[&account].devices.keys().copied().collect();
-            for d in devices {
+        let devices: Vec<(Uuid, u32)> =
+            targets.into_iter().flat_map(|a| self.accounts[&a].devices.keys().map(move |d| (a, *d))).collect();
+        let env = Envelope {
+            seq: 0,
+            server_timestamp: now,
+            kind: EnvelopeKind::RosterChange as i32,
+            content: prost::Message::encode_to_vec(&change).into(),
+            group_id: id.as_bytes().to_vec().into(),
+            group_seq,
+        };
+        self.fan_out(id, env, &devices, &devices);
+        result
+    }
+
+    /// Writes a group envelope (seq 0) the way the group is delivered: a mailbox reference
+    /// for each of `mailbox` and/or one stream entry read by each of `stream`.
+    fn fan_out(&mut self, group: Uuid, env: Envelope, mailbox: &[(Uuid, u32)], stream: &[(Uuid, u32)]) {
+        let delivery = self.groups[&group].delivery;
+        if delivery != GroupDelivery::Stream {
+            for (a, d) in mailbox {
                 self.next_seq += 1;
-                let env = Envelope {
-                    seq: self.next_seq,
-                    server_timestamp: now,
-                    kind: EnvelopeKind::RosterChange as i32,
-                    content: content.clone().into(),
-                    group_id: id.as_bytes().to_vec().into(),
-                    group_seq,
-                };
                 let seq = self.next_seq;
-                self.device_mut(account, d).mailbox.insert(seq, env);
+                self.device_mut(*a, *d).mailbox.insert(seq, Envelope { seq, ..env.clone() });
             }
         }
-        result
+        if delivery != GroupDelivery::Mailbox {
+            for (a, d) in stream {
+                self.device_mut(*a, *d).stream.insert((group, env.group_seq));
+            }
+            let g = self.groups.get_mut(&group).unwrap_or_else(|| panic!("no group"));
+            g.stream.insert(env.group_seq, (env, stream.to_vec()));
+        }
+    }
+
+    /// From now on the group is delivered by its stream (as above hushd's fan-out threshold).
+    pub fn stream_group(&mut self, group: Uuid) {
+        self.groups.get_mut(&group).unwrap_or_else(|| panic!("no group")).delivery = GroupDelivery::Stream;
+    }
+
+    /// From now on the group is delivered both ways (the overlap around a switch).
+    pub fn deliver_group_both_ways(&mut self, group: Uuid) {
+        self.groups.get_mut(&group).unwrap_or_else(|| panic!("no group")).delivery = GroupDelivery::Both;
+    }
+
+    /// Writes a mailbox reference to a stream entry for every device that reads it but the
+    /// sender's (as a switch back to the mailbox may), after what the mailboxes hold.
+    pub fn reference_in_mailboxes(&mut self, group: Uuid, group_seq: u64, sender: (Uuid, u32)) {
+        let (env, readers) = self.groups[&group].stream[&group_seq].clone();
+        for (a, d) in readers.into_iter().filter(|r| *r != sender) {
+            self.next_seq += 1;
+            let seq = self.next_seq;
+            self.device_mut(a, d).mailbox.insert(seq, Envelope { seq, ..env.clone() });
+        }
     }
 
     pub(super) fn group_rest(&mut self, caller: Uuid, call: RestCall) -> Result<RestAnswer, RestFailure> {
@@ -247,6 +299,7 @@ impl Relay {
             return error(req.request_id, SendErrorCode::StaleEpoch, epoch, vec![]);
         }
         let targets = self.member_devices(group, (sender, device));
+        let readers = self.member_devices(group, (Uuid::nil(), 0));
         let g = &self.groups[&group];
         let mut missing: BTreeMap<Uuid, Vec<u32>> = BTreeMap::new();
         for (a, d) in &targets {
@@ -269,19 +322,15 @@ impl Relay {
         g.seq += 1;
         let group_seq = g.seq;
         self.group_ciphertexts.push((group, group_seq, req.content.to_vec()));
-        for (a, d) in targets {
-            self.next_seq += 1;
-            let env = Envelope {
-                seq: self.next_seq,
-                server_timestamp: self.now,
-                kind: EnvelopeKind::GroupMessage as i32,
-                content: req.content.clone(),
-                group_id: req.group_id.clone(),
-                group_seq,
-            };
-            let seq = self.next_seq;
-            self.device_mut(a, d).mailbox.insert(seq, env);
-        }
+        let env = Envelope {
+            seq: 0,
+            server_timestamp: self.now,
+            kind: EnvelopeKind::GroupMessage as i32,
+            content: req.content.clone(),
+            group_id: req.group_id.clone(),
+            group_seq,
+        };
+        self.fan_out(group, env, &targets, &readers);
         let ok = SendOk { server_timestamp: self.now, group_seq };
         let resp = SendResponse { request_id: req.request_id, result: Some(send_response::Result::Ok(ok)) };
         if !req.idempotency_key.is_empty() {
