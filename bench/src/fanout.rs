@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use hush_wire::api::{CreateGroupRequest, GroupInfo};
-use hush_wire::frames::{EnvelopeKind, GroupAck, SendError, send_response, server_frame};
-use tokio::sync::{Semaphore, watch};
+use hush_wire::frames::{Envelope, EnvelopeKind, GroupAck, SendError, send_response, server_frame};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
@@ -32,6 +32,8 @@ const SEND_WINDOW: usize = 256;
 const DISTRIBUTE_CHUNK: usize = 256;
 /// Members the server takes without `--max-group-members` (hush_wire's default limit).
 const DEFAULT_MAX_MEMBERS: usize = 1000;
+/// A fan-out-on-read threshold no bench group reaches.
+const WRITE_ALWAYS: u32 = 1_000_000;
 /// Give up waiting for deliveries when none has arrived for this long.
 const STALL: Duration = Duration::from_secs(30);
 /// The server counts as quiet when its CPU time has not moved for this long.
@@ -63,11 +65,12 @@ impl FanoutPath {
         if members + 1 > DEFAULT_MAX_MEMBERS {
             args.extend(["--max-group-members".to_owned(), (members + 1).to_string()]);
         }
-        // Fan-out on write is all a hushd without the read path does, so that path needs no
-        // flag (and runs against such a hushd too).
-        if self == FanoutPath::Read {
-            args.extend(["--group-fanout-read-above".to_owned(), "0".to_owned()]);
-        }
+        // Groups with more members than this are read from their stream.
+        let read_above = match self {
+            FanoutPath::Write => WRITE_ALWAYS,
+            FanoutPath::Read => 0,
+        };
+        args.extend(["--group-fanout-read-above".to_owned(), read_above.to_string()]);
         args
     }
 }
@@ -101,6 +104,8 @@ struct Progress {
 #[derive(Default)]
 struct Received {
     unique: u64,
+    /// Of them, read from the group stream (the rest came through the mailbox).
+    streamed: u64,
     dup: u64,
     latencies_us: Vec<u64>,
     last: Option<Instant>,
@@ -109,6 +114,7 @@ struct Received {
 impl Received {
     fn add(&mut self, other: Received) {
         self.unique += other.unique;
+        self.streamed += other.streamed;
         self.dup += other.dup;
         self.latencies_us.extend(other.latencies_us);
         self.last = self.last.max(other.last);
@@ -184,9 +190,13 @@ pub async fn fanout(target: &Target, o: &FanoutOptions) -> anyhow::Result<(Strin
     eprintln!("sending {} group messages to {members} members", o.messages);
     let start = Instant::now();
     let sending = tokio::spawn(send_group(ws, group.group_id, group.epoch, o.messages, payloads.clone()));
-    let (sent, _sender) = wait_for_deliveries(&progress, sending, members as u64).await?;
+    let (sent, ws) = wait_for_deliveries(&progress, sending, members as u64).await?;
+    let sender_acks = tokio::spawn(keep_acking(ws, stop_tx.subscribe()));
     let cpu1 = settle(target).await?;
     stop_tx.send(true).context("stopping the members")?;
+    if let Err(e) = sender_acks.await? {
+        eprintln!("the sender's connection failed after its sends: {e:#}");
+    }
 
     let mut all = Received::default();
     for r in receivers {
@@ -215,7 +225,16 @@ pub async fn fanout(target: &Target, o: &FanoutOptions) -> anyhow::Result<(Strin
         all.dup,
         sent.failed,
     );
-    Ok((line, lost == 0 && all.dup == 0 && sent.failed == 0))
+    let path_taken = !target.is_spawned() || all.streamed == if o.path == FanoutPath::Read { all.unique } else { 0 };
+    if !path_taken {
+        eprintln!(
+            "hushd did not take the {} path: {} of {} deliveries came from the group stream",
+            o.path.name(),
+            all.streamed,
+            all.unique
+        );
+    }
+    Ok((line, lost == 0 && all.dup == 0 && sent.failed == 0 && path_taken))
 }
 
 /// Creates the group over REST with `owner` as its owner and every other device a member.
@@ -245,13 +264,7 @@ async fn read_to_queue_empty(ws: &mut Ws) -> anyhow::Result<()> {
     loop {
         let frame = tokio::time::timeout_at(deadline, client::next_frame(ws)).await.context("no QueueEmpty")??;
         match frame {
-            server_frame::Frame::Envelope(env) => {
-                let mut acks = Acks::default();
-                acks.add(env.seq, &env.group_id, env.group_seq);
-                if let Some(frame) = acks.take() {
-                    ws.send(frame).await?;
-                }
-            }
+            server_frame::Frame::Envelope(env) => ack_one(ws, &env).await?,
             server_frame::Frame::QueueEmpty(_) => return Ok(()),
             _ => {}
         }
@@ -286,44 +299,67 @@ struct Sent {
 }
 
 /// Sends `count` group messages, at most `SEND_WINDOW` unanswered (so in practice all of a
-/// small run at once), and counts the answers. Gives the connection back: closing it while
-/// the server's CPU is measured would count its teardown.
+/// small run at once), and counts the answers. A group read from its stream may hand the
+/// sender its own messages back: they are acked as a client does. Gives the connection back,
+/// so it stays open while the server's CPU is measured.
 async fn send_group(
-    ws: Ws,
+    mut ws: Ws,
     group: Uuid,
     epoch: u64,
     count: u32,
     payloads: Arc<Payloads>,
 ) -> anyhow::Result<(Sent, Ws)> {
-    let (mut sink, mut stream) = ws.split();
-    let window = Arc::new(Semaphore::new(SEND_WINDOW));
-    let reader_window = window.clone();
-    let reader = tokio::spawn(async move {
-        let mut sent = Sent { ok: 0, failed: 0 };
-        while sent.ok + sent.failed < u64::from(count) {
-            let Some(Ok(msg)) = stream.next().await else { break };
-            if let Some(server_frame::Frame::SendResponse(r)) = client::decode(&msg) {
-                match r.result {
-                    Some(send_response::Result::Ok(_)) => sent.ok += 1,
-                    Some(send_response::Result::Error(e)) => {
-                        if sent.failed == 0 {
-                            eprintln!("a group message was refused: {}", refusal(&e));
-                        }
-                        sent.failed += 1;
-                    }
-                    None => sent.failed += 1,
-                }
-                reader_window.add_permits(1);
-            }
+    let mut sent = Sent { ok: 0, failed: 0 };
+    let mut next = 0u32;
+    let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
+    while sent.ok + sent.failed < u64::from(count) {
+        let unanswered = u64::from(next) - sent.ok - sent.failed;
+        if next < count && unanswered < SEND_WINDOW as u64 {
+            ws.send(payloads.group_send(u64::from(next), group, epoch, next)).await?;
+            next += 1;
+            continue;
         }
-        (sent, stream)
-    });
-    for number in 0..count {
-        window.acquire().await?.forget();
-        sink.send(payloads.group_send(u64::from(number), group, epoch, number)).await?;
+        let frame =
+            tokio::time::timeout_at(deadline, client::next_frame(&mut ws)).await.context("sender timed out")??;
+        match frame {
+            server_frame::Frame::SendResponse(r) => match r.result {
+                Some(send_response::Result::Ok(_)) => sent.ok += 1,
+                Some(send_response::Result::Error(e)) => {
+                    if sent.failed == 0 {
+                        eprintln!("a group message was refused: {}", refusal(&e));
+                    }
+                    sent.failed += 1;
+                }
+                None => sent.failed += 1,
+            },
+            server_frame::Frame::Envelope(env) => ack_one(&mut ws, &env).await?,
+            _ => {}
+        }
     }
-    let (sent, stream) = tokio::time::timeout(PHASE_TIMEOUT, reader).await.context("sender timed out")??;
-    Ok((sent, sink.reunite(stream)?))
+    Ok((sent, ws))
+}
+
+/// Acks one envelope the way it came.
+async fn ack_one(ws: &mut Ws, env: &Envelope) -> anyhow::Result<()> {
+    let mut acks = Acks::default();
+    acks.add(env.seq, &env.group_id, env.group_seq);
+    if let Some(frame) = acks.take() {
+        ws.send(frame).await?;
+    }
+    Ok(())
+}
+
+/// Keeps the sender's connection open, acking what it gets, until the bench stops.
+async fn keep_acking(mut ws: Ws, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    loop {
+        let frame = tokio::select! {
+            frame = client::next_frame(&mut ws) => frame?,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        if let server_frame::Frame::Envelope(env) = frame {
+            ack_one(&mut ws, &env).await?;
+        }
+    }
 }
 
 fn refusal(e: &SendError) -> String {
@@ -461,6 +497,7 @@ impl Member {
                     continue;
                 }
                 got.unique += 1;
+                got.streamed += u64::from(env.seq == 0);
                 got.last = Some(Instant::now());
                 if let Some(h) = Payloads::header(&env.content) {
                     got.latencies_us.push(self.fleet.payloads.now_ns().saturating_sub(h.sent_ns) / 1000);

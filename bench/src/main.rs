@@ -219,11 +219,12 @@ async fn main() -> anyhow::Result<()> {
                 println!("{line}");
                 ok &= clean;
             }
-            let path = fanout::FanoutPath::Write;
-            let o = fanout::FanoutOptions { members: 500, messages: 100, size: 200, path };
-            let (line, clean) = fanout::fanout(&target_with(&cli.target, &path.hushd_args(500))?, &o).await?;
-            println!("{line}");
-            ok &= clean;
+            for path in [fanout::FanoutPath::Write, fanout::FanoutPath::Read] {
+                let o = fanout::FanoutOptions { members: 500, messages: 100, size: 200, path };
+                let (line, clean) = fanout::fanout(&target_with(&cli.target, &path.hushd_args(500))?, &o).await?;
+                println!("{line}");
+                ok &= clean;
+            }
         }
     }
     if !ok {
