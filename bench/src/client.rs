@@ -16,8 +16,8 @@ use hush_wire::api::{
 };
 use hush_wire::close;
 use hush_wire::frames::{
-    Ack, Auth, ClientFrame, DeviceMessage, EnvelopeKind, RecipientMessages, SendRequest, client_frame,
-    decode_server_frame, server_frame,
+    Ack, Auth, ClientFrame, DeviceMessage, DistributeRequest, EnvelopeKind, GroupAck, GroupSendRequest,
+    RecipientMessages, SendRequest, client_frame, decode_server_frame, server_frame,
 };
 use libsignal_protocol::{GenericSignedPreKey, IdentityKeyPair, KeyPair, KyberPreKeyRecord, kem};
 use rand::{Rng, RngCore};
@@ -70,6 +70,31 @@ pub struct BenchDevice {
     /// Its registration id.
     pub registration_id: u32,
     signing: DeviceSigningKey,
+}
+
+impl BenchDevice {
+    /// The `Authorization` header of one REST request by this device (`Hush-Sig`, fresh nonce).
+    pub fn rest_authorization(&self, method: &str, path_and_query: &str, body: &[u8]) -> String {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let nonce: [u8; 16] = rand::rng().random();
+        self.signing.rest_authorization(self.account, 1, method, path_and_query, body, now_ms, nonce)
+    }
+
+    /// This device (device 1 of its account) as the recipient of one ciphertext.
+    fn message(&self, kind: EnvelopeKind, content: Bytes) -> RecipientMessages {
+        RecipientMessages {
+            account_id: self.account.as_bytes().to_vec().into(),
+            messages: vec![DeviceMessage {
+                device_id: 1,
+                registration_id: self.registration_id,
+                kind: kind as i32,
+                content,
+            }],
+        }
+    }
 }
 
 static NEXT_USER: AtomicU32 = AtomicU32::new(0);
@@ -315,7 +340,34 @@ pub fn decode(msg: &Message) -> Option<server_frame::Frame> {
 
 /// An ack frame.
 pub fn ack(seqs: Vec<u64>) -> Message {
-    binary(client_frame::Frame::Ack(Ack { seqs, groups: Vec::new() }))
+    acks(seqs, Vec::new())
+}
+
+/// An ack frame for mailbox envelopes (`seqs`) and group-stream envelopes (`groups`).
+pub fn acks(seqs: Vec<u64>, groups: Vec<GroupAck>) -> Message {
+    binary(client_frame::Frame::Ack(Ack { seqs, groups }))
+}
+
+/// A sender-key distribution for `group` at `epoch` to each of `devices`: random bytes stand in
+/// for the sealed ciphertexts (the server cannot tell them apart).
+pub fn distribute(request_id: u64, group: Uuid, epoch: u64, devices: &[impl AsRef<BenchDevice>]) -> Message {
+    let mut rng = rand::rng();
+    let recipients = devices
+        .iter()
+        .map(|d| {
+            let mut content = vec![0u8; 32];
+            rng.fill_bytes(&mut content);
+            d.as_ref().message(EnvelopeKind::SealedSender, content.into())
+        })
+        .collect();
+    let req = DistributeRequest {
+        request_id,
+        group_id: group.as_bytes().to_vec().into(),
+        epoch,
+        recipients,
+        idempotency_key: Bytes::new(),
+    };
+    binary(client_frame::Frame::Distribute(req))
 }
 
 /// Builds envelope contents of a fixed size carrying (sender, number, send time).
@@ -366,29 +418,39 @@ impl Payloads {
         self.request(request_id, to, (sender, number), resent, key)
     }
 
+    /// A group message (number `number` of sender 0) to `group` under `epoch`, stamped now.
+    pub fn group_send(&self, request_id: u64, group: Uuid, epoch: u64, number: u32) -> Message {
+        let req = GroupSendRequest {
+            request_id,
+            group_id: group.as_bytes().to_vec().into(),
+            epoch,
+            content: self.content(0, number, false),
+            idempotency_key: Bytes::new(),
+            urgent: true,
+        };
+        binary(client_frame::Frame::GroupSend(req))
+    }
+
     fn request(&self, request_id: u64, to: &BenchDevice, message: (u32, u32), resent: bool, key: Bytes) -> Message {
         let (sender, number) = message;
-        let mut content = BytesMut::from(&self.filler[..]);
-        let sender = if resent { sender | RESENT } else { sender & !RESENT };
-        content[..4].copy_from_slice(&sender.to_be_bytes());
-        content[4..8].copy_from_slice(&number.to_be_bytes());
-        content[8..16].copy_from_slice(&self.now_ns().to_be_bytes());
         let req = SendRequest {
             request_id,
-            recipients: vec![RecipientMessages {
-                account_id: to.account.as_bytes().to_vec().into(),
-                messages: vec![DeviceMessage {
-                    device_id: 1,
-                    registration_id: to.registration_id,
-                    kind: EnvelopeKind::SealedSender as i32,
-                    content: content.freeze(),
-                }],
-            }],
+            recipients: vec![to.message(EnvelopeKind::SealedSender, self.content(sender, number, resent))],
             online_only: false,
             idempotency_key: key,
             urgent: true,
         };
         binary(client_frame::Frame::Send(req))
+    }
+
+    /// The filler with its header: sender (and the resent bit), number, and the time now.
+    fn content(&self, sender: u32, number: u32, resent: bool) -> Bytes {
+        let mut content = BytesMut::from(&self.filler[..]);
+        let sender = if resent { sender | RESENT } else { sender & !RESENT };
+        content[..4].copy_from_slice(&sender.to_be_bytes());
+        content[4..8].copy_from_slice(&number.to_be_bytes());
+        content[8..16].copy_from_slice(&self.now_ns().to_be_bytes());
+        content.freeze()
     }
 
     /// Reads a payload header.

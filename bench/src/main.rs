@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod client;
 mod crash;
+mod fanout;
 mod scenarios;
 mod storm;
 mod target;
@@ -106,25 +107,35 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         probes: usize,
     },
-    /// Group fan-out (needs groups in hushd).
+    /// Group fan-out: one sender and N online member devices in one group; deliveries per
+    /// second, latency per delivery, server CPU per delivery.
     Fanout {
-        /// Online member devices.
+        /// Member devices besides the sender (one account each, all online).
         #[arg(long, default_value_t = 500)]
         members: usize,
-        /// Messages.
+        /// Group messages the sender sends.
         #[arg(long, default_value_t = 100)]
         messages: u32,
-        /// Envelope size in bytes.
+        /// Group message size in bytes.
         #[arg(long, default_value_t = 200)]
         size: usize,
+        /// The fan-out path the spawned hushd takes: a reference in every member mailbox
+        /// (write) or each device reading the group stream (read).
+        #[arg(long, value_enum, default_value_t = fanout::FanoutPath::Write)]
+        path: fanout::FanoutPath,
     },
     /// Every measurement at a size that finishes in about two minutes on 2 cores.
     All,
 }
 
 fn target(args: &TargetArgs) -> anyhow::Result<Target> {
+    target_with(args, &[])
+}
+
+/// [`target`], with extra arguments for a spawned hushd.
+fn target_with(args: &TargetArgs, hushd_args: &[String]) -> anyhow::Result<Target> {
     if args.spawn {
-        return Target::spawn(&[]);
+        return Target::spawn(hushd_args);
     }
     if args.server.is_empty() {
         bail!("give --spawn, or --server URL --server-pid PID");
@@ -171,7 +182,12 @@ async fn main() -> anyhow::Result<()> {
             println!("{line}");
             ok &= clean;
         }
-        Command::Fanout { .. } => println!("{}", scenarios::fanout()),
+        Command::Fanout { members, messages, size, path } => {
+            let o = fanout::FanoutOptions { members, messages, size, path };
+            let (line, clean) = fanout::fanout(&target_with(&cli.target, &path.hushd_args(members))?, &o).await?;
+            println!("{line}");
+            ok &= clean;
+        }
         Command::All => {
             // A fresh server per measurement, so one does not skew the next.
             let fresh = || target(&cli.target);
@@ -203,7 +219,12 @@ async fn main() -> anyhow::Result<()> {
                 println!("{line}");
                 ok &= clean;
             }
-            println!("{}", scenarios::fanout());
+            for path in [fanout::FanoutPath::Write, fanout::FanoutPath::Read] {
+                let o = fanout::FanoutOptions { members: 500, messages: 100, size: 200, path };
+                let (line, clean) = fanout::fanout(&target_with(&cli.target, &path.hushd_args(500))?, &o).await?;
+                println!("{line}");
+                ok &= clean;
+            }
         }
     }
     if !ok {

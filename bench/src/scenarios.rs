@@ -15,9 +15,9 @@ use crate::target::{Target, wait_until};
 /// Sends one sender may have unanswered at once.
 const SEND_WINDOW: usize = 128;
 /// Registrations in flight at once.
-const REGISTER_CONCURRENCY: usize = 32;
+pub(crate) const REGISTER_CONCURRENCY: usize = 32;
 /// The longest any phase may take before the bench gives up.
-const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What a receiver saw.
 #[derive(Default)]
@@ -70,7 +70,10 @@ async fn receive(mut ws: Ws, expected: u32, payloads: Arc<Payloads>) -> anyhow::
 /// `first` plus every item the stream has ready, up to and including its end (`None`). An
 /// ended stream stays ended, so polling on after `None` would spin forever: that is what made
 /// the bench grow to 24 GB when hushd was killed under `pairs`.
-fn take_ready<S: futures_util::Stream + Unpin>(stream: &mut S, first: Option<S::Item>) -> Vec<Option<S::Item>> {
+pub(crate) fn take_ready<S: futures_util::Stream + Unpin>(
+    stream: &mut S,
+    first: Option<S::Item>,
+) -> Vec<Option<S::Item>> {
     let ended = first.is_none();
     let mut batch = vec![first];
     if ended {
@@ -311,12 +314,6 @@ pub async fn drain(target: &Target, messages: u32, size: usize) -> anyhow::Resul
     let lost = u64::from(messages).saturating_sub(got.unique);
     let line = format!("drain_ms={:.1} lost={lost} dup={}", drain.as_secs_f64() * 1000.0, got.dup);
     Ok((line, lost == 0 && got.dup == 0))
-}
-
-/// Placeholder until hushd has groups.
-pub fn fanout() -> String {
-    eprintln!("fanout needs group messaging, which hushd does not implement yet");
-    "fanout=unsupported reason=needs_groups".to_owned()
 }
 
 #[cfg(test)]

@@ -32,7 +32,9 @@ fn run_with(env: &[(&str, &str)], args: &[&str]) -> Vec<(String, String)> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "hush-bench {args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     let last = stdout.lines().last().unwrap_or_else(|| panic!("hush-bench {args:?} printed nothing"));
-    last.split_whitespace()
+    // A leading bare word names the measurement (`fanout path=write ...`).
+    let pairs = last.split_whitespace().skip_while(|word| !word.contains('='));
+    pairs
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("not key=value: {kv:?} in {last:?}"));
             (k.to_owned(), v.to_owned())
@@ -103,4 +105,28 @@ fn reconnect_storm_brings_every_device_back_with_its_backlog() {
         let v: f64 = value(&f, key).parse().unwrap_or_else(|e| panic!("{key}: {e}"));
         assert!(v >= 0.0);
     }
+}
+
+/// Runs `fanout` with 20 members on one path and checks every delivery came once.
+fn fanout_delivers_once(path: &str) {
+    let f = run(&["fanout", "--members", "20", "--messages", "5", "--size", "64", "--path", path]);
+    assert_eq!((value(&f, "path"), value(&f, "members"), value(&f, "messages")), (path, "20", "5"));
+    assert_eq!(value(&f, "deliveries"), "100");
+    assert_eq!((value(&f, "lost"), value(&f, "dup"), value(&f, "send_failed")), ("0", "0", "0"));
+    for key in ["deliveries_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_delivery"] {
+        let v: f64 = value(&f, key).parse().unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert!(v >= 0.0);
+    }
+}
+
+#[test]
+fn fanout_on_write_delivers_every_group_message_to_every_member_once() {
+    fanout_delivers_once("write");
+}
+
+/// The members ack group-stream envelopes by (group, group seq); the bench fails if any
+/// came through a mailbox instead.
+#[test]
+fn fanout_on_read_delivers_every_group_message_to_every_member_once() {
+    fanout_delivers_once("read");
 }
