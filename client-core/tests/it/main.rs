@@ -5,8 +5,10 @@
 
 mod crash;
 mod delivery;
+mod group_support;
 mod groups;
 mod identity;
+mod large_groups;
 mod lifecycle;
 mod retry;
 mod support;

@@ -24,12 +24,20 @@ pub struct Hushd {
     addr: Option<String>,
     port: u16,
     child: Option<Child>,
+    /// Flags added to every start of this server (restarts keep them).
+    extra_args: Vec<String>,
 }
 
 impl Hushd {
     pub async fn start() -> Hushd {
+        Hushd::start_with(&[]).await
+    }
+
+    /// Starts with extra command-line flags, e.g. `["--group-fanout-read-above", "3"]`.
+    pub async fn start_with(args: &[&str]) -> Hushd {
         let data_dir = tempfile::Builder::new().prefix("hushd-").tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let mut server = Hushd { data_dir, addr: None, port: 0, child: None };
+        let extra_args = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut server = Hushd { data_dir, addr: None, port: 0, child: None, extra_args };
         server.spawn().await;
         server
     }
@@ -86,6 +94,7 @@ impl Hushd {
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .args(["--rate-burst", "100000", "--rate-per-second", "10000"])
+            .args(&self.extra_args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
