@@ -104,7 +104,7 @@ impl ProvisionMessage {
     /// Errors: [`ProvisionError::UnsupportedMessageVersion`] for another version;
     /// [`ProvisionError::BadMessage`], naming the field, if it ends early, has bytes after the
     /// last field, a presence byte other than 0 or 1, a string that is not UTF-8, an identity public key
-    /// that does not parse, or an identity private key that is not its private half.
+    /// that does not parse, or an identity private key that is not clamped or not its private half.
     pub fn decode(bytes: &[u8]) -> Result<Self, ProvisionError> {
         let mut r = Reader(bytes);
         let version = r.take::<1>("version")?[0];
@@ -144,10 +144,15 @@ impl fmt::Debug for ProvisionMessage {
 }
 
 /// Rebuilds the identity key pair, checking that the private key is the public key's.
-fn identity_key_pair(public: &[u8], private: &[u8]) -> Result<IdentityKeyPair, ProvisionError> {
+fn identity_key_pair(public: &[u8], private_bytes: &[u8]) -> Result<IdentityKeyPair, ProvisionError> {
     let identity =
         validate_identity_key(public).map_err(|_| bad("identity public key", "is not a valid Curve25519 key"))?;
-    let private = PrivateKey::deserialize(private).map_err(|_| bad("identity private key", "does not parse"))?;
+    let private = PrivateKey::deserialize(private_bytes).map_err(|_| bad("identity private key", "does not parse"))?;
+    // libsignal clamps private keys when it reads them, and serializes them clamped: refuse
+    // other spellings, so that each message has one encoding.
+    if private.serialize() != private_bytes {
+        return Err(bad("identity private key", "is not clamped"));
+    }
     let matches = private.public_key().is_ok_and(|derived| &derived == identity.public_key());
     if !matches {
         return Err(bad("identity private key", "does not belong to the identity public key"));
