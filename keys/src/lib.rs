@@ -15,7 +15,7 @@
 //!   X25519, HKDF-SHA256, AES-256-GCM-SIV) for the server to relay unread. Also the
 //!   [`provision::ArchiveKey`] that encrypts the message history archive, chunk by chunk.
 //!
-//! The wire formats are described in `docs/PROTOCOL.md` ("Authentication").
+//! The wire formats are described in `docs/PROTOCOL.md` ("Authentication", "Device linking").
 //!
 //! This crate does no I/O and keeps no clock: callers pass time (`now_ms`, `timestamp_ms`)
 //! and randomness (`&mut impl CryptoRng`, rand 0.9) in. It never logs, and no `Debug` output

@@ -55,7 +55,7 @@ impl ProvisionMessage {
     /// |---|---|---|
     /// | 0 | 1 | version, `0x01` ([`PROVISION_MESSAGE_VERSION`]) |
     /// | 1 | 33 | identity public key, libsignal serialized (`0x05` + 32) |
-    /// | 34 | 32 | identity private key (Curve25519) |
+    /// | 34 | 32 | identity private key (Curve25519, clamped, as libsignal serializes it) |
     /// | 66 | 16 | account id (UUID bytes) |
     /// | 82 | 32 | link token |
     /// | 114 | 2 + `u` | username: `u` as u16, then `u` bytes of UTF-8 |
@@ -103,8 +103,9 @@ impl ProvisionMessage {
     ///
     /// Errors: [`ProvisionError::UnsupportedMessageVersion`] for another version;
     /// [`ProvisionError::BadMessage`], naming the field, if it ends early, has bytes after the
-    /// last field, a presence byte other than 0 or 1, a string that is not UTF-8, an identity public key
-    /// that does not parse, or an identity private key that is not clamped or not its private half.
+    /// last field, a presence byte other than 0 or 1, a string that is not UTF-8, an identity
+    /// public key that does not parse, or an identity private key that is not clamped or not
+    /// the public key's.
     pub fn decode(bytes: &[u8]) -> Result<Self, ProvisionError> {
         let mut r = Reader(bytes);
         let version = r.take::<1>("version")?[0];
