@@ -10,12 +10,17 @@
 //!   [`certs::verify_sender_certificate`]. [`certs::aci_string`] names an account for libsignal.
 //! - [`registration`]: the identity-key signature that proves a registration owns the key
 //!   it registers, over a server-issued challenge ([`registration::ChallengeKey`]).
+//! - [`provision`]: linking a new device to an account. The new device shows a
+//!   [`provision::LinkCode`]; the existing device seals the account's keys to it (ephemeral
+//!   X25519, HKDF-SHA256, AES-256-GCM-SIV) for the server to relay unread. Also the
+//!   [`provision::ArchiveKey`] that encrypts the message history archive, chunk by chunk.
 //!
-//! The wire formats are described in `docs/PROTOCOL.md` ("Authentication").
+//! The wire formats are described in `docs/PROTOCOL.md` ("Authentication", "Device linking").
 //!
 //! This crate does no I/O and keeps no clock: callers pass time (`now_ms`, `timestamp_ms`)
 //! and randomness (`&mut impl CryptoRng`, rand 0.9) in. It never logs, and no `Debug` output
-//! of a private key shows its bytes. Every failure is a [`KeyError`].
+//! of a private key shows its bytes. Every failure is a [`KeyError`], except in [`provision`]
+//! (client-side only), whose failures are a [`ProvisionError`].
 
 #![warn(missing_docs)]
 
@@ -23,7 +28,8 @@ pub mod auth;
 pub mod certs;
 mod error;
 pub mod prekeys;
+pub mod provision;
 pub mod registration;
 
 pub use certs::aci_string;
-pub use error::KeyError;
+pub use error::{KeyError, ProvisionError};

@@ -10,14 +10,9 @@ use hush_keys::prekeys::{validate_ec_public_key, validate_identity_key, verify_k
 use libsignal_protocol::{GenericSignedPreKey as _, IdentityKeyPair, KeyPair, KyberPreKeyRecord, kem};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::TestRunner;
 
-use crate::fuzz_support::{fuzz_config, mutated};
+use crate::fuzz_support::{mutated, run};
 use crate::support::{ACCOUNT, DEVICE, NONCE, TS_MS, fixed_key};
-
-fn run<S: Strategy>(strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
-    TestRunner::new(fuzz_config()).run(&strategy, test).unwrap();
-}
 
 fn canonical_header() -> AuthHeader {
     AuthHeader { account: ACCOUNT, device_id: DEVICE, timestamp_ms: TS_MS, nonce: NONCE, signature: [0xab; 64] }

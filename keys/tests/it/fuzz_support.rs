@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::Config;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 /// Cases per property when `HUSH_FUZZ_CASES` is not set: small, so the normal suite stays fast.
 const DEFAULT_CASES: u32 = 64;
@@ -13,6 +13,12 @@ const DEFAULT_CASES: u32 = 64;
 pub fn fuzz_config() -> Config {
     let cases = std::env::var("HUSH_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_CASES);
     Config { failure_persistence: None, ..Config::with_cases(cases) }
+}
+
+/// Checks `test` on [`fuzz_config`]`()` cases drawn from `strategy`; panics with the
+/// (shrunk) failing input.
+pub fn run<S: Strategy>(strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
+    TestRunner::new(fuzz_config()).run(&strategy, test).unwrap();
 }
 
 /// One edit of a byte string.

@@ -8,4 +8,5 @@ mod fuzz;
 mod fuzz_support;
 mod header;
 mod prekeys;
+mod provision;
 mod support;
