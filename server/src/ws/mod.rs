@@ -27,8 +27,8 @@ const TRANSPORT_MAX_MESSAGE: usize = 1024 * 1024;
 const MAX_WRITE_BUFFER: usize = 2 * TRANSPORT_MAX_MESSAGE;
 
 /// Takes a connection slot and a handshake slot for a socket from `addr`, or the refusal to
-/// answer the upgrade with.
-pub(crate) fn admit(state: &AppState, addr: std::net::IpAddr) -> Result<admission::Ticket, Response> {
+/// answer the upgrade with (boxed: a `Response` is large and refusals are rare).
+pub(crate) fn admit(state: &AppState, addr: std::net::IpAddr) -> Result<admission::Ticket, Box<Response>> {
     state.admission.admit(addr).map_err(|refusal| {
         let (status, code, message) = match refusal {
             admission::Refusal::Full => {
@@ -41,7 +41,7 @@ pub(crate) fn admit(state: &AppState, addr: std::net::IpAddr) -> Result<admissio
             ),
         };
         metrics::counter!(m::REFUSED, "code" => code).increment(1);
-        HttpError::new(status, code, message).into_response()
+        Box::new(HttpError::new(status, code, message).into_response())
     })
 }
 
@@ -50,7 +50,7 @@ pub async fn upgrade(State(state): State<AppState>, ClientIp(addr): ClientIp, ws
     // The source address as the abuse limits see it: behind a trusted proxy, the client's.
     let ticket = match admit(&state, addr) {
         Ok(ticket) => ticket,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let tasks = state.tasks.clone();
     ws.max_message_size(TRANSPORT_MAX_MESSAGE)

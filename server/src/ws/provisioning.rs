@@ -31,7 +31,7 @@ const MAX_CLIENT_MESSAGE: usize = 1024;
 pub async fn upgrade(State(state): State<AppState>, ClientIp(addr): ClientIp, ws: WebSocketUpgrade) -> Response {
     let ticket = match super::admit(&state, addr) {
         Ok(ticket) => ticket,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let tasks = state.tasks.clone();
     ws.max_message_size(MAX_CLIENT_MESSAGE)
