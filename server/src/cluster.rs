@@ -10,6 +10,8 @@
 //!   for member devices not connected to the committing node is published once, with the
 //!   encoded frame and those devices, on `hush:streams`, which every node hears; each hands
 //!   it to the members connected there. One message per group message, not one per member.
+//! - Provisioning: the one message for a provisioning socket held by another node (the
+//!   store says which, `provisioning_channels`) is published on that node's channel.
 //! - "Connected elsewhere": when a device connects here while the table says
 //!   another node has it, that node is told to close its connection.
 //! - Wake-up windows: `hush:push:<account>.<device>`, set once (`SET NX PX`) per push
@@ -47,6 +49,7 @@ const KICK: u8 = b'K';
 const REMOVED: u8 = b'R';
 const EPHEMERAL: u8 = b'E';
 const STREAM: u8 = b'S';
+const PROVISION: u8 = b'P';
 /// The channel every node hears group-stream messages on.
 const STREAMS_CHANNEL: &str = "hush:streams";
 
@@ -201,6 +204,24 @@ fn decode_stream(bytes: &[u8]) -> Option<(String, StreamFrame, Vec<DeviceKey>)> 
     Some((String::from_utf8_lossy(origin).into_owned(), frame, devices))
 }
 
+/// A provisioning message: `P`, the address (length byte, then its bytes), then the body.
+fn encode_provision(address: &str, body: &[u8]) -> Vec<u8> {
+    let address = &address.as_bytes()[..address.len().min(255)];
+    let mut out = Vec::with_capacity(2 + address.len() + body.len());
+    out.push(PROVISION);
+    out.push(address.len() as u8);
+    out.extend_from_slice(address);
+    out.extend_from_slice(body);
+    out
+}
+
+fn decode_provision(bytes: &[u8]) -> Option<(String, bytes::Bytes)> {
+    let (&PROVISION, rest) = bytes.split_first()? else { return None };
+    let (&n, rest) = rest.split_first()?;
+    let (address, body) = rest.split_at_checked(usize::from(n))?;
+    Some((std::str::from_utf8(address).ok()?.to_owned(), bytes::Bytes::copy_from_slice(body)))
+}
+
 fn decode(bytes: &[u8]) -> Option<(u8, Vec<DeviceKey>)> {
     let (&kind, rest) = bytes.split_first()?;
     if rest.len() % 20 != 0 {
@@ -290,6 +311,18 @@ impl Cluster {
         let set: Option<String> =
             redis::cmd("SET").arg(key).arg(&self.node_id).arg("NX").arg("PX").arg(ms).query_async(&mut redis).await?;
         Ok(set.is_some())
+    }
+
+    /// Hands the provisioning message `body` to `node`, which holds the socket of `address`:
+    /// false if that node is not listening (it is gone). Waits at most the Redis timeout.
+    pub async fn provision(&self, node: &str, address: &str, body: &[u8]) -> redis::RedisResult<bool> {
+        let mut redis = self.redis.clone();
+        let publish = redis.publish::<_, _, i64>(node_channel(node), encode_provision(address, body));
+        match tokio::time::timeout(REDIS_TIMEOUT, publish).await {
+            Ok(Ok(listeners)) => Ok(listeners > 0),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(unreachable("Redis did not answer in time")),
+        }
     }
 
     /// This node's id.
@@ -512,6 +545,17 @@ async fn subscribe(client: Client, node_id: String, hub: Arc<Hub>, health: Arc<H
                         }
                         continue;
                     }
+                    if payload.first() == Some(&PROVISION) {
+                        match decode_provision(payload) {
+                            Some((address, body)) => {
+                                // Gone meanwhile: the sender was answered 204, the new device
+                                // sees its socket closed without a message and starts again.
+                                hub.provisioning.deliver(&address, body);
+                            }
+                            None => tracing::warn!("ignoring a malformed cluster message"),
+                        }
+                        continue;
+                    }
                     if payload.first() == Some(&EPHEMERAL) {
                         match decode_ephemeral(payload) {
                             Some((d, env)) => {
@@ -571,6 +615,17 @@ mod tests {
         assert_eq!(decode_ephemeral(&encode_ephemeral(device, &env)), Some((device, env)));
         assert_eq!(decode_ephemeral(&[EPHEMERAL, 1, 2]), None);
         assert_eq!(decode_ephemeral(&encode(WAKE, &[device])), None);
+    }
+
+    #[test]
+    fn provisioning_messages_round_trip_and_garbage_is_refused() {
+        let message = encode_provision("AAAAAAAAAAAAAAAAAAAAAA", b"sealed link message");
+        assert_eq!(
+            decode_provision(&message),
+            Some(("AAAAAAAAAAAAAAAAAAAAAA".to_owned(), bytes::Bytes::from_static(b"sealed link message")))
+        );
+        assert_eq!(decode_provision(&[PROVISION, 30, b'A']), None, "truncated address");
+        assert_eq!(decode_provision(&encode(WAKE, &[])), None);
     }
 
     #[test]

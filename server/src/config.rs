@@ -107,6 +107,15 @@ pub struct Args {
     /// One-time prekeys of one target device per hour per account, sustained [default: 10].
     #[arg(long, env = "HUSHD_ONE_TIME_KEY_PER_HOUR")]
     pub one_time_key_per_hour: Option<u32>,
+    /// Link tokens one account may ask for, and device links one source address may try, in a burst [default: 10].
+    #[arg(long, env = "HUSHD_LINK_BURST")]
+    pub link_burst: Option<u32>,
+    /// Link tokens per hour per account, and device links per hour per source address, sustained [default: 60].
+    #[arg(long, env = "HUSHD_LINK_PER_HOUR")]
+    pub link_per_hour: Option<u32>,
+    /// Seconds a link token and a provisioning address stay valid [default: 600].
+    #[arg(long, env = "HUSHD_LINK_TIMEOUT_SECS")]
+    pub link_timeout_secs: Option<u64>,
     /// Addresses of reverse proxies / load balancers whose `X-Forwarded-For` is believed,
     /// comma-separated [default: none: the peer address is the source address].
     #[arg(long, env = "HUSHD_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -176,6 +185,9 @@ struct FileConfig {
     bundle_per_hour: Option<u32>,
     one_time_key_burst: Option<u32>,
     one_time_key_per_hour: Option<u32>,
+    link_burst: Option<u32>,
+    link_per_hour: Option<u32>,
+    link_timeout_secs: Option<u64>,
     trusted_proxies: Option<Vec<IpAddr>>,
     push_allow_hosts: Option<Vec<String>>,
     push_window_secs: Option<u64>,
@@ -286,6 +298,8 @@ pub struct AbuseLimits {
     pub bundles: Rate,
     /// One-time prekeys taken per (requesting account, target device).
     pub one_time_keys: Rate,
+    /// Link tokens per account, and device links per source address.
+    pub link: Rate,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
 }
@@ -343,6 +357,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Sender certificate lifetime.
     pub certificate_lifetime: Duration,
+    /// Lifetime of a link token and of a provisioning address.
+    pub link_timeout: Duration,
     /// Limits.
     pub limits: Limits,
     /// Abuse limits on the REST API.
@@ -403,8 +419,18 @@ impl Config {
                 args.one_time_key_burst.or(file.one_time_key_burst).unwrap_or(10),
                 args.one_time_key_per_hour.or(file.one_time_key_per_hour).unwrap_or(10),
             )?,
+            link: Rate::resolve(
+                "link_burst/link_per_hour",
+                args.link_burst.or(file.link_burst).unwrap_or(10),
+                args.link_per_hour.or(file.link_per_hour).unwrap_or(60),
+            )?,
             trusted_proxies: args.trusted_proxies.or(file.trusted_proxies).unwrap_or_default(),
         };
+        let link_timeout =
+            args.link_timeout_secs.or(file.link_timeout_secs).unwrap_or(hush_wire::limits::LINK_TIMEOUT_SECS);
+        if link_timeout == 0 {
+            return Err(ConfigError::Invalid { name: "link_timeout_secs", message: "must be at least 1".into() });
+        }
         let apns = match (
             args.apns_key.or(file.apns_key),
             args.apns_key_id.or(file.apns_key_id),
@@ -460,6 +486,7 @@ impl Config {
             certificate_lifetime: Duration::from_secs(
                 args.certificate_hours.or(file.certificate_hours).unwrap_or(24).max(1) * 3600,
             ),
+            link_timeout: Duration::from_secs(link_timeout),
             limits: Limits {
                 max_mailbox: args.max_mailbox.or(file.max_mailbox).unwrap_or(hush_wire::limits::MAX_MAILBOX_ENVELOPES),
                 window: hush_wire::limits::IN_FLIGHT_WINDOW,
@@ -617,6 +644,20 @@ mod tests {
         assert_eq!(Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}")).listen_backlog, 1024);
         let args = Args { listen_backlog: Some(16_384), ..Args::default() };
         assert_eq!(Config::from_args(args).unwrap_or_else(|e| panic!("{e}")).listen_backlog, 16_384);
+    }
+
+    #[test]
+    fn the_link_timeout_defaults_to_ten_minutes_and_reads_the_file() {
+        let c = Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.link_timeout, Duration::from_secs(600));
+        assert_eq!(c.abuse.link, Rate { burst: 10, per_hour: 60 });
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("hushd.toml");
+        std::fs::write(&file, "link_timeout_secs = 5\n").unwrap_or_else(|e| panic!("{e}"));
+        let c = Config::from_args(Args { config: Some(file), ..Args::default() }).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.link_timeout, Duration::from_secs(5));
+        let zero = Config::from_args(Args { link_timeout_secs: Some(0), ..Args::default() });
+        assert!(matches!(zero, Err(ConfigError::Invalid { name: "link_timeout_secs", .. })));
     }
 
     #[test]

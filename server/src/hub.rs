@@ -179,13 +179,62 @@ pub struct Hub {
     entries: Mutex<HashMap<DeviceKey, Entry>>,
     next_conn: AtomicU64,
     limit: QueueLimit,
+    /// Provisioning sockets open on this node.
+    pub provisioning: ProvisioningChannels,
+}
+
+/// The provisioning sockets (`/v1/provisioning`) open on this node, by address; each takes
+/// one message. Which node holds an address is in the store, for every node to see.
+#[derive(Default)]
+pub struct ProvisioningChannels {
+    open: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Bytes>>>,
+}
+
+impl ProvisioningChannels {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, tokio::sync::oneshot::Sender<Bytes>>> {
+        // Single inserts and removes: a panic cannot leave the map inconsistent.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens `address`; its one message arrives on the receiver.
+    pub fn open(&self, address: String) -> tokio::sync::oneshot::Receiver<Bytes> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.lock().insert(address, tx);
+        rx
+    }
+
+    /// Hands `body` to the socket of `address`: false if no socket here has it (any more).
+    pub fn deliver(&self, address: &str, body: Bytes) -> bool {
+        let sender = self.lock().remove(address);
+        sender.is_some_and(|tx| tx.send(body).is_ok())
+    }
+
+    /// Forgets `address` (its socket ended).
+    pub fn close(&self, address: &str) {
+        self.lock().remove(address);
+    }
+
+    /// Sockets open here.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is open here.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Hub {
     /// A hub whose per-connection queues hold at most `limit`.
     pub fn new(limit: QueueLimit) -> Self {
         let limit = QueueLimit { pushes: limit.pushes.max(1), bytes: limit.bytes.max(1) };
-        Hub { entries: Mutex::new(HashMap::new()), next_conn: AtomicU64::new(1), limit }
+        Hub {
+            entries: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            limit,
+            provisioning: ProvisioningChannels::default(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<DeviceKey, Entry>> {

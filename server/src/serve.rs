@@ -277,6 +277,9 @@ async fn maintain(state: AppState) {
             }
             Err(e) => tracing::error!(error = %e, "removing expired envelopes failed"),
         }
+        if let Err(e) = state.store.expire_links(now).await {
+            tracing::error!(error = %e, "removing expired link tokens and provisioning channels failed");
+        }
         if let Ok(n) = state.store.envelope_count().await {
             metrics::gauge!(m::MAILBOX_DEPTH).set(n as f64);
         }

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod device;
 pub mod groups;
 pub mod keys;
+pub mod link;
 pub mod push;
 pub mod rest;
 pub mod server;
@@ -21,6 +22,7 @@ pub mod ws;
 
 pub use device::{TestAccount, TestDevice};
 pub use groups::{distribute_request, group_send_request, to_member_devices};
+pub use link::{ProvisioningClient, ProvisioningEvent, link_request};
 pub use rest::{ApiResponse, RestClient};
 pub use server::{TestServer, TestServerBuilder};
 pub use ws::{Closed, Event, WsClient, message, recipient, send_request, stream_position, to_all_devices};

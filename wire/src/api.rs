@@ -522,6 +522,53 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// `POST /v1/devices/link-tokens` (primary device): a single-use token that lets one new
+/// device join the account with `POST /v1/devices/link`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LinkToken {
+    /// 32 random bytes. The server keeps only their SHA-256.
+    #[schema(value_type = String, format = Byte)]
+    pub token: B64,
+    /// The token is refused after this time (ms since the epoch).
+    pub expires_at: u64,
+}
+
+/// `PUT /v1/provisioning/{address}`: the one message for a provisioning socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProvisioningBody {
+    /// Opaque to the server (the link message, encrypted to the new device), at most 64 KiB
+    /// decoded ([`MAX_PROVISIONING_BODY`](crate::limits::MAX_PROVISIONING_BODY)).
+    #[schema(value_type = String, format = Byte)]
+    pub body: B64,
+}
+
+/// `POST /v1/devices/link` (no `Hush-Sig`: the token authenticates): a new device joins the
+/// account that issued `token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LinkDeviceRequest {
+    /// The account to join.
+    pub account_id: Uuid,
+    /// The link token from `POST /v1/devices/link-tokens` (32 bytes).
+    #[schema(value_type = String, format = Byte)]
+    pub token: B64,
+    /// Keys of the new device, signed by the account identity key.
+    pub device: NewDevice,
+    /// XEdDSA signature by the account identity key over
+    /// [`link_proof_input`](crate::link::link_proof_input)`(account_id, token, device.auth_key,
+    /// device.registration_id)`.
+    #[schema(value_type = String, format = Byte)]
+    pub proof: B64,
+}
+
+/// `PATCH /v1/devices/self`: change the calling device's display name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RenameDevice {
+    /// The new name, at most 64 characters; `null` or absent removes it.
+    #[serde(default)]
+    #[schema(max_length = 64)]
+    pub name: Option<String>,
+}
+
 /// Name of the header carrying a REST request signature.
 pub const AUTH_HEADER: &str = "authorization";
 /// Scheme word of the REST authorization header.

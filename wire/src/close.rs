@@ -1,6 +1,8 @@
 //! WebSocket close codes sent by `hushd`. The close frame's reason text is a
 //! short machine-readable word (the `REASON_*` constants) a client may match on.
 
+/// The connection did what it was for (a provisioning socket delivered its message).
+pub const NORMAL: u16 = 1000;
 /// The server is shutting down; reconnect later (RFC 6455 "going away").
 pub const GOING_AWAY: u16 = 1001;
 /// A text frame, or another frame kind the protocol does not use.
@@ -22,10 +24,14 @@ pub const PING_TIMEOUT: u16 = 4006;
 /// The peer stopped reading: one write could not finish within the server's write timeout.
 /// Nothing is lost; undelivered envelopes stay in the mailbox for the next connection.
 pub const SLOW_CONSUMER: u16 = 4007;
+/// A provisioning socket's address expired before a message arrived (the link timeout).
+pub const LINK_EXPIRED: u16 = 4008;
 /// The server had too many connections still authenticating and dropped this one, the
 /// oldest, for a newer one (RFC 6455 "try again later"); reconnect with backoff.
 pub const TRY_AGAIN_LATER: u16 = 1013;
 
+/// Reason for [`NORMAL`] after a provisioning message.
+pub const REASON_DELIVERED: &str = "delivered";
 /// Reason for [`GOING_AWAY`].
 pub const REASON_SHUTDOWN: &str = "server_shutdown";
 /// Reason for [`UNSUPPORTED_DATA`].
@@ -46,6 +52,8 @@ pub const REASON_DEVICE_REMOVED: &str = "device_removed";
 pub const REASON_PING_TIMEOUT: &str = "ping_timeout";
 /// Reason for [`SLOW_CONSUMER`].
 pub const REASON_SLOW_CONSUMER: &str = "slow_consumer";
+/// Reason for [`LINK_EXPIRED`].
+pub const REASON_LINK_EXPIRED: &str = "link_expired";
 /// Reason for [`TRY_AGAIN_LATER`].
 pub const REASON_BUSY: &str = "server_busy";
 /// The server hit an internal error (database down); reconnect with backoff.

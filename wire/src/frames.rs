@@ -43,6 +43,27 @@ pub fn decode_server_frame(bytes: &[u8]) -> Result<server_frame::Frame, FrameErr
     frame.frame.ok_or(FrameError::Empty)
 }
 
+/// Decodes a frame the server sends on a provisioning socket (`/v1/provisioning`). Never
+/// panics, whatever the bytes.
+pub fn decode_provisioning_frame(bytes: &[u8]) -> Result<provisioning_frame::Frame, FrameError> {
+    check_len(bytes)?;
+    let frame = ProvisioningFrame::decode(bytes).map_err(|e| FrameError::Decode(e.to_string()))?;
+    frame.frame.ok_or(FrameError::Empty)
+}
+
+impl From<provisioning_frame::Frame> for ProvisioningFrame {
+    fn from(frame: provisioning_frame::Frame) -> Self {
+        ProvisioningFrame { frame: Some(frame) }
+    }
+}
+
+impl ProvisioningFrame {
+    /// Encodes the frame into a fresh buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+}
+
 impl From<client_frame::Frame> for ClientFrame {
     fn from(frame: client_frame::Frame) -> Self {
         ClientFrame { frame: Some(frame) }

@@ -48,3 +48,12 @@ pub const MAX_GROUP_TITLE_BYTES: usize = 1024;
 pub const MAX_GROUP_DESCRIPTION_BYTES: usize = 8 * 1024;
 /// Largest encrypted group avatar.
 pub const MAX_GROUP_AVATAR_BYTES: usize = 64 * 1024;
+/// Largest provisioning body (`PUT /v1/provisioning/{address}`), decoded.
+pub const MAX_PROVISIONING_BODY: usize = 64 * 1024;
+/// Seconds a link token and a provisioning address stay valid (the server's default,
+/// `--link-timeout-secs`).
+pub const LINK_TIMEOUT_SECS: u64 = 600;
+/// Random bytes of a link token.
+pub const LINK_TOKEN_BYTES: usize = 32;
+/// Random bytes of a provisioning address (22 characters in base64url without padding).
+pub const PROVISIONING_ADDRESS_BYTES: usize = 16;

@@ -64,6 +64,8 @@ pub struct AbuseLimiter {
     one_time_keys: Keyed<(Uuid, DeviceKey)>,
     /// Across all requesters: many cheap accounts cannot drain one device either.
     one_time_keys_per_device: Keyed<DeviceKey>,
+    link_tokens: Keyed<Uuid>,
+    links: Keyed<IpAddr>,
     trusted_proxies: Vec<IpAddr>,
 }
 
@@ -83,6 +85,8 @@ impl AbuseLimiter {
                 burst: limits.one_time_keys.burst.saturating_mul(ONE_TIME_KEYS_PER_DEVICE_FACTOR),
                 per_hour: limits.one_time_keys.per_hour.saturating_mul(ONE_TIME_KEYS_PER_DEVICE_FACTOR),
             }),
+            link_tokens: Keyed::new(limits.link),
+            links: Keyed::new(limits.link),
             trusted_proxies: limits.trusted_proxies.clone(),
         }
     }
@@ -100,6 +104,16 @@ impl AbuseLimiter {
     /// A username lookup or registration challenge from `source`.
     pub fn lookup(&self, source: IpAddr) -> Result<(), HttpError> {
         self.lookup.check(&source).map_err(|wait| Self::refuse("lookup", "lookups", wait))
+    }
+
+    /// A link token asked for by `account`.
+    pub fn link_token(&self, account: Uuid) -> Result<(), HttpError> {
+        self.link_tokens.check(&account).map_err(|wait| Self::refuse("link_tokens", "link tokens", wait))
+    }
+
+    /// A device link (`POST /v1/devices/link`, checked with the identity key) from `source`.
+    pub fn link(&self, source: IpAddr) -> Result<(), HttpError> {
+        self.links.check(&source).map_err(|wait| Self::refuse("links", "device links", wait))
     }
 
     /// A prekey-bundle request by `requester` (an account).
@@ -223,6 +237,7 @@ mod tests {
             lookup: Rate { burst: 1, per_hour: 1 },
             bundles: Rate { burst: 1, per_hour: 1 },
             one_time_keys: Rate { burst: 2, per_hour: 1 },
+            link: Rate { burst: 1, per_hour: 1 },
             trusted_proxies: vec![],
         };
         let limiter = AbuseLimiter::new(&limits);

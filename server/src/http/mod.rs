@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 
@@ -14,6 +14,7 @@ pub mod extract;
 pub mod groups;
 pub mod keys;
 pub mod limits;
+pub mod link;
 pub mod misc;
 pub mod push;
 pub mod validate;
@@ -32,6 +33,7 @@ use crate::state::AppState;
         groups::create, groups::list, groups::get_group, groups::update, groups::delete_group,
         groups::add_members, groups::remove_member, groups::set_role,
         push::set, push::get, push::remove,
+        link::link_token, link::provision, link::link_device, link::rename,
     ),
     modifiers(&SecurityAddon)
 )]
@@ -147,6 +149,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/accounts/{account_id}", get(accounts::by_id))
         .route("/v1/accounts/{account_id}/devices", get(accounts::devices))
         .route("/v1/devices", post(accounts::add_device))
+        .route("/v1/devices/link-tokens", post(link::link_token))
+        .route("/v1/devices/link", post(link::link_device))
+        .route("/v1/devices/self", patch(link::rename))
         .route("/v1/devices/self/push", put(push::set).get(push::get).delete(push::remove))
         .route("/v1/devices/{device_id}", delete(accounts::remove_device))
         .route("/v1/keys", put(keys::upload))
@@ -159,6 +164,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/groups/{group_id}/members/{account_id}", delete(groups::remove_member))
         .route("/v1/groups/{group_id}/members/{account_id}/role", put(groups::set_role))
         .route("/v1/websocket", get(crate::ws::upgrade))
+        .route("/v1/provisioning", get(crate::ws::provisioning::upgrade))
+        .route("/v1/provisioning/{address}", put(link::provision))
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES))

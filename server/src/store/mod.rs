@@ -17,6 +17,7 @@ use uuid::Uuid;
 pub mod batch;
 mod group;
 mod group_plan;
+mod link;
 mod plan;
 pub mod postgres;
 mod push;
@@ -27,6 +28,7 @@ pub use group::{
     GroupSettings, GroupSummaryRecord, NewGroup, Write,
 };
 pub use hush_wire::api::GroupRole;
+pub use link::{LINK_TOKEN_KEEP_MS, LinkDevice, LinkError, LinkStore, NewLinkToken};
 pub use push::{PushRecord, PushStore, PushTarget};
 
 /// A device, named by its account and its device id.
@@ -427,6 +429,8 @@ pub trait AccountStore: Send + Sync + 'static {
     /// transaction increases the epoch of every group its account is a member of (its sender
     /// keys must be rotated). False if it did not exist.
     async fn remove_device(&self, key: DeviceKey) -> Result<bool, StoreError>;
+    /// Sets (or with `None` removes) a device's display name. False if it does not exist.
+    async fn rename_device(&self, key: DeviceKey, name: Option<&str>) -> Result<bool, StoreError>;
     /// Records that the device connected (the time is rounded down to the day).
     async fn touch_device(&self, key: DeviceKey, now_ms: u64) -> Result<(), StoreError>;
     /// Checks the database answers.
@@ -519,10 +523,10 @@ pub trait GroupStore: Send + Sync + 'static {
     async fn change_group(&self, change: &GroupChange) -> Result<ChangeCommitted, GroupError>;
 }
 
-/// Durable state of the relay: the union of the five stores.
-pub trait Store: AccountStore + KeyStore + MailboxStore + GroupStore + PushStore {}
+/// Durable state of the relay: the union of the six stores.
+pub trait Store: AccountStore + KeyStore + MailboxStore + GroupStore + PushStore + LinkStore {}
 
-impl<T: AccountStore + KeyStore + MailboxStore + GroupStore + PushStore> Store for T {}
+impl<T: AccountStore + KeyStore + MailboxStore + GroupStore + PushStore + LinkStore> Store for T {}
 
 /// Compares the devices a request names with an account's devices.
 /// `exclude` is the sending device when the account is the sender's own.

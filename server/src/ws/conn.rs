@@ -96,7 +96,7 @@ async fn bounded(state: &AppState, op: impl Future<Output = Result<(), axum::Err
 
 /// Sends a close frame, then waits briefly for the peer to close so the frame is not lost to a
 /// reset. Both steps are bounded: a peer that stopped reading cannot even take the close frame.
-async fn close_with<S>(socket: &mut S, code: u16, reason: &'static str)
+pub(crate) async fn close_with<S>(socket: &mut S, code: u16, reason: &'static str)
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
 {

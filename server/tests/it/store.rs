@@ -24,6 +24,7 @@ use uuid::Uuid;
 mod accounts;
 mod groups;
 mod idempotency;
+mod link;
 mod mailbox;
 mod prekeys;
 mod push;
@@ -78,6 +79,13 @@ macro_rules! store_conformance {
             push::push_targets_are_per_device_and_unknown_devices_are_refused,
             push::removing_a_push_target_only_if_unchanged_keeps_a_newer_one,
             push::a_removed_device_takes_its_push_target_and_a_reused_id_starts_without,
+            link::a_link_token_adds_one_device_once,
+            link::unknown_expired_and_foreign_tokens_are_refused_and_add_nothing,
+            link::a_full_account_keeps_its_token_unused,
+            link::two_concurrent_uses_of_a_token_add_one_device,
+            link::a_channel_is_claimed_once_and_not_after_expiry_or_close,
+            link::expiry_removes_due_channels_and_old_tokens,
+            link::a_device_is_renamed_and_its_name_removed,
         );
     };
     (@tests $backend:ident, $open:expr; $($group:ident :: $test:ident),* $(,)?) => {

@@ -12,6 +12,7 @@ mod groups;
 mod idempotency;
 mod large_groups;
 mod limits;
+mod linking;
 mod ops;
 mod push;
 mod replicas;

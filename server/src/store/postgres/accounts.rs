@@ -56,6 +56,37 @@ async fn insert_device(
     insert_one_time_keys(conn, pk, &device.one_time_prekeys, &device.one_time_kyber_prekeys).await
 }
 
+/// Adds a device with the lowest free id inside the caller's transaction.
+pub(super) async fn add_device_in(
+    conn: &mut PgConnection,
+    account: Uuid,
+    device: &NewDeviceRecord,
+    max_devices: u32,
+) -> Result<u32, StoreError> {
+    // Locking the account serializes device changes of one account across nodes.
+    let locked = sqlx::query("SELECT 1 FROM accounts WHERE id = $1::uuid FOR UPDATE")
+        .bind(account.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    if locked.is_none() {
+        return Err(StoreError::UnknownAccount);
+    }
+    let taken: Vec<i32> = sqlx::query_scalar("SELECT device_id FROM devices WHERE account_id = $1::uuid")
+        .bind(account.to_string())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+    if taken.len() >= max_devices as usize {
+        return Err(StoreError::TooManyDevices(max_devices));
+    }
+    let id = (2..=hush_wire::limits::MAX_DEVICE_ID)
+        .find(|&id| !taken.contains(&device_param(id)))
+        .ok_or(StoreError::TooManyDevices(max_devices))?;
+    insert_device(conn, account, id, device).await?;
+    Ok(id)
+}
+
 #[async_trait]
 impl AccountStore for PostgresStore {
     async fn create_account(&self, account: &NewAccount) -> Result<(), StoreError> {
@@ -80,29 +111,20 @@ impl AccountStore for PostgresStore {
 
     async fn add_device(&self, account: Uuid, device: &NewDeviceRecord, max_devices: u32) -> Result<u32, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        // Locking the account serializes device changes of one account across nodes.
-        let locked = sqlx::query("SELECT 1 FROM accounts WHERE id = $1::uuid FOR UPDATE")
-            .bind(account.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        if locked.is_none() {
-            return Err(StoreError::UnknownAccount);
-        }
-        let taken: Vec<i32> = sqlx::query_scalar("SELECT device_id FROM devices WHERE account_id = $1::uuid")
-            .bind(account.to_string())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
-        if taken.len() >= max_devices as usize {
-            return Err(StoreError::TooManyDevices(max_devices));
-        }
-        let id = (2..=hush_wire::limits::MAX_DEVICE_ID)
-            .find(|&id| !taken.contains(&device_param(id)))
-            .ok_or(StoreError::TooManyDevices(max_devices))?;
-        insert_device(&mut tx, account, id, device).await?;
+        let id = add_device_in(&mut tx, account, device, max_devices).await?;
         tx.commit().await.map_err(backend)?;
         Ok(id)
+    }
+
+    async fn rename_device(&self, key: DeviceKey, name: Option<&str>) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE devices SET name = $1 WHERE account_id = $2::uuid AND device_id = $3")
+            .bind(name)
+            .bind(key.account.to_string())
+            .bind(device_param(key.device_id))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {

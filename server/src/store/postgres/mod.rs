@@ -29,6 +29,7 @@ use super::{Account, Device, DeviceKey, GroupPosition, MailboxId, SignedKey, Sto
 mod accounts;
 mod groups;
 mod keys;
+mod link;
 mod mailbox;
 mod push;
 mod streams;

@@ -81,6 +81,27 @@ async fn device_ids(conn: &mut SqliteConnection, account: Uuid) -> Result<Vec<u3
     Ok(ids.into_iter().map(to_u32).collect())
 }
 
+/// Adds a device with the lowest free id inside the caller's transaction.
+pub(super) async fn add_device_in(
+    conn: &mut SqliteConnection,
+    account: Uuid,
+    device: &NewDeviceRecord,
+    max_devices: u32,
+) -> Result<u32, StoreError> {
+    if !account_exists(conn, account).await? {
+        return Err(StoreError::UnknownAccount);
+    }
+    let ids = device_ids(conn, account).await?;
+    if ids.len() >= max_devices as usize {
+        return Err(StoreError::TooManyDevices(max_devices));
+    }
+    let id = (2..=hush_wire::limits::MAX_DEVICE_ID)
+        .find(|id| !ids.contains(id))
+        .ok_or(StoreError::TooManyDevices(max_devices))?;
+    insert_device(conn, account, id, device).await?;
+    Ok(id)
+}
+
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn create_account(&self, account: &NewAccount) -> Result<(), StoreError> {
@@ -108,22 +129,19 @@ impl AccountStore for SqliteStore {
 
     async fn add_device(&self, account: Uuid, device: &NewDeviceRecord, max_devices: u32) -> Result<u32, StoreError> {
         let mut conn = begin(&self.write).await?;
-        let result = async {
-            if !account_exists(&mut conn, account).await? {
-                return Err(StoreError::UnknownAccount);
-            }
-            let ids = device_ids(&mut conn, account).await?;
-            if ids.len() >= max_devices as usize {
-                return Err(StoreError::TooManyDevices(max_devices));
-            }
-            let id = (2..=hush_wire::limits::MAX_DEVICE_ID)
-                .find(|id| !ids.contains(id))
-                .ok_or(StoreError::TooManyDevices(max_devices))?;
-            insert_device(&mut conn, account, id, device).await?;
-            Ok(id)
-        }
-        .await;
+        let result = add_device_in(&mut conn, account, device, max_devices).await;
         finish(&mut conn, result).await
+    }
+
+    async fn rename_device(&self, key: DeviceKey, name: Option<&str>) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE devices SET name = ? WHERE account_id = ? AND device_id = ?")
+            .bind(name)
+            .bind(key.account.as_bytes().as_slice())
+            .bind(key.device_id)
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {

@@ -26,6 +26,7 @@ use super::{Account, Device, DeviceKey, GroupPosition, MailboxId, StoreError};
 mod accounts;
 mod groups;
 mod keys;
+mod link;
 mod mailbox;
 mod push;
 mod streams;
