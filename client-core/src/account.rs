@@ -1,9 +1,10 @@
 //! Account creation and prekey generation (no I/O: the caller sends the requests).
 
 use hush_keys::auth::DeviceSigningKey;
+use hush_keys::provision::ProvisionMessage;
 use hush_keys::registration::{RegistrationSigningInput, sign_registration};
 use hush_wire::api::{
-    AddDeviceRequest, AddDeviceResponse, B64, NewDevice, PreKey, RegisterRequest, RegisterResponse,
+    AddDeviceRequest, AddDeviceResponse, B64, LinkDeviceRequest, NewDevice, PreKey, RegisterRequest, RegisterResponse,
     RegistrationChallenge, RegistrationProof, SignedPreKey,
 };
 use libsignal_protocol::{
@@ -233,6 +234,81 @@ impl DeviceRegistration {
         };
         let device = device_keys(&identity, &mut account, &auth, now_ms, &mut batch, rng)?;
         Ok(Self { request: AddDeviceRequest { device }, account, batch })
+    }
+
+    /// The batch the new device commits once the server added it.
+    pub fn finish(mut self, response: &AddDeviceResponse) -> (LocalAccount, Batch) {
+        self.account.device_id = response.device_id;
+        self.batch.account = Some(self.account.clone());
+        (self.account, self.batch)
+    }
+}
+
+/// A device linked to an existing account from another machine: it got the account's
+/// identity key pair and a link token from the primary device (a [`ProvisionMessage`]) and
+/// registers itself with `POST /v1/devices/link`.
+#[derive(Debug)]
+pub struct LinkedDevice {
+    /// The body of `POST /v1/devices/link` (not `Hush-Sig` signed: the token and the
+    /// identity key's proof vouch for it).
+    pub request: LinkDeviceRequest,
+    account: LocalAccount,
+    batch: Batch,
+}
+
+/// What [`LinkedDevice::generate`] needs besides the provisioning message.
+#[derive(Debug, Clone)]
+pub struct LinkParams {
+    /// Server base URL.
+    pub server_url: String,
+    /// The server's trust root, to pin.
+    pub trust_root: Vec<u8>,
+    /// The device's display name, if any.
+    pub name: Option<String>,
+    /// Now, ms since the epoch.
+    pub now_ms: u64,
+}
+
+impl LinkedDevice {
+    /// Makes the new device's keys (registration id, auth key, prekeys) under the identity
+    /// key `provision` carries, and signs the link proof
+    /// ([`hush_wire::link::link_proof_input`]) with it.
+    pub fn generate<R: Rng + CryptoRng>(
+        provision: &ProvisionMessage,
+        params: LinkParams,
+        rng: &mut R,
+    ) -> Result<Self, MachineError> {
+        let identity = provision.identity;
+        let auth = DeviceSigningKey::generate(rng);
+        let mut batch = Batch::default();
+        let mut account = LocalAccount {
+            username: provision.username.to_lowercase(),
+            account_id: provision.account_id,
+            device_id: 0,
+            registration_id: rng.random_range(1..=hush_wire::limits::MAX_REGISTRATION_ID),
+            identity_key_pair: identity.serialize().to_vec(),
+            auth_key: auth.to_bytes().to_vec(),
+            trust_root: params.trust_root,
+            server_url: params.server_url,
+            next_prekey_id: 1,
+            next_kyber_id: 2,
+        };
+        let mut device = device_keys(&identity, &mut account, &auth, params.now_ms, &mut batch, rng)?;
+        device.name = params.name;
+        let input = hush_wire::link::link_proof_input(
+            provision.account_id,
+            &provision.link_token,
+            &device.auth_key.0,
+            device.registration_id,
+        );
+        let proof = identity.private_key().calculate_signature(&input, rng).map_err(SignalProtocolError::from)?;
+        let request = LinkDeviceRequest {
+            account_id: provision.account_id,
+            token: B64(provision.link_token.to_vec()),
+            device,
+            proof: B64(proof.to_vec()),
+        };
+        Ok(Self { request, account, batch })
     }
 
     /// The batch the new device commits once the server added it.

@@ -52,6 +52,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::{ClientError, MachineError, StoreError, TooLarge};
+/// A new device's link code ([`Client::link`], [`Client::approve_link`]).
+pub use hush_keys::provision::LinkCode;
 /// Push targets, as the server takes them ([`Client::set_push_target`]).
 pub use hush_wire::api::{PushStatus, PushTargetBody};
 pub use types::{
@@ -93,6 +95,35 @@ const _: fn() = || {
     is::<Client>();
 };
 
+/// A link in progress on a new device ([`Client::link`]): show [`PendingLink::code`], then
+/// wait in [`PendingLink::finish`].
+#[derive(Debug)]
+pub struct PendingLink {
+    channel: driver::LinkChannel,
+    config: ClientConfig,
+    name: Option<String>,
+}
+
+impl PendingLink {
+    /// The code to approve on the primary device (`Display` gives the `hush://link?...` URI,
+    /// [`LinkCode::to_text`] the shorter text form).
+    pub fn code(&self) -> &LinkCode {
+        &self.channel.code
+    }
+
+    /// When the code stops working (ms since the Unix epoch; the server's link timeout).
+    pub fn expires_at(&self) -> u64 {
+        self.channel.expires_at
+    }
+
+    /// Waits for the approval, registers this device under the approving account and opens
+    /// it. Fails with [`ClientError::Timeout`] when the code expired unapproved.
+    pub async fn finish(self) -> Result<Client, ClientError> {
+        let handle = driver::Handle::finish_link(self.config, self.channel, self.name).await?;
+        Ok(Client { inner: Arc::new(handle) })
+    }
+}
+
 /// A hush account on this device: the handle apps use. Cheap to clone; `Send + Sync`.
 ///
 /// Methods return once the actor has done the work; sending only queues (the outbox is
@@ -122,11 +153,30 @@ impl Client {
     /// opens it from `config.data_dir`, which must not hold an account yet (it is created if
     /// needed). The new device has none of this device's history or contacts: it starts empty
     /// and receives from now on, like any device (groups it learns from their next roster
-    /// change and from the distributions members send it). Linking a device elsewhere (a
-    /// provisioning flow) is not built yet; this is for a device whose data directory this
-    /// process can write.
+    /// change and from the distributions members send it). This is for a device whose data
+    /// directory this process can write; a device on another machine links with
+    /// [`Client::link`].
     pub async fn add_device(&self, config: ClientConfig) -> Result<Client, ClientError> {
         Ok(Client { inner: Arc::new(self.inner.add_device(config).await?) })
+    }
+
+    /// Starts linking this machine to an existing account (the new device's side): opens a
+    /// provisioning channel on `config.server_url` and returns the link code to show. The
+    /// person approves it on the account's primary device ([`Client::approve_link`]); then
+    /// [`PendingLink::finish`] registers this device and opens it from `config.data_dir`.
+    /// `name` is the device's display name in the account's device list.
+    pub async fn link(config: ClientConfig, name: Option<&str>) -> Result<PendingLink, ClientError> {
+        let channel = driver::Handle::open_link(&config.server_url).await?;
+        Ok(PendingLink { channel, config, name: name.map(str::to_owned) })
+    }
+
+    /// Approves a new device's link code (its text form or `hush://link?...` URI; from the
+    /// primary device only): the server issues a single-use link token, and this device sends
+    /// it with the account's identity key pair, encrypted to the new device's key in the code,
+    /// through the server (which sees only ciphertext). The new device then registers itself.
+    pub async fn approve_link(&self, code: &str) -> Result<(), ClientError> {
+        let code = LinkCode::parse(code).map_err(|e| ClientError::Invalid(format!("not a link code: {e}")))?;
+        self.call(|reply| Command::ApproveLink { code, reply }).await
     }
 
     /// Subscribes to events from now on.

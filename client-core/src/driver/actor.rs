@@ -518,6 +518,9 @@ impl Actor {
             Command::AddDevice { reply } => {
                 let _ = reply.send(self.add_device(now).await);
             }
+            Command::ApproveLink { code, reply } => {
+                let _ = reply.send(self.approve_link(&code).await);
+            }
             Command::Group { op, reply } => match self.group_command(op).await {
                 Ok(Started::Waiting(id, then)) => {
                     self.group_ops.insert(id, (reply, then));
@@ -650,6 +653,39 @@ impl Actor {
         let response = self.rest.add_device(&registration.request).await?;
         tracing::info!(device_id = response.device_id, "device added to this account");
         Ok(registration.finish(&response).1)
+    }
+
+    /// Approves a new device (`hush link-approve`): a link token from the server (primary
+    /// device only), sealed with the identity key pair to the device's link code and handed to
+    /// the provisioning address it waits on.
+    async fn approve_link(&mut self, code: &hush_keys::provision::LinkCode) -> Result<(), ClientError> {
+        let token = self.rest.link_token().await?;
+        let link_token: [u8; 32] = token.token.0.as_slice().try_into().map_err(|_| {
+            ClientError::Invalid(format!("the server's link token has {} bytes, not 32", token.token.0.len()))
+        })?;
+        let account = self.machine.account();
+        let message = hush_keys::provision::ProvisionMessage {
+            identity: libsignal_protocol::IdentityKeyPair::try_from(&account.identity_key_pair[..])
+                .map_err(MachineError::from)?,
+            account_id: account.account_id,
+            username: account.username.clone(),
+            link_token,
+            archive: None,
+            profile_name: None,
+        };
+        let sealed = hush_keys::provision::seal_provision(code, &message, &mut self.rng)
+            .map_err(|e| ClientError::Invalid(format!("cannot seal the link message: {e}")))?;
+        let body = hush_wire::api::ProvisioningBody { body: hush_wire::api::B64(sealed) };
+        self.rest.provision(code.address(), &body).await.map_err(|f| match (f.status, f.code.as_str()) {
+            (Some(404), "unknown_channel") => ClientError::Invalid(
+                "no new device is waiting for this code: it expired, was used, or its `hush link` stopped; \
+                 run `hush link` again on the new device"
+                    .into(),
+            ),
+            _ => ClientError::from(f),
+        })?;
+        tracing::info!("link approved");
+        Ok(())
     }
 
     async fn status(&self) -> Result<Status, ClientError> {

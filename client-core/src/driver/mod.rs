@@ -3,9 +3,12 @@
 //! REST and the WebSocket, reconnects with backoff, and answers the [`crate::Client`] handle.
 
 mod actor;
+mod link;
 mod lock;
 mod rest;
 mod ws;
+
+pub(crate) use link::Channel as LinkChannel;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -112,6 +115,12 @@ pub(crate) enum Command {
     AddDevice {
         reply: Reply<Batch>,
     },
+    /// Approves a new device's link code: a link token and this account's identity key pair,
+    /// sealed to the new device, through the server's provisioning relay.
+    ApproveLink {
+        code: hush_keys::provision::LinkCode,
+        reply: Reply<()>,
+    },
 }
 
 /// A group operation of the [`crate::Client`] handle. Groups are named as `group:<uuid>` (or
@@ -213,6 +222,28 @@ impl Handle {
             .await;
             store.close().await;
             result
+        })
+        .await
+    }
+
+    /// Opens a provisioning channel on the server at `server_url`: the link code to show.
+    pub async fn open_link(server_url: &str) -> Result<LinkChannel, ClientError> {
+        if server_url.is_empty() {
+            return Err(ClientError::Invalid("no server URL to link on".into()));
+        }
+        link::open(server_url).await
+    }
+
+    /// Waits for `channel`'s approval, registers this device under the approving account and
+    /// opens it from `config.data_dir` (which must not hold an account yet).
+    pub async fn finish_link(
+        config: ClientConfig,
+        channel: LinkChannel,
+        name: Option<String>,
+    ) -> Result<Handle, ClientError> {
+        Self::create(config, |config| async move {
+            let provision = channel.provision_message().await?;
+            link::register(&config, &provision, name).await
         })
         .await
     }

@@ -140,6 +140,23 @@ impl Rest {
         self.json("POST", "/v1/devices", Some(body)).await
     }
 
+    /// `POST /v1/devices/link-tokens` (the primary device): a single-use token for one new device.
+    pub async fn link_token(&self) -> Result<hush_wire::api::LinkToken, RestFailure> {
+        self.json("POST", "/v1/devices/link-tokens", None).await
+    }
+
+    /// `PUT /v1/provisioning/{address}`: hands `body` to the new device waiting there.
+    pub async fn provision(&self, address: &str, body: &hush_wire::api::ProvisioningBody) -> Result<(), RestFailure> {
+        let body = serde_json::to_vec(body).map_err(network)?;
+        self.call("PUT", &format!("/v1/provisioning/{address}"), Some(body)).await.map(|_| ())
+    }
+
+    /// `POST /v1/devices/link` (unsigned: the link token vouches): this new device joins its account.
+    pub async fn link_device(&self, req: &hush_wire::api::LinkDeviceRequest) -> Result<AddDeviceResponse, RestFailure> {
+        let body = serde_json::to_vec(req).map_err(network)?;
+        self.json("POST", "/v1/devices/link", Some(body)).await
+    }
+
     /// `GET /v1/accounts/username/{username}`.
     pub async fn lookup_username(&self, username: &str) -> Result<AccountInfo, RestFailure> {
         self.json("GET", &format!("/v1/accounts/username/{username}"), None).await

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::rest::DeviceAuth;
 
 /// How long connecting and authenticating may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a connection reports to the actor; `generation` tells connections apart.
 #[derive(Debug)]
