@@ -163,7 +163,8 @@ impl Client {
     }
 
     /// Marks every received message from `username` (or in a group: `group:<uuid>`) as read
-    /// and sends read receipts (in a group: to each author).
+    /// and sends read receipts (in a group: to each author). This account's other devices
+    /// mark the same messages read (and send no receipts): [`Event::ReadElsewhere`] there.
     pub async fn mark_read(&self, username: &str) -> Result<(), ClientError> {
         let peer = username.to_owned();
         self.call(|reply| Command::MarkRead { peer, reply }).await
@@ -193,6 +194,14 @@ impl Client {
         self.call(|reply| Command::History { peer, limit, reply }).await
     }
 
+    /// How many messages of the conversation with `username` (or of a group: `group:<uuid>`)
+    /// were received and not read yet. Reading on any device of this account
+    /// ([`Client::mark_read`]) clears it on every device.
+    pub async fn unread(&self, username: &str) -> Result<usize, ClientError> {
+        let peer = username.to_owned();
+        self.call(|reply| Command::Unread { peer, reply }).await
+    }
+
     /// Up to `limit` messages of every conversation stored after position `after` (see
     /// [`MessageRecord::local_seq`]), oldest first. With the `local_seq` of the last message an
     /// app has handled, this gives exactly what arrived since, also across restarts and crashes
@@ -214,6 +223,8 @@ impl Client {
     }
 
     /// Trusts the current identity key of `username` (after a change), which unblocks sending.
+    /// This account's other devices trust it too if it is the key they know for `username`
+    /// ([`Event::TrustedElsewhere`] there); otherwise they keep asking.
     pub async fn trust(&self, username: &str) -> Result<(), ClientError> {
         let peer = username.to_owned();
         self.call(|reply| Command::Trust { peer, reply }).await

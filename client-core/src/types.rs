@@ -376,6 +376,20 @@ pub enum Event {
         /// From which of their devices.
         from_device: u32,
     },
+    /// Messages were read on another device of this account: they are marked read here too
+    /// (no read receipt is sent from this device; the reading device sent it).
+    ReadElsewhere {
+        /// The conversation (a username, or `group:<uuid>`).
+        conversation: String,
+        /// The messages now marked read.
+        message_ids: Vec<MessageId>,
+    },
+    /// A contact's current identity key was trusted on another device of this account, so
+    /// sending to them is unblocked here too.
+    TrustedElsewhere {
+        /// Whose key.
+        username: String,
+    },
     /// The server has delivered every stored envelope and the outbox is empty.
     QueueEmpty,
     /// The connection state changed.
@@ -585,6 +599,8 @@ mod tests {
                 reason: "full".into(),
                 retry_in_ms: 2000,
             },
+            Event::ReadElsewhere { conversation: "bob".into(), message_ids: vec![MessageId([6; 16])] },
+            Event::TrustedElsewhere { username: "bob".into() },
             Event::QueueEmpty,
             Event::Connection(ConnectionState::Disconnected("gone".into())),
             Event::Connection(ConnectionState::Stopped("removed".into())),

@@ -449,6 +449,18 @@ impl Actor {
                 };
                 let _ = reply.send(result);
             }
+            Command::Unread { peer, reply } => {
+                let conversation = if peer.trim().starts_with(GROUP_PREFIX) {
+                    parse_group(&peer).map(ConversationId::Group)
+                } else {
+                    self.contact(&peer).await.map(|c| ConversationId::Direct(c.account_id))
+                };
+                let result = match conversation {
+                    Ok(c) => self.machine.unread(c).await.map_err(ClientError::from),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
             Command::MessagesAfter { after, limit, reply } => {
                 let _ = reply.send(self.machine.messages_after(after, limit).await.map_err(ClientError::from));
             }

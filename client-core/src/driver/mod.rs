@@ -62,6 +62,10 @@ pub(crate) enum Command {
         limit: usize,
         reply: Reply<Vec<MessageRecord>>,
     },
+    Unread {
+        peer: String,
+        reply: Reply<usize>,
+    },
     MessagesAfter {
         after: u64,
         limit: usize,

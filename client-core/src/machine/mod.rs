@@ -16,6 +16,7 @@ mod limits;
 mod receive;
 mod retry;
 mod send;
+mod sync;
 
 pub use groups::{GroupOutcome, open_blob, seal_blob};
 pub use retry::{MAX_REQUESTS_PER_WINDOW, RETRY_WINDOW_MS, RetryStats, message_tag};

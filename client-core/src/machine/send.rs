@@ -166,7 +166,9 @@ impl Machine {
         });
     }
 
-    /// Marks everything received from `peer` as read and queues one read receipt.
+    /// Marks everything received from `peer` as read, queues one read receipt, and tells this
+    /// account's other devices which messages were read (they mark them read too, without a
+    /// receipt).
     pub async fn mark_read<R: rand::Rng + rand::CryptoRng>(
         &mut self,
         peer: &ContactRow,
@@ -188,6 +190,8 @@ impl Machine {
         batch.message_status.extend(unread.iter().map(|id| (*id, MessageStatus::Read)));
         let receipt = receipt(content::receipt_message::Kind::Read, &unread, now);
         self.queue_receipt(&mut batch, peer.account_id, receipt, rng);
+        let sync = Machine::read_sync(ConversationId::Direct(peer.account_id), &unread, now);
+        self.queue_sync(&mut batch, sync, rng);
         self.store.commit(batch).await?;
         self.pump(now, rng).await
     }
@@ -405,12 +409,13 @@ impl Machine {
 
     /// Asks for bundles of devices without a session; true if the head must wait for them.
     async fn fetch_missing_devices(&mut self, peer: Uuid) -> Result<bool, MachineError> {
+        let own = self.account.account_id;
         let peer_devices = self.signal.session_devices(&hush_keys::aci_string(peer)).await?;
-        if peer_devices.is_empty() {
+        // A sync goes to the own account: its devices are the own device list below.
+        if peer != own && peer_devices.is_empty() {
             let id = self.rest_call(RestCall::FetchBundles { account: peer, devices: None }, Purpose::Bundles(peer));
             self.send_waits.insert(id);
         }
-        let own = self.account.account_id;
         let own_sessions = self.signal.session_devices(&hush_keys::aci_string(own)).await?;
         let missing: Vec<u32> =
             self.own_devices.iter().flatten().copied().filter(|d| !own_sessions.contains(d)).collect();
@@ -458,20 +463,31 @@ impl Machine {
                 });
             }
         };
+        // A sync goes to the own account only: to its devices but this one.
+        let to_self = peer == self.account.account_id;
         let result = async {
             for device in self.signal.session_devices(&peer_name).await? {
+                if to_self && device == self.account.device_id {
+                    continue;
+                }
                 let sealed = self.encrypt_for((&peer_name, device), &plain, &seal, rng).await?;
                 logged((&peer_name, device), sealed.tag, &content);
                 peer_messages.push(sealed.message);
             }
             let mut own_messages = Vec::new();
-            if let (Some(transcript), true) = (self.transcript(&content, peer).await?, peer != self.account.account_id)
-            {
-                let own_plain = content::encode(&transcript);
+            // hushd wants every own device in a stored send. A text goes to them as a sent
+            // transcript; a receipt as a copy, which those devices ignore.
+            let own_copy = match self.transcript(&content, peer).await? {
+                Some(transcript) => Some(transcript),
+                None if head.kind == OutboxKind::Receipt => Some(content.clone()),
+                None => None,
+            };
+            if let (Some(own_copy), false) = (own_copy, to_self) {
+                let own_plain = content::encode(&own_copy);
                 for device in self.signal.session_devices(&own_name).await? {
                     if device != self.account.device_id {
                         let sealed = self.encrypt_for((&own_name, device), &own_plain, &seal, rng).await?;
-                        logged((&own_name, device), sealed.tag, &transcript);
+                        logged((&own_name, device), sealed.tag, &own_copy);
                         own_messages.push(sealed.message);
                     }
                 }
@@ -496,6 +512,14 @@ impl Machine {
                 return Ok(false);
             }
         };
+        if to_self && peer_messages.is_empty() {
+            // This account has no other device to tell.
+            self.signal.discard();
+            let mut batch = Batch::default();
+            batch.outbox_remove.push(head.seq);
+            self.store.commit(batch).await?;
+            return Ok(true);
+        }
         recipients.push(RecipientMessages { account_id: peer.as_bytes().to_vec().into(), messages: peer_messages });
         if !own_messages.is_empty() {
             let account_id = self.account.account_id.as_bytes().to_vec().into();

@@ -130,6 +130,9 @@ pub enum OutboxKind {
     /// This device's sender key for a group, to every device of the accounts in `content`
     /// (16-byte account ids, concatenated): sent after creating a group or adding members.
     GroupDistribute,
+    /// A `SyncMessage` (read or trust decision) for this account's other devices only; its
+    /// conversation is the own account.
+    Sync,
 }
 
 impl OutboxKind {

@@ -7,6 +7,7 @@ mod outbox;
 mod relay;
 mod retry;
 mod streams;
+mod sync;
 
 use relay::{Party, Relay};
 

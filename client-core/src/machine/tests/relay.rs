@@ -416,6 +416,17 @@ impl Relay {
                 mismatches.push(m);
             }
         }
+        // As hushd: a stored send that does not list the sender's own account must, when the
+        // account has other devices, so that each gets a copy (a sent transcript).
+        let own_listed = req.recipients.iter().any(|r| r.account_id.as_ref() == sender.as_bytes());
+        if !req.online_only && !own_listed {
+            let missing: Vec<u32> =
+                self.accounts[&sender].devices.keys().copied().filter(|d| *d != sender_device).collect();
+            if !missing.is_empty() {
+                let account_id = sender.as_bytes().to_vec().into();
+                mismatches.push(DeviceMismatch { account_id, missing, ..Default::default() });
+            }
+        }
         if !mismatches.is_empty() {
             let error = SendError { code: SendErrorCode::DeviceMismatch as i32, mismatches, ..Default::default() };
             return SendResponse { request_id: req.request_id, result: Some(send_response::Result::Error(error)) };
