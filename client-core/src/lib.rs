@@ -55,9 +55,9 @@ pub use error::{ClientError, MachineError, StoreError, TooLarge};
 /// Push targets, as the server takes them ([`Client::set_push_target`]).
 pub use hush_wire::api::{PushStatus, PushTargetBody};
 pub use types::{
-    ClientConfig, ConnectionState, Contact, ConversationId, Event, GROUP_PREFIX, GroupInfo, GroupMemberInfo, GroupRole,
-    GroupState, MessageDirection, MessageId, MessageKind, MessageRecord, MessageStatus, OutboxEntry, OutboxState,
-    Receipt, ReceiptKind, ReceivedMessage, SafetyNumber, Status, TrustState,
+    ClientConfig, ConnectionState, Contact, ConversationId, DeviceEntry, Event, GROUP_PREFIX, GroupInfo,
+    GroupMemberInfo, GroupRole, GroupState, MessageDirection, MessageId, MessageKind, MessageRecord, MessageStatus,
+    OutboxEntry, OutboxState, Receipt, ReceiptKind, ReceivedMessage, SafetyNumber, Status, TrustState,
 };
 
 use driver::{Command, GroupCommand, GroupReply};
@@ -233,6 +233,28 @@ impl Client {
     /// A snapshot of the account, the connection and the outbox.
     pub async fn status(&self) -> Result<Status, ClientError> {
         self.call(|reply| Command::Status { reply }).await
+    }
+
+    /// The devices of this account, as the server lists them (at most 6), the one this client
+    /// runs on marked. A device added since the last send is sent to from now on.
+    pub async fn devices(&self) -> Result<Vec<DeviceEntry>, ClientError> {
+        self.call(|reply| Command::Devices { reply }).await
+    }
+
+    /// Removes device `id` from this account. The primary device (1) may remove any other
+    /// device; any device may remove itself, and then stops for good
+    /// ([`ConnectionState::Stopped`]; a removed device's client reports the same when the
+    /// server closes its connection). Correspondents stop encrypting for a removed device on
+    /// their next send (the server's device-set check tells them).
+    pub async fn remove_device(&self, id: u32) -> Result<(), ClientError> {
+        self.call(|reply| Command::RemoveDevice { id, reply }).await
+    }
+
+    /// Names this device (`None` or an empty name clears it): other devices see it in
+    /// [`Client::devices`]. Needs a server with `PATCH /v1/devices/self`.
+    pub async fn rename_device(&self, name: Option<&str>) -> Result<(), ClientError> {
+        let name = name.map(str::to_owned);
+        self.call(|reply| Command::RenameDevice { name, reply }).await
     }
 
     /// Registers (or replaces) where the server sends this device's wake-ups while it is

@@ -518,6 +518,21 @@ pub struct OutboxEntry {
     pub not_before: u64,
 }
 
+/// One device of this account, as the server lists it ([`crate::Client::devices`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceEntry {
+    /// Device id (1 is the primary device, which may remove the others).
+    pub id: u32,
+    /// Display name, if one was given ([`crate::Client::rename_device`]).
+    pub name: Option<String>,
+    /// When it was added (ms since the Unix epoch).
+    pub created_at: u64,
+    /// When it last connected (ms since the Unix epoch, day precision), if ever.
+    pub last_seen: Option<u64>,
+    /// Whether it is the device this client runs on.
+    pub this_device: bool,
+}
+
 /// A snapshot of the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {

@@ -496,6 +496,18 @@ impl Actor {
                 };
                 let _ = reply.send(result.map_err(ClientError::from));
             }
+            Command::Devices { reply } => {
+                let result = self.devices().await;
+                let _ = reply.send(result);
+            }
+            Command::RemoveDevice { id, reply } => {
+                let result = self.remove_device(id, now).await;
+                let _ = reply.send(result);
+            }
+            Command::RenameDevice { name, reply } => {
+                let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+                let _ = reply.send(self.rest.rename_device(name.as_deref()).await.map_err(ClientError::from));
+            }
             Command::Push { reply } => {
                 let _ = reply.send(self.rest.push().await.map_err(ClientError::from));
             }
@@ -662,6 +674,45 @@ impl Actor {
         let response = self.rest.add_device(&registration.request).await?;
         tracing::info!(device_id = response.device_id, "device added to this account");
         Ok(registration.finish(&response).1)
+    }
+
+    /// The account's devices from the server; the machine learns the list too, so a device
+    /// added since is sent to at once.
+    async fn devices(&mut self) -> Result<Vec<crate::types::DeviceEntry>, ClientError> {
+        let account = self.machine.account().account_id;
+        let list = self.rest.devices(account).await?;
+        self.machine.own_devices_listed(&list);
+        let this = self.machine.account().device_id;
+        Ok(list
+            .devices
+            .into_iter()
+            .map(|d| crate::types::DeviceEntry {
+                id: d.device_id,
+                name: d.name,
+                created_at: d.created_at,
+                last_seen: d.last_seen,
+                this_device: d.device_id == this,
+            })
+            .collect())
+    }
+
+    /// Removes device `id` on the server. This device: stops for good, as when removed from
+    /// elsewhere. Another one: this device forgets its sessions with it.
+    async fn remove_device(&mut self, id: u32, now: u64) -> Result<(), ClientError> {
+        self.rest.remove_device(id).await?;
+        if id != self.machine.account().device_id {
+            self.machine.own_device_removed(id, now, &mut self.rng).await?;
+            return Ok(());
+        }
+        let stop = "this device was removed from its account (by itself); it can no longer send or receive".to_owned();
+        self.want_online = false;
+        self.draining = false;
+        self.close_connection();
+        for waiter in self.drain_waiters.drain(..) {
+            let _ = waiter.send(Err(ClientError::Stopped(stop.clone())));
+        }
+        self.set_state(ConnectionState::Stopped(stop));
+        Ok(())
     }
 
     async fn status(&self) -> Result<Status, ClientError> {

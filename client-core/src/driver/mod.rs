@@ -94,6 +94,20 @@ pub(crate) enum Command {
     Push {
         reply: Reply<Option<hush_wire::api::PushStatus>>,
     },
+    /// The account's devices, from the server.
+    Devices {
+        reply: Reply<Vec<crate::types::DeviceEntry>>,
+    },
+    /// Removes a device of this account (this one too: then it stops).
+    RemoveDevice {
+        id: u32,
+        reply: Reply<()>,
+    },
+    /// Names this device (`None` clears the name).
+    RenameDevice {
+        name: Option<String>,
+        reply: Reply<()>,
+    },
     WaitingFor {
         reply: Reply<String>,
     },

@@ -460,8 +460,7 @@ impl Machine {
             (Purpose::OwnDevices, answer) => {
                 self.own_devices_fetch = None;
                 let Ok(RestAnswer::Devices(list)) = answer else { return self.pump(now, rng).await };
-                let own = self.account.device_id;
-                self.own_devices = Some(list.devices.iter().map(|d| d.device_id).filter(|d| *d != own).collect());
+                self.own_devices_listed(&list);
             }
             (Purpose::PrekeyCount, Ok(RestAnswer::PrekeyCount(count))) => self.prekey_count(count, now, rng).await?,
             (Purpose::Group(purpose), answer) => self.group_rest_response(id, purpose, answer, now, rng).await?,
@@ -472,6 +471,30 @@ impl Machine {
             self.pump(now, rng).await?;
         }
         Ok(())
+    }
+
+    /// The server listed this account's devices (from [`RestCall::FetchOwnDevices`] or an
+    /// app's request): the next send goes to every one of them but this one.
+    pub fn own_devices_listed(&mut self, list: &DeviceList) {
+        let own = self.account.device_id;
+        self.own_devices = Some(list.devices.iter().map(|d| d.device_id).filter(|d| *d != own).collect());
+    }
+
+    /// Another device of this account was removed: no more copies for it, and its sessions
+    /// are dropped.
+    pub async fn own_device_removed<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        device: u32,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<(), MachineError> {
+        if let Some(list) = self.own_devices.as_mut() {
+            list.retain(|d| *d != device);
+        }
+        let mut batch = crate::store::Batch::default();
+        batch.sessions.insert((hush_keys::aci_string(self.account.account_id), device), None);
+        self.store.commit(batch).await?;
+        self.pump(now, rng).await
     }
 
     fn rest_call(&mut self, call: RestCall, purpose: Purpose) -> u64 {

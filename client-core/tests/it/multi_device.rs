@@ -1,7 +1,7 @@
 //! Several devices of one account against a real hushd: every device gets every message once,
 //! shows what the others sent in the same order, and follows their read and trust decisions.
 
-use hush_client_core::{Event, MessageDirection, ReceiptKind, TrustState};
+use hush_client_core::{ConnectionState, Event, MessageDirection, ReceiptKind, TrustState};
 
 use crate::group_support::second_device;
 use crate::support::{Hushd, TestClient};
@@ -149,4 +149,106 @@ async fn a_trust_decision_holds_on_the_devices_that_know_the_same_key() {
     drain_all(&[&a2, &bob]).await;
     let on_bob = view(&bob, &a1.name).await;
     assert_eq!(on_bob.last().map(|(b, _)| b.as_str()), Some("from device 2"));
+}
+
+/// The devices `who`'s correspondent has sessions with for `account`, from its database
+/// (read after `who` shut down).
+async fn session_devices(who: &TestClient, account: uuid::Uuid) -> Vec<i64> {
+    let path = who.dir.path().join("client.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display())).await.unwrap();
+    let rows: Vec<(i64,)> = sqlx::query_as("SELECT device FROM sessions WHERE name = ? ORDER BY device")
+        .bind(hush_keys::aci_string(account))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows.into_iter().map(|(d,)| d).collect()
+}
+
+async fn wait_stopped(who: &mut TestClient) -> String {
+    let mut seen = Vec::new();
+    match who.wait_for("Stopped", &mut seen, |e| matches!(e, Event::Connection(ConnectionState::Stopped(_)))).await {
+        Event::Connection(ConnectionState::Stopped(reason)) => reason,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_are_listed_and_removed_and_correspondents_stop_encrypting_for_them() {
+    let server = Hushd::start().await;
+    let (mut a1, mut a2, mut a3, mut bob) = alice_with_three_devices(&server).await;
+    bob.client.send_text(&a1.name, "before").await.unwrap();
+    drain_all(&[&bob, &a1, &a2, &a3]).await;
+    for d in [&mut a1, &mut a2, &mut a3] {
+        assert_eq!(d.drain_bodies(), ["before"]);
+    }
+    let alice_id = a1.client.status().await.unwrap().account_id;
+
+    let list = a1.client.devices().await.unwrap();
+    assert_eq!(list.iter().map(|d| d.id).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(list.iter().filter(|d| d.this_device).map(|d| d.id).collect::<Vec<_>>(), [1]);
+    assert!(list.iter().all(|d| d.created_at > 0));
+    let on_3 = a3.client.devices().await.unwrap();
+    assert_eq!(on_3.iter().filter(|d| d.this_device).map(|d| d.id).collect::<Vec<_>>(), [3]);
+
+    // Only the primary removes others.
+    assert!(a2.client.remove_device(3).await.is_err());
+
+    // The primary removes device 2 while it is online: it stops and says why.
+    a2.client.connect().await.unwrap();
+    let mut seen = Vec::new();
+    a2.wait_for("Connected", &mut seen, |e| matches!(e, Event::Connection(ConnectionState::Connected))).await;
+    a1.client.remove_device(2).await.unwrap();
+    let reason = wait_stopped(&mut a2).await;
+    assert!(reason.contains("removed"), "{reason}");
+
+    // Device 3 removes itself: it stops at once.
+    a3.client.remove_device(3).await.unwrap();
+    let reason = wait_stopped(&mut a3).await;
+    assert!(reason.contains("removed"), "{reason}");
+    assert!(matches!(a3.client.status().await.unwrap().connection, ConnectionState::Stopped(_)));
+    assert_eq!(a1.client.devices().await.unwrap().iter().map(|d| d.id).collect::<Vec<_>>(), [1]);
+
+    // Bob's next message reaches the one device left, and Bob drops his sessions with the others.
+    bob.client.send_text(&a1.name, "after").await.unwrap();
+    bob.drain().await;
+    a1.drain().await;
+    assert_eq!(a1.drain_bodies(), ["after"]);
+    a1.client.send_text(&bob.name, "still here").await.unwrap();
+    a1.drain().await;
+    bob.drain().await;
+    assert_eq!(bob.drain_bodies(), ["still here"]);
+    bob.client.shutdown().await.unwrap();
+    assert_eq!(session_devices(&bob, alice_id).await, [1], "no session left with a removed device");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PATCH /v1/devices/self"]
+async fn a_renamed_device_shows_its_name_on_the_others() {
+    let server = Hushd::start().await;
+    let a1 = TestClient::register(&server, "alice").await;
+    let a2 = second_device(&server, &a1).await;
+    a2.client.rename_device(Some("laptop")).await.unwrap();
+    let list = a1.client.devices().await.unwrap();
+    assert_eq!(list.iter().find(|d| d.id == 2).and_then(|d| d.name.clone()).as_deref(), Some("laptop"));
+    a2.client.rename_device(None).await.unwrap();
+    let list = a1.client.devices().await.unwrap();
+    assert_eq!(list.iter().find(|d| d.id == 2).and_then(|d| d.name.clone()), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_added_after_the_first_message_gets_later_transcripts() {
+    let server = Hushd::start().await;
+    let a1 = TestClient::register(&server, "alice").await;
+    let bob = TestClient::register(&server, "bob").await;
+    a1.client.send_text(&bob.name, "alone").await.unwrap();
+    a1.drain().await;
+    let mut a2 = second_device(&server, &a1).await;
+    a1.client.send_text(&bob.name, "with two").await.unwrap();
+    a1.drain().await;
+    a2.drain().await;
+    bob.drain().await;
+    assert_eq!(a2.drain_bodies(), ["with two"]);
+    assert_eq!(view(&a2, &bob.name).await, [("with two".to_owned(), true)]);
+    assert_eq!(view(&bob, &a1.name).await.len(), 2);
 }
