@@ -60,6 +60,9 @@ pub use types::{
     OutboxEntry, OutboxState, Receipt, ReceiptKind, ReceivedMessage, SafetyNumber, Status, TrustState,
 };
 
+/// When signed prekeys are rotated ([`ClientConfig::prekey_schedule`]).
+pub use machine::PrekeySchedule;
+
 use driver::{Command, GroupCommand, GroupReply};
 
 /// Filter directives (for `tracing_subscriber::EnvFilter` or `env_logger`) that keep

@@ -14,12 +14,16 @@ pub struct ClientConfig {
     /// Base URL of the server, e.g. `http://127.0.0.1:8080`. The WebSocket URL is derived from it
     /// (`ws://…/v1/websocket`, or `wss://` for `https://`).
     pub server_url: String,
+    /// When this device replaces its signed EC and last-resort Kyber prekeys, and how long it
+    /// keeps replaced ones (default: weekly, kept 30 days).
+    #[serde(default)]
+    pub prekey_schedule: crate::machine::PrekeySchedule,
 }
 
 impl ClientConfig {
-    /// A configuration for `data_dir` and `server_url`.
+    /// A configuration for `data_dir` and `server_url`, with the default prekey schedule.
     pub fn new(data_dir: impl Into<PathBuf>, server_url: impl Into<String>) -> Self {
-        Self { data_dir: data_dir.into(), server_url: server_url.into() }
+        Self { data_dir: data_dir.into(), server_url: server_url.into(), prekey_schedule: Default::default() }
     }
 }
 

@@ -128,7 +128,7 @@ impl Actor {
     async fn start(mut config: ClientConfig, subscribers: Subscribers) -> Result<Actor, ClientError> {
         let sqlite = open_store(&config).await?;
         let store: Arc<dyn ClientStore> = Arc::new(sqlite.clone());
-        let machine = match Machine::load(store).await {
+        let mut machine = match Machine::load(store).await {
             Ok(Some(machine)) => machine,
             Ok(None) => {
                 sqlite.close().await;
@@ -139,6 +139,7 @@ impl Actor {
                 return Err(e.into());
             }
         };
+        machine.set_prekey_schedule(config.prekey_schedule);
         let account = machine.account();
         if config.server_url.is_empty() {
             config.server_url = account.server_url.clone();

@@ -15,11 +15,13 @@ mod keys;
 mod limits;
 mod receive;
 mod retry;
+mod rotation;
 mod send;
 mod sync;
 
 pub use groups::{GroupOutcome, open_blob, seal_blob};
 pub use retry::{MAX_REQUESTS_PER_WINDOW, RETRY_WINDOW_MS, RetryStats, message_tag};
+pub use rotation::PrekeySchedule;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -179,6 +181,8 @@ enum Purpose {
     OwnDevices,
     PrekeyCount,
     Upload,
+    /// New signed prekeys (see `rotation.rs`).
+    Rotation,
     /// A group operation the app waits for (completed through `take_completions`).
     Group(groups::GroupPurpose),
 }
@@ -246,6 +250,8 @@ pub struct Machine {
     deferred_invites: HashMap<Uuid, Vec<Uuid>>,
     /// Finished group operations, for the app.
     completions: VecDeque<(u64, Result<GroupOutcome, MachineError>)>,
+    /// Signed prekey rotation.
+    rotation: rotation::Rotation,
 }
 
 impl std::fmt::Debug for Machine {
@@ -307,6 +313,7 @@ impl Machine {
             distributing: None,
             deferred_invites: HashMap::new(),
             completions: VecDeque::new(),
+            rotation: rotation::Rotation::default(),
         }))
     }
 
@@ -336,6 +343,10 @@ impl Machine {
         self.idle_reported = false;
         self.in_flight = None;
         self.send_waits.clear();
+        // A rotation is checked (and an upload that did not reach the server made again) on
+        // every connection.
+        self.rotation.check_at = 0;
+        self.rotation.upload = None;
         self.rest_call(RestCall::PrekeyCount, Purpose::PrekeyCount);
         self.own_devices_fetch = Some(self.rest_call(RestCall::FetchOwnDevices, Purpose::OwnDevices));
         for account in self.deferred.keys().copied().collect::<Vec<_>>() {
@@ -367,7 +378,8 @@ impl Machine {
         self.pump(now, rng).await
     }
 
-    /// Time passed: retries whose backoff has run out, certificate refresh.
+    /// Time passed: retries whose backoff has run out, certificate refresh, signed prekey
+    /// rotation.
     pub async fn tick<R: rand::Rng + rand::CryptoRng>(&mut self, now: u64, rng: &mut R) -> Result<(), MachineError> {
         self.pump(now, rng).await
     }
@@ -463,6 +475,7 @@ impl Machine {
                 self.own_devices_listed(&list);
             }
             (Purpose::PrekeyCount, Ok(RestAnswer::PrekeyCount(count))) => self.prekey_count(count, now, rng).await?,
+            (Purpose::Rotation, answer) => self.rotation_uploaded(answer.is_ok(), now).await?,
             (Purpose::Group(purpose), answer) => self.group_rest_response(id, purpose, answer, now, rng).await?,
             (purpose, Err(f)) => tracing::warn!(?purpose, error = %f, "REST call failed"),
             (purpose, Ok(_)) => tracing::debug!(?purpose, "REST call done"),
@@ -668,6 +681,7 @@ impl Machine {
             return Ok(());
         }
         self.refresh_certificate(now);
+        self.rotate_prekeys_if_due(now, rng).await?;
         self.send_head(now, rng).await?;
         if self.is_idle().await? {
             if !self.idle_reported {

@@ -252,3 +252,36 @@ async fn a_device_added_after_the_first_message_gets_later_transcripts() {
     assert_eq!(view(&a2, &bob.name).await, [("with two".to_owned(), true)]);
     assert_eq!(view(&bob, &a1.name).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hushd_takes_rotated_prekeys_and_old_bundles_still_open_sessions() {
+    let server = Hushd::start().await;
+    let mut alice = TestClient::register(&server, "alice").await;
+    let bob = TestClient::register(&server, "bob").await;
+    bob.client.send_text(&alice.name, "from the old bundle").await.unwrap();
+    bob.drain().await;
+    // Alice reopens with a schedule that rotates at every connection.
+    alice.client.shutdown().await.unwrap();
+    let mut config = alice.config(&server);
+    config.prekey_schedule = hush_client_core::PrekeySchedule {
+        rotate_every: std::time::Duration::ZERO,
+        keep_replaced: std::time::Duration::from_secs(3600),
+    };
+    alice.client = hush_client_core::Client::open(config).await.unwrap();
+    alice.events = alice.client.events();
+    alice.drain().await;
+    assert_eq!(alice.drain_bodies(), ["from the old bundle"]);
+    let path = alice.dir.path().join("client.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display())).await.unwrap();
+    let signed: Vec<(i64,)> =
+        sqlx::query_as("SELECT id FROM signed_pre_keys ORDER BY id").fetch_all(&pool).await.unwrap();
+    pool.close().await;
+    assert_eq!(signed, [(1,), (2,)], "rotated once, the old one kept");
+
+    // A new contact starts from the new bundle.
+    let carol = TestClient::register(&server, "carol").await;
+    carol.client.send_text(&alice.name, "from the new bundle").await.unwrap();
+    carol.drain().await;
+    alice.drain().await;
+    assert_eq!(alice.drain_bodies(), ["from the new bundle"]);
+}

@@ -6,6 +6,7 @@ mod groups;
 mod outbox;
 mod relay;
 mod retry;
+mod rotation;
 mod streams;
 mod sync;
 
