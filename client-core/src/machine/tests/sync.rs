@@ -213,3 +213,33 @@ async fn a_device_added_after_the_first_message_gets_later_transcripts() {
     assert_eq!(bodies(&bob.events), vec!["before".to_owned(), "after".to_owned()]);
     assert_eq!(bodies(&alice3.events), vec!["after".to_owned()], "the new device gets what is sent after it");
 }
+
+#[tokio::test]
+async fn reading_a_group_on_one_device_clears_it_on_the_other_with_receipts_from_the_reader_only() {
+    let mut relay = Relay::new();
+    let mut alice = relay.register("alice").await;
+    let mut alice2 = relay.link_device(&alice, 2).await;
+    let mut bob = relay.register("bob").await;
+    contact(&relay, &mut bob, &alice).await;
+    contact(&relay, &mut alice2, &bob).await;
+    relay.connect(&mut alice).await;
+    relay.connect(&mut alice2).await;
+    relay.connect(&mut bob).await;
+    relay.settle(&mut [&mut alice, &mut alice2, &mut bob]).await;
+    let group = super::groups::create(&mut relay, &mut alice, "friends", &[&bob]).await;
+    relay.settle(&mut [&mut alice, &mut alice2, &mut bob]).await;
+    super::groups::say(&relay, &mut bob, group, "g1").await;
+    super::groups::say(&relay, &mut bob, group, "g2").await;
+    relay.settle(&mut [&mut alice, &mut alice2, &mut bob]).await;
+    let chat = ConversationId::Group(group);
+    assert_eq!(alice.machine.unread(chat).await.unwrap(), 2);
+    assert_eq!(alice2.machine.unread(chat).await.unwrap(), 2);
+
+    alice.machine.mark_group_read(group, relay.now, &mut rand::rng()).await.unwrap();
+    relay.settle(&mut [&mut alice, &mut alice2, &mut bob]).await;
+    assert_eq!(alice.machine.unread(chat).await.unwrap(), 0);
+    assert_eq!(alice2.machine.unread(chat).await.unwrap(), 0);
+    let name = ConversationId::group_name(group);
+    assert!(alice2.events.iter().any(|e| matches!(e, Event::ReadElsewhere { conversation, .. } if *conversation == name)));
+    assert_eq!(read_receipts(&bob.events), vec![2]);
+}
