@@ -240,6 +240,28 @@ async fn reading_a_group_on_one_device_clears_it_on_the_other_with_receipts_from
     assert_eq!(alice.machine.unread(chat).await.unwrap(), 0);
     assert_eq!(alice2.machine.unread(chat).await.unwrap(), 0);
     let name = ConversationId::group_name(group);
-    assert!(alice2.events.iter().any(|e| matches!(e, Event::ReadElsewhere { conversation, .. } if *conversation == name)));
+    assert!(
+        alice2.events.iter().any(|e| matches!(e, Event::ReadElsewhere { conversation, .. } if *conversation == name))
+    );
     assert_eq!(read_receipts(&bob.events), vec![2]);
+}
+
+/// Regression: hushd wants every own other device in a stored send, and receipts listed none,
+/// so the receipts of an account with two devices were refused until they were dropped.
+#[tokio::test]
+async fn receipts_from_an_account_with_two_devices_reach_the_sender() {
+    let (mut relay, mut alice, mut alice2, mut bob) = two_devices().await;
+    let to_alice = bob.store.contact_by_username("alice").await.unwrap().unwrap();
+    send(&relay, &mut bob, &to_alice, "hello").await;
+    relay.settle(&mut [&mut alice, &mut alice2, &mut bob]).await;
+    let delivered: Vec<u32> = bob
+        .events
+        .iter()
+        .filter_map(|e| if let Event::Receipt(r) = e { Some(r) } else { None })
+        .filter(|r| r.kind == ReceiptKind::Delivered)
+        .map(|r| r.from_device)
+        .collect();
+    assert_eq!(delivered.len(), 2, "one from each of Alice's devices: {delivered:?}");
+    assert!(alice.store.outbox_head().await.unwrap().is_none());
+    assert!(alice2.store.outbox_head().await.unwrap().is_none());
 }
