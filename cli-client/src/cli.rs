@@ -96,6 +96,9 @@ pub enum Command {
         username: String,
     },
     /// Trust USERNAME's current identity key after it changed (unblocks sending to them).
+    ///
+    /// Your other devices trust it too if it is the key they know for USERNAME; they are told
+    /// at once when the server is reachable, else when this device next connects.
     Trust {
         /// The other party.
         username: String,
@@ -126,6 +129,17 @@ pub enum Command {
         #[command(flatten)]
         timeout: GroupTimeout,
     },
+    /// The devices of this account (at most 6): list them (this one marked), remove one,
+    /// or name this one.
+    ///
+    /// Every device gets every message, shows what the others sent, and follows their read
+    /// and trust decisions. The primary device (1) may remove any other device; any device
+    /// may remove itself, and then stops for good (its data directory can be deleted).
+    Devices {
+        /// What to do; without one, list.
+        #[command(subcommand)]
+        action: Option<DevicesAction>,
+    },
     /// Wake-ups for this device while it is offline (UnifiedPush, FCM, APNs).
     Push {
         /// What to do.
@@ -134,14 +148,35 @@ pub enum Command {
     },
     /// Serve JSON-RPC 2.0 (one JSON object per line) on stdio, or on a Unix socket.
     ///
-    /// Methods: send, history, contacts, safety_number, trust, status, mark_read, typing,
-    /// outbox, retry, cancel, subscribe, ack, unsubscribe, group_create, group_add,
+    /// Methods: send, history, contacts, safety_number, trust, status, mark_read, unread,
+    /// typing, outbox, retry, cancel, subscribe, ack, unsubscribe, devices, device_remove,
+    /// device_rename, push_register, push_status, push_remove, group_create, group_add,
     /// group_remove, group_leave, group_role, group_title, group_list, group_invites,
     /// group_info, group_accept, group_decline. The daemon reconnects by itself
     /// (connection events and `status` say how it stands), except after this device was
     /// removed or a copy of it connected from elsewhere. Message events are numbered and replayed after a restart
     /// until acknowledged. See the README, "Using the hush CLI".
     Daemon(DaemonArgs),
+}
+
+/// What `hush devices` does.
+#[derive(Debug, Subcommand)]
+pub enum DevicesAction {
+    /// List the account's devices: id, name, when added, when last seen; this one is marked
+    /// (the default).
+    List,
+    /// Remove device ID from the account (from the primary device, any other one; from any
+    /// device, itself). A removed device gets nothing more, and correspondents stop
+    /// encrypting for it on their next message.
+    Remove {
+        /// The device id (from `hush devices`).
+        id: u32,
+    },
+    /// Name this device (other devices see the name in `hush devices`); an empty NAME clears it.
+    Rename {
+        /// The new name, e.g. "laptop".
+        name: String,
+    },
 }
 
 /// What `hush push` does.

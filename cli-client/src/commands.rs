@@ -55,6 +55,10 @@ macro_rules! with_client {
     }};
 }
 
+/// How long a one-shot command that changed something the account's other devices follow
+/// (a trust decision) waits to tell them.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// `hush register USERNAME`.
 pub async fn register(ctx: &Ctx, username: &str) -> anyhow::Result<()> {
     let client = Client::register(ctx.config.clone(), username)
@@ -338,6 +342,11 @@ pub async fn safety_number(ctx: &Ctx, with: &str) -> anyhow::Result<()> {
 pub async fn trust(ctx: &Ctx, with: &str) -> anyhow::Result<()> {
     with_client!(ctx, |client| {
         client.trust(with).await.with_context(|| format!("cannot trust {with}"))?;
+        // Tell this account's other devices now; if the server is not reachable, the next
+        // command that connects does (the decision waits in the outbox).
+        if let Err(e) = client.run_until_queue_empty(SYNC_TIMEOUT).await {
+            tracing::warn!("your other devices learn of this trust when this device next connects: {e}");
+        }
         let value = json!({ "with": with, "trust": "trusted" });
         ctx.printer.emit(&value, &format!("trusting the current identity key of {with}"))
     })

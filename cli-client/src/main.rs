@@ -3,7 +3,7 @@
 //!
 //! - [`cli`]: the command line (clap).
 //! - [`commands`]: the one-shot commands (`register`, `send`, `receive`, ...).
-//! - [`group`]: `hush group ...`.
+//! - [`group`]: `hush group ...`; [`devices`]: `hush devices ...`.
 //! - [`daemon`]: `hush daemon`, JSON-RPC 2.0 with an at-least-once event stream.
 //! - [`exit`]: exit codes; [`output`]: JSON and text output; [`cursor`]: persistent positions.
 
@@ -11,6 +11,7 @@ mod cli;
 mod commands;
 mod cursor;
 mod daemon;
+mod devices;
 mod exit;
 mod group;
 mod output;
@@ -68,6 +69,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { timeout } => commands::status(&ctx, timeout.value).await,
         Command::Outbox { action } => commands::outbox(&ctx, action).await,
         Command::Group { action, timeout } => group::run(&ctx, action, timeout.value).await,
+        Command::Devices { action } => devices::run(&ctx, action).await,
         Command::Push { action } => push::run(&ctx, action).await,
         Command::Daemon(args) => daemon::run(&ctx, args).await,
     }

@@ -31,7 +31,7 @@ pub fn signed_prekey<R: Rng + CryptoRng>(
     let public = pair.public_key.serialize().to_vec();
     let signature = identity.private_key().calculate_signature(&public, rng).map_err(SignalProtocolError::from)?;
     let record = SignedPreKeyRecord::new(id.into(), Timestamp::from_epoch_millis(now_ms), &pair, &signature);
-    batch.signed_pre_keys.insert(id, record.serialize()?);
+    batch.signed_pre_keys.insert(id, Some(record.serialize()?));
     Ok(SignedPreKey { id, public_key: B64(public), signature: B64(signature.to_vec()) })
 }
 

@@ -57,10 +57,13 @@ pub use hush_keys::provision::LinkCode;
 /// Push targets, as the server takes them ([`Client::set_push_target`]).
 pub use hush_wire::api::{PushStatus, PushTargetBody};
 pub use types::{
-    ClientConfig, ConnectionState, Contact, ConversationId, Event, GROUP_PREFIX, GroupInfo, GroupMemberInfo, GroupRole,
-    GroupState, MessageDirection, MessageId, MessageKind, MessageRecord, MessageStatus, OutboxEntry, OutboxState,
-    Receipt, ReceiptKind, ReceivedMessage, SafetyNumber, Status, TrustState,
+    ClientConfig, ConnectionState, Contact, ConversationId, DeviceEntry, Event, GROUP_PREFIX, GroupInfo,
+    GroupMemberInfo, GroupRole, GroupState, MessageDirection, MessageId, MessageKind, MessageRecord, MessageStatus,
+    OutboxEntry, OutboxState, Receipt, ReceiptKind, ReceivedMessage, SafetyNumber, Status, TrustState,
 };
+
+/// When signed prekeys are rotated ([`ClientConfig::prekey_schedule`]).
+pub use machine::PrekeySchedule;
 
 use driver::{Command, GroupCommand, GroupReply};
 
@@ -213,7 +216,8 @@ impl Client {
     }
 
     /// Marks every received message from `username` (or in a group: `group:<uuid>`) as read
-    /// and sends read receipts (in a group: to each author).
+    /// and sends read receipts (in a group: to each author). This account's other devices
+    /// mark the same messages read (and send no receipts): [`Event::ReadElsewhere`] there.
     pub async fn mark_read(&self, username: &str) -> Result<(), ClientError> {
         let peer = username.to_owned();
         self.call(|reply| Command::MarkRead { peer, reply }).await
@@ -243,6 +247,14 @@ impl Client {
         self.call(|reply| Command::History { peer, limit, reply }).await
     }
 
+    /// How many messages of the conversation with `username` (or of a group: `group:<uuid>`)
+    /// were received and not read yet. Reading on any device of this account
+    /// ([`Client::mark_read`]) clears it on every device.
+    pub async fn unread(&self, username: &str) -> Result<usize, ClientError> {
+        let peer = username.to_owned();
+        self.call(|reply| Command::Unread { peer, reply }).await
+    }
+
     /// Up to `limit` messages of every conversation stored after position `after` (see
     /// [`MessageRecord::local_seq`]), oldest first. With the `local_seq` of the last message an
     /// app has handled, this gives exactly what arrived since, also across restarts and crashes
@@ -264,6 +276,8 @@ impl Client {
     }
 
     /// Trusts the current identity key of `username` (after a change), which unblocks sending.
+    /// This account's other devices trust it too if it is the key they know for `username`
+    /// ([`Event::TrustedElsewhere`] there); otherwise they keep asking.
     pub async fn trust(&self, username: &str) -> Result<(), ClientError> {
         let peer = username.to_owned();
         self.call(|reply| Command::Trust { peer, reply }).await
@@ -272,6 +286,28 @@ impl Client {
     /// A snapshot of the account, the connection and the outbox.
     pub async fn status(&self) -> Result<Status, ClientError> {
         self.call(|reply| Command::Status { reply }).await
+    }
+
+    /// The devices of this account, as the server lists them (at most 6), the one this client
+    /// runs on marked. A device added since the last send is sent to from now on.
+    pub async fn devices(&self) -> Result<Vec<DeviceEntry>, ClientError> {
+        self.call(|reply| Command::Devices { reply }).await
+    }
+
+    /// Removes device `id` from this account. The primary device (1) may remove any other
+    /// device; any device may remove itself, and then stops for good
+    /// ([`ConnectionState::Stopped`]; a removed device's client reports the same when the
+    /// server closes its connection). Correspondents stop encrypting for a removed device on
+    /// their next send (the server's device-set check tells them).
+    pub async fn remove_device(&self, id: u32) -> Result<(), ClientError> {
+        self.call(|reply| Command::RemoveDevice { id, reply }).await
+    }
+
+    /// Names this device (`None` or an empty name clears it): other devices see it in
+    /// [`Client::devices`]. Needs a server with `PATCH /v1/devices/self`.
+    pub async fn rename_device(&self, name: Option<&str>) -> Result<(), ClientError> {
+        let name = name.map(str::to_owned);
+        self.call(|reply| Command::RenameDevice { name, reply }).await
     }
 
     /// Registers (or replaces) where the server sends this device's wake-ups while it is

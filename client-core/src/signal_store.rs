@@ -205,14 +205,14 @@ impl SignedPreKeyStore for SignalStore {
         let id = u32::from(id);
         let pending = self.pending.borrow().batch.signed_pre_keys.get(&id).cloned();
         let bytes = match pending {
-            Some(v) => Some(v),
+            Some(v) => v,
             None => self.store.signed_pre_key(id).await.map_err(store_err)?,
         };
         SignedPreKeyRecord::deserialize(&bytes.ok_or(SignalProtocolError::InvalidSignedPreKeyId)?)
     }
 
     async fn save_signed_pre_key(&mut self, id: SignedPreKeyId, record: &SignedPreKeyRecord) -> Result<()> {
-        self.pending.borrow_mut().batch.signed_pre_keys.insert(u32::from(id), record.serialize()?);
+        self.pending.borrow_mut().batch.signed_pre_keys.insert(u32::from(id), Some(record.serialize()?));
         Ok(())
     }
 }

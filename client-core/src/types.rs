@@ -14,12 +14,16 @@ pub struct ClientConfig {
     /// Base URL of the server, e.g. `http://127.0.0.1:8080`. The WebSocket URL is derived from it
     /// (`ws://…/v1/websocket`, or `wss://` for `https://`).
     pub server_url: String,
+    /// When this device replaces its signed EC and last-resort Kyber prekeys, and how long it
+    /// keeps replaced ones (default: weekly, kept 30 days).
+    #[serde(default)]
+    pub prekey_schedule: crate::machine::PrekeySchedule,
 }
 
 impl ClientConfig {
-    /// A configuration for `data_dir` and `server_url`.
+    /// A configuration for `data_dir` and `server_url`, with the default prekey schedule.
     pub fn new(data_dir: impl Into<PathBuf>, server_url: impl Into<String>) -> Self {
-        Self { data_dir: data_dir.into(), server_url: server_url.into() }
+        Self { data_dir: data_dir.into(), server_url: server_url.into(), prekey_schedule: Default::default() }
     }
 }
 
@@ -376,6 +380,20 @@ pub enum Event {
         /// From which of their devices.
         from_device: u32,
     },
+    /// Messages were read on another device of this account: they are marked read here too
+    /// (no read receipt is sent from this device; the reading device sent it).
+    ReadElsewhere {
+        /// The conversation (a username, or `group:<uuid>`).
+        conversation: String,
+        /// The messages now marked read.
+        message_ids: Vec<MessageId>,
+    },
+    /// A contact's current identity key was trusted on another device of this account, so
+    /// sending to them is unblocked here too.
+    TrustedElsewhere {
+        /// Whose key.
+        username: String,
+    },
     /// The server has delivered every stored envelope and the outbox is empty.
     QueueEmpty,
     /// The connection state changed.
@@ -504,6 +522,21 @@ pub struct OutboxEntry {
     pub not_before: u64,
 }
 
+/// One device of this account, as the server lists it ([`crate::Client::devices`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceEntry {
+    /// Device id (1 is the primary device, which may remove the others).
+    pub id: u32,
+    /// Display name, if one was given ([`crate::Client::rename_device`]).
+    pub name: Option<String>,
+    /// When it was added (ms since the Unix epoch).
+    pub created_at: u64,
+    /// When it last connected (ms since the Unix epoch, day precision), if ever.
+    pub last_seen: Option<u64>,
+    /// Whether it is the device this client runs on.
+    pub this_device: bool,
+}
+
 /// A snapshot of the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -585,6 +618,8 @@ mod tests {
                 reason: "full".into(),
                 retry_in_ms: 2000,
             },
+            Event::ReadElsewhere { conversation: "bob".into(), message_ids: vec![MessageId([6; 16])] },
+            Event::TrustedElsewhere { username: "bob".into() },
             Event::QueueEmpty,
             Event::Connection(ConnectionState::Disconnected("gone".into())),
             Event::Connection(ConnectionState::Stopped("removed".into())),

@@ -51,6 +51,18 @@ fn default_limit() -> usize {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct DeviceIdParams {
+    id: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceNameParams {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TypingParams {
     to: String,
     typing: bool,
@@ -213,6 +225,26 @@ impl Session {
                 let p: WithParams = params(p)?;
                 client.mark_read(&p.with).await?;
                 Ok(json!({}))
+            }
+            "unread" => {
+                let p: WithParams = params(p)?;
+                Ok(json!({ "with": p.with, "unread": client.unread(&p.with).await? }))
+            }
+            "devices" => {
+                let devices = client.devices().await?;
+                Ok(json!({ "devices": devices.iter().map(crate::devices::device_json).collect::<Vec<_>>() }))
+            }
+            "device_remove" => {
+                let p: DeviceIdParams = params(p)?;
+                let this = client.status().await?.device_id;
+                client.remove_device(p.id).await?;
+                Ok(json!({ "removed": p.id, "this_device": p.id == this }))
+            }
+            "device_rename" => {
+                let p: DeviceNameParams = params(p)?;
+                let name = p.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+                client.rename_device(name).await?;
+                Ok(json!({ "name": name }))
             }
             "typing" => {
                 let p: TypingParams = params(p)?;

@@ -3,6 +3,7 @@
 
 mod commands;
 mod daemon;
+mod devices;
 mod errors;
 mod groups;
 mod hardening;

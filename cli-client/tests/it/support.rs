@@ -177,6 +177,18 @@ impl User {
         user
     }
 
+    /// Another device of this user's account, in a data directory of its own (the CLI cannot
+    /// link devices yet, so the library adds it).
+    pub async fn add_device(&self) -> User {
+        let dir = tempfile::Builder::new().prefix("hush-device-").tempdir().expect("tempdir");
+        let config = |d: &Path| hush_client_core::ClientConfig::new(d, self.server.clone());
+        let primary = hush_client_core::Client::open(config(self.dir.path())).await.expect("open");
+        let device = primary.add_device(config(dir.path())).await.expect("add a device");
+        device.shutdown().await.expect("shutdown");
+        primary.shutdown().await.expect("shutdown");
+        User { dir, server: self.server.clone() }
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()

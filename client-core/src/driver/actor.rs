@@ -128,7 +128,7 @@ impl Actor {
     async fn start(mut config: ClientConfig, subscribers: Subscribers) -> Result<Actor, ClientError> {
         let sqlite = open_store(&config).await?;
         let store: Arc<dyn ClientStore> = Arc::new(sqlite.clone());
-        let machine = match Machine::load(store).await {
+        let mut machine = match Machine::load(store).await {
             Ok(Some(machine)) => machine,
             Ok(None) => {
                 sqlite.close().await;
@@ -139,6 +139,7 @@ impl Actor {
                 return Err(e.into());
             }
         };
+        machine.set_prekey_schedule(config.prekey_schedule);
         let account = machine.account();
         if config.server_url.is_empty() {
             config.server_url = account.server_url.clone();
@@ -449,6 +450,18 @@ impl Actor {
                 };
                 let _ = reply.send(result);
             }
+            Command::Unread { peer, reply } => {
+                let conversation = if peer.trim().starts_with(GROUP_PREFIX) {
+                    parse_group(&peer).map(ConversationId::Group)
+                } else {
+                    self.contact(&peer).await.map(|c| ConversationId::Direct(c.account_id))
+                };
+                let result = match conversation {
+                    Ok(c) => self.machine.unread(c).await.map_err(ClientError::from),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
             Command::MessagesAfter { after, limit, reply } => {
                 let _ = reply.send(self.machine.messages_after(after, limit).await.map_err(ClientError::from));
             }
@@ -483,6 +496,18 @@ impl Actor {
                     None => self.rest.remove_push().await,
                 };
                 let _ = reply.send(result.map_err(ClientError::from));
+            }
+            Command::Devices { reply } => {
+                let result = self.devices().await;
+                let _ = reply.send(result);
+            }
+            Command::RemoveDevice { id, reply } => {
+                let result = self.remove_device(id, now).await;
+                let _ = reply.send(result);
+            }
+            Command::RenameDevice { name, reply } => {
+                let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+                let _ = reply.send(self.rest.rename_device(name.as_deref()).await.map_err(ClientError::from));
             }
             Command::Push { reply } => {
                 let _ = reply.send(self.rest.push().await.map_err(ClientError::from));
@@ -685,6 +710,45 @@ impl Actor {
             _ => ClientError::from(f),
         })?;
         tracing::info!("link approved");
+        Ok(())
+    }
+
+    /// The account's devices from the server; the machine learns the list too, so a device
+    /// added since is sent to at once.
+    async fn devices(&mut self) -> Result<Vec<crate::types::DeviceEntry>, ClientError> {
+        let account = self.machine.account().account_id;
+        let list = self.rest.devices(account).await?;
+        self.machine.own_devices_listed(&list);
+        let this = self.machine.account().device_id;
+        Ok(list
+            .devices
+            .into_iter()
+            .map(|d| crate::types::DeviceEntry {
+                id: d.device_id,
+                name: d.name,
+                created_at: d.created_at,
+                last_seen: d.last_seen,
+                this_device: d.device_id == this,
+            })
+            .collect())
+    }
+
+    /// Removes device `id` on the server. This device: stops for good, as when removed from
+    /// elsewhere. Another one: this device forgets its sessions with it.
+    async fn remove_device(&mut self, id: u32, now: u64) -> Result<(), ClientError> {
+        self.rest.remove_device(id).await?;
+        if id != self.machine.account().device_id {
+            self.machine.own_device_removed(id, now, &mut self.rng).await?;
+            return Ok(());
+        }
+        let stop = "this device was removed from its account (by itself); it can no longer send or receive".to_owned();
+        self.want_online = false;
+        self.draining = false;
+        self.close_connection();
+        for waiter in self.drain_waiters.drain(..) {
+            let _ = waiter.send(Err(ClientError::Stopped(stop.clone())));
+        }
+        self.set_state(ConnectionState::Stopped(stop));
         Ok(())
     }
 

@@ -65,6 +65,10 @@ pub(crate) enum Command {
         limit: usize,
         reply: Reply<Vec<MessageRecord>>,
     },
+    Unread {
+        peer: String,
+        reply: Reply<usize>,
+    },
     MessagesAfter {
         after: u64,
         limit: usize,
@@ -92,6 +96,20 @@ pub(crate) enum Command {
     /// This device's push target.
     Push {
         reply: Reply<Option<hush_wire::api::PushStatus>>,
+    },
+    /// The account's devices, from the server.
+    Devices {
+        reply: Reply<Vec<crate::types::DeviceEntry>>,
+    },
+    /// Removes a device of this account (this one too: then it stops).
+    RemoveDevice {
+        id: u32,
+        reply: Reply<()>,
+    },
+    /// Names this device (`None` clears the name).
+    RenameDevice {
+        name: Option<String>,
+        reply: Reply<()>,
     },
     WaitingFor {
         reply: Reply<String>,

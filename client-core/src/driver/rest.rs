@@ -186,6 +186,23 @@ impl Rest {
         }
     }
 
+    /// `GET /v1/accounts/{account}/devices`: the devices of `account`.
+    pub async fn devices(&self, account: uuid::Uuid) -> Result<hush_wire::api::DeviceList, RestFailure> {
+        self.json("GET", &format!("/v1/accounts/{account}/devices"), None).await
+    }
+
+    /// `DELETE /v1/devices/{id}`: removes a device of this account (the primary removes any
+    /// other; any device removes itself).
+    pub async fn remove_device(&self, id: u32) -> Result<(), RestFailure> {
+        self.call("DELETE", &format!("/v1/devices/{id}"), None).await.map(|_| ())
+    }
+
+    /// `PATCH /v1/devices/self` with `{"name": ...}`: names this device (`None` clears it).
+    pub async fn rename_device(&self, name: Option<&str>) -> Result<(), RestFailure> {
+        let body = serde_json::to_vec(&serde_json::json!({ "name": name })).map_err(network)?;
+        self.call("PATCH", "/v1/devices/self", Some(body)).await.map(|_| ())
+    }
+
     /// Carries out a call the machine asked for.
     pub async fn execute(&self, call: RestCall) -> Result<RestAnswer, RestFailure> {
         match call {

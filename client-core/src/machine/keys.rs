@@ -96,7 +96,8 @@ impl Machine {
     }
 
     /// Trusts `peer`'s current identity key again; messages that failed because of the change
-    /// can be retried.
+    /// can be retried. This account's other devices are told which key was trusted (they
+    /// trust it too if it is the key they know for `peer`).
     pub async fn trust<R: rand::Rng + rand::CryptoRng>(
         &mut self,
         peer: &ContactRow,
@@ -108,6 +109,9 @@ impl Machine {
         }
         let mut batch = Batch::default();
         batch.contacts.push(ContactRow { trust: TrustState::Trusted, ..peer.clone() });
+        if let Some(sync) = self.trust_sync(peer.account_id, &peer.username).await? {
+            self.queue_sync(&mut batch, sync, rng);
+        }
         self.store.commit(batch).await?;
         self.pump(now, rng).await
     }

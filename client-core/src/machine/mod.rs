@@ -10,15 +10,19 @@
 //! depends on them is handed out: an `Ack` only after the decrypted message (or the decision to
 //! drop it) is committed; a ciphertext only after the ratchet step that produced it is committed.
 
+mod devices;
 mod groups;
 mod keys;
 mod limits;
 mod receive;
 mod retry;
+mod rotation;
 mod send;
+mod sync;
 
 pub use groups::{GroupOutcome, open_blob, seal_blob};
 pub use retry::{MAX_REQUESTS_PER_WINDOW, RETRY_WINDOW_MS, RetryStats, message_tag};
+pub use rotation::PrekeySchedule;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -178,6 +182,8 @@ enum Purpose {
     OwnDevices,
     PrekeyCount,
     Upload,
+    /// New signed prekeys (see `rotation.rs`).
+    Rotation,
     /// A group operation the app waits for (completed through `take_completions`).
     Group(groups::GroupPurpose),
 }
@@ -245,6 +251,8 @@ pub struct Machine {
     deferred_invites: HashMap<Uuid, Vec<Uuid>>,
     /// Finished group operations, for the app.
     completions: VecDeque<(u64, Result<GroupOutcome, MachineError>)>,
+    /// Signed prekey rotation.
+    rotation: rotation::Rotation,
 }
 
 impl std::fmt::Debug for Machine {
@@ -306,6 +314,7 @@ impl Machine {
             distributing: None,
             deferred_invites: HashMap::new(),
             completions: VecDeque::new(),
+            rotation: rotation::Rotation::default(),
         }))
     }
 
@@ -335,6 +344,10 @@ impl Machine {
         self.idle_reported = false;
         self.in_flight = None;
         self.send_waits.clear();
+        // A rotation is checked (and an upload that did not reach the server made again) on
+        // every connection.
+        self.rotation.check_at = 0;
+        self.rotation.upload = None;
         self.rest_call(RestCall::PrekeyCount, Purpose::PrekeyCount);
         self.own_devices_fetch = Some(self.rest_call(RestCall::FetchOwnDevices, Purpose::OwnDevices));
         for account in self.deferred.keys().copied().collect::<Vec<_>>() {
@@ -366,7 +379,8 @@ impl Machine {
         self.pump(now, rng).await
     }
 
-    /// Time passed: retries whose backoff has run out, certificate refresh.
+    /// Time passed: retries whose backoff has run out, certificate refresh, signed prekey
+    /// rotation.
     pub async fn tick<R: rand::Rng + rand::CryptoRng>(&mut self, now: u64, rng: &mut R) -> Result<(), MachineError> {
         self.pump(now, rng).await
     }
@@ -459,10 +473,10 @@ impl Machine {
             (Purpose::OwnDevices, answer) => {
                 self.own_devices_fetch = None;
                 let Ok(RestAnswer::Devices(list)) = answer else { return self.pump(now, rng).await };
-                let own = self.account.device_id;
-                self.own_devices = Some(list.devices.iter().map(|d| d.device_id).filter(|d| *d != own).collect());
+                self.own_devices_listed(&list);
             }
             (Purpose::PrekeyCount, Ok(RestAnswer::PrekeyCount(count))) => self.prekey_count(count, now, rng).await?,
+            (Purpose::Rotation, answer) => self.rotation_uploaded(answer.is_ok(), now).await?,
             (Purpose::Group(purpose), answer) => self.group_rest_response(id, purpose, answer, now, rng).await?,
             (purpose, Err(f)) => tracing::warn!(?purpose, error = %f, "REST call failed"),
             (purpose, Ok(_)) => tracing::debug!(?purpose, "REST call done"),
@@ -471,6 +485,30 @@ impl Machine {
             self.pump(now, rng).await?;
         }
         Ok(())
+    }
+
+    /// The server listed this account's devices (from [`RestCall::FetchOwnDevices`] or an
+    /// app's request): the next send goes to every one of them but this one.
+    pub fn own_devices_listed(&mut self, list: &DeviceList) {
+        let own = self.account.device_id;
+        self.own_devices = Some(list.devices.iter().map(|d| d.device_id).filter(|d| *d != own).collect());
+    }
+
+    /// Another device of this account was removed: no more copies for it, and its sessions
+    /// are dropped.
+    pub async fn own_device_removed<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        device: u32,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<(), MachineError> {
+        if let Some(list) = self.own_devices.as_mut() {
+            list.retain(|d| *d != device);
+        }
+        let mut batch = crate::store::Batch::default();
+        batch.sessions.insert((hush_keys::aci_string(self.account.account_id), device), None);
+        self.store.commit(batch).await?;
+        self.pump(now, rng).await
     }
 
     fn rest_call(&mut self, call: RestCall, purpose: Purpose) -> u64 {
@@ -644,6 +682,7 @@ impl Machine {
             return Ok(());
         }
         self.refresh_certificate(now);
+        self.rotate_prekeys_if_due(now, rng).await?;
         self.send_head(now, rng).await?;
         if self.is_idle().await? {
             if !self.idle_reported {

@@ -222,6 +222,7 @@ impl Machine {
                 let origin = Origin { sender: &sender, peer, direction: MessageDirection::Outgoing };
                 self.store_text(batch, origin, data, now).await
             }
+            Some(Body::Sync(s)) if own => self.apply_sync(batch, &sender, s).await,
             Some(Body::Receipt(r)) if !own => {
                 let kind = match receipt_message::Kind::try_from(r.kind) {
                     Ok(receipt_message::Kind::Read) => ReceiptKind::Read,

@@ -2,19 +2,18 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hush_wire::api::PreKeyBundles;
 use hush_wire::frames::{
     DeviceMessage, EnvelopeKind, RecipientMessages, SendErrorCode, SendRequest, SendResponse, send_response,
 };
 use libsignal_protocol::{
-    ContentHint, DeviceId, IdentityKey, PreKeyBundle, ProtocolAddress, PublicKey, SignalProtocolError,
-    UnidentifiedSenderMessageContent, kem, message_encrypt, process_prekey_bundle, sealed_sender_encrypt_from_usmc,
+    ContentHint, DeviceId, ProtocolAddress, SignalProtocolError, UnidentifiedSenderMessageContent, message_encrypt,
+    sealed_sender_encrypt_from_usmc,
 };
 use prost::Message as _;
 use uuid::Uuid;
 
 use super::limits::{check_size, oversized};
-use super::{MAX_DEVICE_FIXES, MAX_SEND_ATTEMPTS, Machine, OutgoingRequest, Purpose, RestCall};
+use super::{MAX_SEND_ATTEMPTS, Machine, OutgoingRequest};
 use crate::content::{self, Content, DataMessage, ReceiptMessage, SentTranscript, TypingMessage, content::Body};
 use crate::error::MachineError;
 use crate::store::{Batch, ContactRow, MessageRow, NewOutbox, OutboxKind, OutboxRow, SentLogRow};
@@ -166,7 +165,9 @@ impl Machine {
         });
     }
 
-    /// Marks everything received from `peer` as read and queues one read receipt.
+    /// Marks everything received from `peer` as read, queues one read receipt, and tells this
+    /// account's other devices which messages were read (they mark them read too, without a
+    /// receipt).
     pub async fn mark_read<R: rand::Rng + rand::CryptoRng>(
         &mut self,
         peer: &ContactRow,
@@ -188,6 +189,8 @@ impl Machine {
         batch.message_status.extend(unread.iter().map(|id| (*id, MessageStatus::Read)));
         let receipt = receipt(content::receipt_message::Kind::Read, &unread, now);
         self.queue_receipt(&mut batch, peer.account_id, receipt, rng);
+        let sync = Machine::read_sync(ConversationId::Direct(peer.account_id), &unread, now);
+        self.queue_sync(&mut batch, sync, rng);
         self.store.commit(batch).await?;
         self.pump(now, rng).await
     }
@@ -403,25 +406,6 @@ impl Machine {
         }
     }
 
-    /// Asks for bundles of devices without a session; true if the head must wait for them.
-    async fn fetch_missing_devices(&mut self, peer: Uuid) -> Result<bool, MachineError> {
-        let peer_devices = self.signal.session_devices(&hush_keys::aci_string(peer)).await?;
-        if peer_devices.is_empty() {
-            let id = self.rest_call(RestCall::FetchBundles { account: peer, devices: None }, Purpose::Bundles(peer));
-            self.send_waits.insert(id);
-        }
-        let own = self.account.account_id;
-        let own_sessions = self.signal.session_devices(&hush_keys::aci_string(own)).await?;
-        let missing: Vec<u32> =
-            self.own_devices.iter().flatten().copied().filter(|d| !own_sessions.contains(d)).collect();
-        if !missing.is_empty() {
-            let id =
-                self.rest_call(RestCall::FetchBundles { account: own, devices: Some(missing) }, Purpose::Bundles(own));
-            self.send_waits.insert(id);
-        }
-        Ok(!self.send_waits.is_empty())
-    }
-
     /// Encrypts the head for every device and hands out the send. True if the head failed for
     /// good instead, so the next one may go.
     async fn encrypt_and_send<R: rand::Rng + rand::CryptoRng>(
@@ -458,20 +442,31 @@ impl Machine {
                 });
             }
         };
+        // A sync goes to the own account only: to its devices but this one.
+        let to_self = peer == self.account.account_id;
         let result = async {
             for device in self.signal.session_devices(&peer_name).await? {
+                if to_self && device == self.account.device_id {
+                    continue;
+                }
                 let sealed = self.encrypt_for((&peer_name, device), &plain, &seal, rng).await?;
                 logged((&peer_name, device), sealed.tag, &content);
                 peer_messages.push(sealed.message);
             }
             let mut own_messages = Vec::new();
-            if let (Some(transcript), true) = (self.transcript(&content, peer).await?, peer != self.account.account_id)
-            {
-                let own_plain = content::encode(&transcript);
+            // hushd wants every own device in a stored send. A text goes to them as a sent
+            // transcript; a receipt as a copy, which those devices ignore.
+            let own_copy = match self.transcript(&content, peer).await? {
+                Some(transcript) => Some(transcript),
+                None if head.kind == OutboxKind::Receipt => Some(content.clone()),
+                None => None,
+            };
+            if let (Some(own_copy), false) = (own_copy, to_self) {
+                let own_plain = content::encode(&own_copy);
                 for device in self.signal.session_devices(&own_name).await? {
                     if device != self.account.device_id {
                         let sealed = self.encrypt_for((&own_name, device), &own_plain, &seal, rng).await?;
-                        logged((&own_name, device), sealed.tag, &transcript);
+                        logged((&own_name, device), sealed.tag, &own_copy);
                         own_messages.push(sealed.message);
                     }
                 }
@@ -496,6 +491,14 @@ impl Machine {
                 return Ok(false);
             }
         };
+        if to_self && peer_messages.is_empty() {
+            // This account has no other device to tell.
+            self.signal.discard();
+            let mut batch = Batch::default();
+            batch.outbox_remove.push(head.seq);
+            self.store.commit(batch).await?;
+            return Ok(true);
+        }
         recipients.push(RecipientMessages { account_id: peer.as_bytes().to_vec().into(), messages: peer_messages });
         if !own_messages.is_empty() {
             let account_id = self.account.account_id.as_bytes().to_vec().into();
@@ -651,123 +654,6 @@ impl Machine {
         Ok(())
     }
 
-    pub(super) async fn fix_devices(
-        &mut self,
-        head: &OutboxRow,
-        mismatches: &[hush_wire::frames::DeviceMismatch],
-    ) -> Result<(), MachineError> {
-        self.device_fixes += 1;
-        if self.device_fixes > MAX_DEVICE_FIXES {
-            self.device_fixes = 0;
-            return self.fail_head(head, "the recipient's device list kept changing; retry later").await;
-        }
-        let mut batch = Batch::default();
-        for m in mismatches {
-            let Ok(account) = Uuid::from_slice(&m.account_id) else { continue };
-            let name = hush_keys::aci_string(account);
-            for device in m.extra.iter().chain(&m.stale) {
-                batch.sessions.insert((name.clone(), *device), None);
-            }
-            if account == self.account.account_id {
-                let known = self.own_devices.get_or_insert_with(Vec::new);
-                known.retain(|d| !m.extra.contains(d));
-                for d in &m.missing {
-                    if !known.contains(d) {
-                        known.push(*d);
-                    }
-                }
-            }
-            let fetch: Vec<u32> = m.missing.iter().chain(&m.stale).copied().collect();
-            if !fetch.is_empty() {
-                let id =
-                    self.rest_call(RestCall::FetchBundles { account, devices: Some(fetch) }, Purpose::Bundles(account));
-                self.send_waits.insert(id);
-            }
-        }
-        self.store.commit(batch).await?;
-        Ok(())
-    }
-
-    /// Starts sessions from fetched bundles. A changed identity key marks the contact as
-    /// changed (which blocks sending) and drops the old sessions.
-    pub(super) async fn process_bundles<R: rand::Rng + rand::CryptoRng>(
-        &mut self,
-        account: Uuid,
-        bundles: PreKeyBundles,
-        now: u64,
-        rng: &mut R,
-    ) -> Result<(), MachineError> {
-        if bundles.account_id != account {
-            return Err(MachineError::Content("the server sent bundles of another account".into()));
-        }
-        if bundles.devices.is_empty() {
-            return Ok(());
-        }
-        let name = hush_keys::aci_string(account);
-        let identity = IdentityKey::decode(&bundles.identity_key.0)?;
-        if let Some(stored) = self.store.identity(&name).await?
-            && stored != bundles.identity_key.0
-        {
-            self.identity_changed(account, &bundles.identity_key.0).await?;
-        }
-        for d in &bundles.devices {
-            let bundle = to_bundle(d, identity)?;
-            let device_id =
-                DeviceId::try_from(d.device_id).map_err(|_| MachineError::Content("bad device id".into()))?;
-            let address = ProtocolAddress::new(name.clone(), device_id);
-            let (mut s1, mut s2) = (self.signal.clone(), self.signal.clone());
-            if let Err(e) = process_prekey_bundle(&address, &mut s1, &mut s2, &bundle, system_time(now), rng).await {
-                self.signal.discard();
-                return Err(e.into());
-            }
-        }
-        let (batch, _) = self.signal.take();
-        self.store.commit(batch).await?;
-        Ok(())
-    }
-
-    /// Records a new identity key for `account`: drops its sessions, marks the contact as
-    /// changed (which blocks sending) and tells the app.
-    pub(super) async fn identity_changed(&mut self, account: Uuid, new_key: &[u8]) -> Result<(), MachineError> {
-        let mut batch = Batch::default();
-        let username = self.identity_change_into(&mut batch, account, new_key, None).await?;
-        self.store.commit(batch).await?;
-        self.identity_event(username);
-        Ok(())
-    }
-
-    /// Adds an identity change to `batch`: the new key, no more sessions (but `keep_device`'s,
-    /// which already uses the new key), the contact marked as changed. Returns the username to
-    /// report once the batch is committed.
-    pub(super) async fn identity_change_into(
-        &mut self,
-        batch: &mut Batch,
-        account: Uuid,
-        new_key: &[u8],
-        keep_device: Option<u32>,
-    ) -> Result<Option<String>, MachineError> {
-        let name = hush_keys::aci_string(account);
-        batch.identities.insert(name.clone(), new_key.to_vec());
-        if account == self.account.account_id {
-            return Ok(None);
-        }
-        for device in self.signal.session_devices(&name).await?.into_iter().filter(|d| Some(*d) != keep_device) {
-            batch.sessions.insert((name.clone(), device), None);
-        }
-        let Some(mut contact) = self.store.contact(account).await? else { return Ok(None) };
-        contact.trust = TrustState::Changed;
-        let username = contact.username.clone();
-        batch.contacts.push(contact);
-        Ok(Some(username))
-    }
-
-    pub(super) fn identity_event(&mut self, username: Option<String>) {
-        if let Some(username) = username {
-            tracing::warn!("a contact's identity key changed; sending to them is blocked until trusted");
-            self.events.push_back(Event::IdentityChanged { username });
-        }
-    }
-
     /// The server did not take the head for a reason that passes by itself: back off (at most
     /// a minute, and the next connection tries at once), never fail for good, tell the app.
     pub(super) async fn head_delayed(
@@ -873,26 +759,4 @@ impl Machine {
 /// A receipt content for `ids`.
 pub(crate) fn receipt(kind: content::receipt_message::Kind, ids: &[MessageId], now: u64) -> ReceiptMessage {
     ReceiptMessage { kind: kind as i32, message_ids: ids.iter().map(|i| i.0.to_vec()).collect(), timestamp: now }
-}
-
-fn to_bundle(d: &hush_wire::api::DeviceBundle, identity: IdentityKey) -> Result<PreKeyBundle, MachineError> {
-    let device_id = DeviceId::try_from(d.device_id).map_err(|_| MachineError::Content("bad device id".into()))?;
-    let pre_key = d
-        .prekey
-        .as_ref()
-        .map(|p| PublicKey::deserialize(&p.public_key.0).map(|k| (p.id.into(), k)))
-        .transpose()
-        .map_err(SignalProtocolError::from)?;
-    Ok(PreKeyBundle::new(
-        d.registration_id,
-        device_id,
-        pre_key,
-        d.signed_prekey.id.into(),
-        PublicKey::deserialize(&d.signed_prekey.public_key.0).map_err(SignalProtocolError::from)?,
-        d.signed_prekey.signature.0.clone(),
-        d.kyber_prekey.id.into(),
-        kem::PublicKey::deserialize(&d.kyber_prekey.public_key.0)?,
-        d.kyber_prekey.signature.0.clone(),
-        identity,
-    )?)
 }

@@ -60,7 +60,7 @@ macro_rules! store_conformance_tests {
                 b.sessions.insert(("acct".into(), 3), Some(vec![3]));
                 b.identities.insert("acct".into(), vec![5; 33]);
                 b.pre_keys.insert(7, Some(vec![7]));
-                b.signed_pre_keys.insert(8, vec![8]);
+                b.signed_pre_keys.insert(8, Some(vec![8]));
                 b.kyber_pre_keys.insert(9, Some(KyberRow { record: vec![9], last_resort: true }));
                 b.kyber_used.push((9, 8, vec![1; 33]));
                 b.sender_keys.insert((("acct".into(), 2), uuid(4)), Some(vec![4]));
@@ -79,7 +79,9 @@ macro_rules! store_conformance_tests {
                 b.sessions.insert(("acct".into(), 2), None);
                 b.pre_keys.insert(7, None);
                 b.kyber_pre_keys.insert(9, None);
+                b.signed_pre_keys.insert(8, None);
                 s.commit(b).await.unwrap();
+                assert!(s.signed_pre_key(8).await.unwrap().is_none());
                 assert_eq!(s.session_devices("acct").await.unwrap(), vec![3]);
                 assert!(s.pre_key(7).await.unwrap().is_none());
                 assert!(s.kyber_pre_key(9).await.unwrap().is_none());

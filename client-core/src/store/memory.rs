@@ -95,7 +95,7 @@ impl ClientStore for MemoryStore {
         }
         s.identities.extend(batch.identities);
         apply(&mut s.pre_keys, batch.pre_keys);
-        s.signed_pre_keys.extend(batch.signed_pre_keys);
+        apply(&mut s.signed_pre_keys, batch.signed_pre_keys);
         apply(&mut s.kyber_pre_keys, batch.kyber_pre_keys);
         s.kyber_used.extend(batch.kyber_used);
         for (k, v) in batch.sender_keys {

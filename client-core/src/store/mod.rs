@@ -130,6 +130,9 @@ pub enum OutboxKind {
     /// This device's sender key for a group, to every device of the accounts in `content`
     /// (16-byte account ids, concatenated): sent after creating a group or adding members.
     GroupDistribute,
+    /// A `SyncMessage` (read or trust decision) for this account's other devices only; its
+    /// conversation is the own account.
+    Sync,
 }
 
 impl OutboxKind {
@@ -332,8 +335,8 @@ pub struct Batch {
     pub identities: BTreeMap<String, Vec<u8>>,
     /// One-time EC prekeys.
     pub pre_keys: BTreeMap<u32, Option<Vec<u8>>>,
-    /// Signed EC prekeys.
-    pub signed_pre_keys: BTreeMap<u32, Vec<u8>>,
+    /// Signed EC prekeys (`None` deletes one: rotated out and past its grace period).
+    pub signed_pre_keys: BTreeMap<u32, Option<Vec<u8>>>,
     /// Kyber prekeys.
     pub kyber_pre_keys: BTreeMap<u32, Option<KyberRow>>,
     /// Uses of the last-resort Kyber key: (kyber id, signed prekey id, base key).

@@ -184,9 +184,12 @@ async fn apply_signal(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), 
         exec(conn, q).await?;
     }
     for (id, r) in &batch.signed_pre_keys {
-        let q = sqlx::query("INSERT OR REPLACE INTO signed_pre_keys (id, record) VALUES (?, ?)")
-            .bind(i64::from(*id))
-            .bind(r);
+        let q = match r {
+            Some(r) => sqlx::query("INSERT OR REPLACE INTO signed_pre_keys (id, record) VALUES (?, ?)")
+                .bind(i64::from(*id))
+                .bind(r),
+            None => sqlx::query("DELETE FROM signed_pre_keys WHERE id = ?").bind(i64::from(*id)),
+        };
         exec(conn, q).await?;
     }
     for (id, row) in &batch.kyber_pre_keys {

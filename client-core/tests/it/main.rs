@@ -10,5 +10,6 @@ mod groups;
 mod identity;
 mod large_groups;
 mod lifecycle;
+mod multi_device;
 mod retry;
 mod support;

@@ -98,11 +98,15 @@ impl Machine {
             return Ok(());
         }
         let mut batch = Batch::default();
+        let mut read = Vec::new();
         for (author, ids) in by_author {
             batch.message_status.extend(ids.iter().map(|id| (*id, MessageStatus::Read)));
             let receipt = super::super::send::receipt(content::receipt_message::Kind::Read, &ids, now);
             self.queue_receipt(&mut batch, author, receipt, rng);
+            read.extend(ids);
         }
+        let sync = Machine::read_sync(ConversationId::Group(group), &read, now);
+        self.queue_sync(&mut batch, sync, rng);
         self.store.commit(batch).await?;
         self.pump(now, rng).await
     }

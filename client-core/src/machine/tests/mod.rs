@@ -6,7 +6,9 @@ mod groups;
 mod outbox;
 mod relay;
 mod retry;
+mod rotation;
 mod streams;
+mod sync;
 
 use relay::{Party, Relay};
 

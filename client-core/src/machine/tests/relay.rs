@@ -82,6 +82,8 @@ pub struct Relay {
     pub group_ciphertexts: Vec<(Uuid, u64, Vec<u8>)>,
     /// Carry out this many of the next REST calls but lose their answers.
     pub lose_rest_answers: u32,
+    /// Refuse prekey uploads (500) while set.
+    pub refuse_uploads: bool,
     /// Carry out this many of the next group sends but lose their answers.
     pub lose_group_send_answers: u32,
     /// Every one-to-one send the relay got: (sending account, online_only, urgent).
@@ -109,6 +111,7 @@ impl Relay {
             held_distributions: Vec::new(),
             group_ciphertexts: Vec::new(),
             lose_rest_answers: 0,
+            refuse_uploads: false,
             lose_group_send_answers: 0,
             send_flags: Vec::new(),
             stream_acks: Vec::new(),
@@ -197,6 +200,12 @@ impl Relay {
     pub fn info(&self, account: Uuid) -> AccountInfo {
         let a = &self.accounts[&account];
         AccountInfo { account_id: account, username: a.username.clone(), identity_key: B64(a.identity.clone()) }
+    }
+
+    /// The ids of the signed EC prekey and the last-resort Kyber prekey the relay hands out.
+    pub fn signed_prekey_ids(&self, account: Uuid, device: u32) -> (u32, u32) {
+        let keys = &self.accounts[&account].devices[&device].keys;
+        (keys.signed_prekey.id, keys.kyber_last_resort.id)
     }
 
     pub fn mailbox_len(&self, account: Uuid, device: u32) -> usize {
@@ -416,6 +425,17 @@ impl Relay {
                 mismatches.push(m);
             }
         }
+        // As hushd: a stored send that does not list the sender's own account must, when the
+        // account has other devices, so that each gets a copy (a sent transcript).
+        let own_listed = req.recipients.iter().any(|r| r.account_id.as_ref() == sender.as_bytes());
+        if !req.online_only && !own_listed {
+            let missing: Vec<u32> =
+                self.accounts[&sender].devices.keys().copied().filter(|d| *d != sender_device).collect();
+            if !missing.is_empty() {
+                let account_id = sender.as_bytes().to_vec().into();
+                mismatches.push(DeviceMismatch { account_id, missing, ..Default::default() });
+            }
+        }
         if !mismatches.is_empty() {
             let error = SendError { code: SendErrorCode::DeviceMismatch as i32, mismatches, ..Default::default() };
             return SendResponse { request_id: req.request_id, result: Some(send_response::Result::Error(error)) };
@@ -510,9 +530,18 @@ impl Relay {
             | RestCall::RemoveMember { .. }
             | RestCall::SetRole { .. }
             | RestCall::DeleteGroup(_) => self.group_rest(account, call),
+            RestCall::UploadPrekeys(_) if self.refuse_uploads => {
+                Err(RestFailure { status: Some(500), code: "internal".into(), message: "refused".into() })
+            }
             RestCall::UploadPrekeys(upload) => {
                 self.uploads += 1;
                 let d = &mut self.device_mut(account, device).keys;
+                if let Some(signed) = upload.signed_prekey {
+                    d.signed_prekey = signed;
+                }
+                if let Some(kyber) = upload.kyber_last_resort {
+                    d.kyber_last_resort = kyber;
+                }
                 d.one_time_prekeys.extend(upload.one_time_prekeys);
                 d.one_time_kyber_prekeys.extend(upload.one_time_kyber_prekeys);
                 Ok(RestAnswer::Done)

@@ -19,7 +19,7 @@ async fn lose_session(party: &Party, other: &Party) {
 async fn break_for_good(party: &Party, other: &Party) {
     lose_session(party, other).await;
     let mut batch = Batch::default();
-    batch.signed_pre_keys.insert(1, vec![0xde, 0xad]);
+    batch.signed_pre_keys.insert(1, Some(vec![0xde, 0xad]));
     party.store.commit(batch).await.unwrap();
 }
 
