@@ -67,7 +67,6 @@ async fn the_daemon_lists_and_removes_devices_and_counts_unread() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PATCH /v1/devices/self"]
 async fn a_device_renamed_from_the_cli_shows_its_name() {
     let server = Hushd::start().await;
     let alice = User::register(&server, "alice").await;

@@ -223,7 +223,6 @@ async fn devices_are_listed_and_removed_and_correspondents_stop_encrypting_for_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PATCH /v1/devices/self"]
 async fn a_renamed_device_shows_its_name_on_the_others() {
     let server = Hushd::start().await;
     let a1 = TestClient::register(&server, "alice").await;
