@@ -100,11 +100,11 @@ async fn next(socket: &mut Socket) -> Result<provisioning_frame::Frame, ClientEr
 /// Registers this device under the account `provision` names (`POST /v1/devices/link`) and
 /// stores it in `config.data_dir`'s store.
 pub(crate) async fn register(
-    config: &ClientConfig,
-    provision: &ProvisionMessage,
+    config: ClientConfig,
+    provision: ProvisionMessage,
     name: Option<String>,
 ) -> Result<(), ClientError> {
-    let store = super::open_store(config).await?;
+    let store = super::open_store(&config).await?;
     let result = async {
         if let Some(existing) = store.account().await? {
             return Err(ClientError::AlreadyRegistered(existing.username));
@@ -114,7 +114,7 @@ pub(crate) async fn register(
         let params =
             LinkParams { server_url: config.server_url.clone(), trust_root: info.trust_root.0, name, now_ms: now_ms() };
         let mut rng = rand::rngs::StdRng::from_os_rng();
-        let linked = LinkedDevice::generate(provision, params, &mut rng)?;
+        let linked = LinkedDevice::generate(&provision, params, &mut rng)?;
         let response = rest.link_device(&linked.request).await?;
         tracing::info!(device_id = response.device_id, "this device joined its account");
         let (_, batch) = linked.finish(&response);

@@ -261,7 +261,7 @@ impl Handle {
     ) -> Result<Handle, ClientError> {
         Self::create(config, |config| async move {
             let provision = channel.provision_message().await?;
-            link::register(&config, &provision, name).await
+            link::register(config, provision, name).await
         })
         .await
     }

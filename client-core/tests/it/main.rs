@@ -10,6 +10,7 @@ mod groups;
 mod identity;
 mod large_groups;
 mod lifecycle;
+mod linking;
 mod multi_device;
 mod retry;
 mod support;

@@ -3,14 +3,14 @@
 
 use hush_client_core::{ConnectionState, Event, MessageDirection, ReceiptKind, TrustState};
 
-use crate::group_support::second_device;
+use crate::linking::linked_device;
 use crate::support::{Hushd, TestClient};
 
-/// Alice with three devices, and Bob.
+/// Alice with three devices (two linked as on other machines: code, approval, link token), and Bob.
 async fn alice_with_three_devices(server: &Hushd) -> (TestClient, TestClient, TestClient, TestClient) {
     let alice = TestClient::register(server, "alice").await;
-    let alice2 = second_device(server, &alice).await;
-    let alice3 = second_device(server, &alice).await;
+    let alice2 = linked_device(server, &alice, "laptop", "uri").await;
+    let alice3 = linked_device(server, &alice, "desktop", "text").await;
     let bob = TestClient::register(server, "bob").await;
     (alice, alice2, alice3, bob)
 }
@@ -226,7 +226,7 @@ async fn devices_are_listed_and_removed_and_correspondents_stop_encrypting_for_t
 async fn a_renamed_device_shows_its_name_on_the_others() {
     let server = Hushd::start().await;
     let a1 = TestClient::register(&server, "alice").await;
-    let a2 = second_device(&server, &a1).await;
+    let a2 = linked_device(&server, &a1, "laptop", "text").await;
     a2.client.rename_device(Some("laptop")).await.unwrap();
     let list = a1.client.devices().await.unwrap();
     assert_eq!(list.iter().find(|d| d.id == 2).and_then(|d| d.name.clone()).as_deref(), Some("laptop"));
@@ -242,7 +242,7 @@ async fn a_device_added_after_the_first_message_gets_later_transcripts() {
     let bob = TestClient::register(&server, "bob").await;
     a1.client.send_text(&bob.name, "alone").await.unwrap();
     a1.drain().await;
-    let mut a2 = second_device(&server, &a1).await;
+    let mut a2 = linked_device(&server, &a1, "laptop", "text").await;
     a1.client.send_text(&bob.name, "with two").await.unwrap();
     a1.drain().await;
     a2.drain().await;
