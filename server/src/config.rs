@@ -504,7 +504,10 @@ impl Config {
                 .or(file.max_link_archive_bytes)
                 .unwrap_or(hush_wire::limits::MAX_LINK_ARCHIVE_BYTES),
             link_archive_lifetime: Duration::from_secs(
-                args.link_archive_secs.or(file.link_archive_secs).unwrap_or(hush_wire::limits::LINK_ARCHIVE_SECS).max(1),
+                args.link_archive_secs
+                    .or(file.link_archive_secs)
+                    .unwrap_or(hush_wire::limits::LINK_ARCHIVE_SECS)
+                    .max(1),
             ),
             limits: Limits {
                 max_mailbox: args.max_mailbox.or(file.max_mailbox).unwrap_or(hush_wire::limits::MAX_MAILBOX_ENVELOPES),

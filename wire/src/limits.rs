@@ -64,3 +64,5 @@ pub const LINK_ARCHIVE_CHUNK_BYTES: u32 = 1024 * 1024;
 pub const MAX_LINK_ARCHIVE_BYTES: u64 = 64 * 1024 * 1024;
 /// Seconds a history archive is kept (the server's default, `--link-archive-secs`).
 pub const LINK_ARCHIVE_SECS: u64 = 3600;
+/// Chunks one history archive may have (indexes `0..4096`).
+pub const MAX_LINK_ARCHIVE_CHUNKS: u32 = 4096;

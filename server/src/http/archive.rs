@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hush_wire::api::{ApiError, ArchiveChunk, CompleteArchive, LinkArchive};
-use hush_wire::limits::LINK_ARCHIVE_CHUNK_BYTES;
+use hush_wire::limits::{LINK_ARCHIVE_CHUNK_BYTES, MAX_LINK_ARCHIVE_CHUNKS};
 use rand::RngCore;
 
 use super::auth::Authed;
@@ -65,7 +65,11 @@ fn millis(d: std::time::Duration) -> u64 {
 pub async fn create(State(state): State<AppState>, auth: Authed) -> Result<(StatusCode, Json<LinkArchive>), HttpError> {
     let caller = auth.key();
     if caller.device_id != 1 {
-        return Err(HttpError::new(StatusCode::FORBIDDEN, "forbidden", "only the primary device may upload an archive"));
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the primary device may upload an archive",
+        ));
     }
     state.abuse.link_token(caller.account)?;
     let mut id = [0u8; 16];
@@ -74,8 +78,12 @@ pub async fn create(State(state): State<AppState>, auth: Authed) -> Result<(Stat
     let max_bytes = state.config.max_link_archive_bytes;
     state.store.create_archive(&NewArchive { id, account: caller.account, max_bytes, expires_at }).await?;
     tracing::info!(account = %caller.account, "link archive created");
-    let archive =
-        LinkArchive { archive_id: URL_SAFE_NO_PAD.encode(id), chunk_bytes: LINK_ARCHIVE_CHUNK_BYTES, max_bytes, expires_at };
+    let archive = LinkArchive {
+        archive_id: URL_SAFE_NO_PAD.encode(id),
+        chunk_bytes: LINK_ARCHIVE_CHUNK_BYTES,
+        max_bytes,
+        expires_at,
+    };
     Ok((StatusCode::CREATED, Json(archive)))
 }
 
@@ -83,9 +91,9 @@ pub async fn create(State(state): State<AppState>, auth: Authed) -> Result<(Stat
 /// bytes, at most `chunk_bytes`.
 #[utoipa::path(put, path = "/v1/link-archives/{archive_id}/chunks/{index}", tag = "devices",
     request_body(content = ArchiveChunk, content_type = "application/octet-stream"),
-    params(("archive_id" = String, Path, pattern = "^[A-Za-z0-9_-]{22}$"), ("index" = u32, Path)),
+    params(("archive_id" = String, Path, pattern = "^[A-Za-z0-9_-]{22}$"), ("index" = u32, Path, maximum = 4095)),
     responses((status = 204),
-              (status = 400, body = ApiError, description = "invalid_request: the index is beyond max_bytes / chunk_bytes"),
+              (status = 400, body = ApiError, description = "invalid_request: the index is 4096 or more"),
               (status = 404, body = ApiError, description = "unknown_archive"),
               (status = 409, body = ApiError, description = "archive_complete"),
               (status = 413, body = ApiError, description = "archive_too_large: the chunks would exceed max_bytes; chunk_too_large, body_too_large: a chunk over chunk_bytes")),
@@ -103,9 +111,11 @@ pub async fn put_chunk(
             format!("a chunk is at most {LINK_ARCHIVE_CHUNK_BYTES} bytes"),
         ));
     }
-    let max_chunks = state.config.max_link_archive_bytes.div_ceil(u64::from(LINK_ARCHIVE_CHUNK_BYTES));
-    if u64::from(index) >= max_chunks.max(1) {
-        return Err(HttpError::bad_request("invalid_request", format!("a chunk index is below {}", max_chunks.max(1))));
+    if index >= MAX_LINK_ARCHIVE_CHUNKS {
+        return Err(HttpError::bad_request(
+            "invalid_request",
+            format!("a chunk index is below {MAX_LINK_ARCHIVE_CHUNKS}"),
+        ));
     }
     state.store.put_archive_chunk(key, index, &auth.body, now_ms()).await.map_err(refused)?;
     Ok(StatusCode::NO_CONTENT)
@@ -132,7 +142,7 @@ pub async fn complete(
 
 /// Downloads one chunk of a complete archive of the caller's account (any of its devices).
 #[utoipa::path(get, path = "/v1/link-archives/{archive_id}/chunks/{index}", tag = "devices",
-    params(("archive_id" = String, Path, pattern = "^[A-Za-z0-9_-]{22}$"), ("index" = u32, Path)),
+    params(("archive_id" = String, Path, pattern = "^[A-Za-z0-9_-]{22}$"), ("index" = u32, Path, maximum = 4095)),
     responses((status = 200, body = ArchiveChunk, content_type = "application/octet-stream"),
               (status = 404, body = ApiError, description = "unknown_archive: no such archive, not complete, expired, or no such chunk")),
     security(("hush_sig" = [])))]
@@ -142,6 +152,9 @@ pub async fn get_chunk(
     auth: Authed,
 ) -> Result<impl IntoResponse, HttpError> {
     let key = key(&auth, &id)?;
+    if index >= MAX_LINK_ARCHIVE_CHUNKS {
+        return Err(unknown_archive());
+    }
     let bytes = state.store.archive_chunk(key, index, now_ms()).await?.ok_or_else(unknown_archive)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes))
 }

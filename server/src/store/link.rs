@@ -115,8 +115,13 @@ pub trait LinkStore: Send + Sync + 'static {
     async fn create_archive(&self, archive: &NewArchive) -> Result<(), StoreError>;
     /// Stores (or replaces) chunk `index` of an incomplete, unexpired archive, keeping the
     /// total within its `max_bytes`.
-    async fn put_archive_chunk(&self, key: ArchiveKey, index: u32, bytes: &[u8], now_ms: u64)
-    -> Result<(), ArchiveError>;
+    async fn put_archive_chunk(
+        &self,
+        key: ArchiveKey,
+        index: u32,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<(), ArchiveError>;
     /// Marks the archive complete with chunks `0..chunks`, all of which must be there (and no other).
     async fn complete_archive(&self, key: ArchiveKey, chunks: u32, now_ms: u64) -> Result<(), ArchiveError>;
     /// Chunk `index` of a complete, unexpired archive.

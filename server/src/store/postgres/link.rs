@@ -6,7 +6,8 @@ use sqlx::Row;
 use super::accounts::add_device_in;
 use super::{PostgresStore, backend, to_i64, to_u64};
 use crate::store::{
-    ArchiveError, ArchiveKey, LINK_TOKEN_KEEP_MS, LinkDevice, LinkError, LinkStore, NewArchive, NewLinkToken, StoreError,
+    ArchiveError, ArchiveKey, LINK_TOKEN_KEEP_MS, LinkDevice, LinkError, LinkStore, NewArchive, NewLinkToken,
+    StoreError,
 };
 
 #[async_trait]
