@@ -37,7 +37,8 @@ fn refused(e: ArchiveError) -> HttpError {
         ArchiveError::Complete => {
             HttpError::new(StatusCode::CONFLICT, "archive_complete", "the archive is complete; create a new one")
         }
-        ArchiveError::Incomplete => HttpError::bad_request(
+        ArchiveError::Incomplete => HttpError::new(
+            StatusCode::CONFLICT,
             "archive_incomplete",
             "the archive does not hold exactly the chunks 0..chunks; upload the missing ones",
         ),
@@ -93,7 +94,7 @@ pub async fn create(State(state): State<AppState>, auth: Authed) -> Result<(Stat
     request_body(content = ArchiveChunk, content_type = "application/octet-stream"),
     params(("archive_id" = String, Path, pattern = "^[A-Za-z0-9_-]{22}$"), ("index" = u32, Path, maximum = 4095)),
     responses((status = 204),
-              (status = 400, body = ApiError, description = "invalid_request: the index is 4096 or more"),
+              (status = 400, body = ApiError, description = "invalid_request: an empty chunk, or an index of 4096 or more"),
               (status = 404, body = ApiError, description = "unknown_archive"),
               (status = 409, body = ApiError, description = "archive_complete"),
               (status = 413, body = ApiError, description = "archive_too_large: the chunks would exceed max_bytes; chunk_too_large, body_too_large: a chunk over chunk_bytes")),
@@ -111,6 +112,9 @@ pub async fn put_chunk(
             format!("a chunk is at most {LINK_ARCHIVE_CHUNK_BYTES} bytes"),
         ));
     }
+    if auth.body.is_empty() {
+        return Err(HttpError::bad_request("invalid_request", "a chunk holds at least one byte"));
+    }
     if index >= MAX_LINK_ARCHIVE_CHUNKS {
         return Err(HttpError::bad_request(
             "invalid_request",
@@ -125,9 +129,8 @@ pub async fn put_chunk(
 #[utoipa::path(post, path = "/v1/link-archives/{archive_id}/complete", request_body = CompleteArchive, tag = "devices",
     params(("archive_id" = String, Path, pattern = "^[A-Za-z0-9_-]{22}$")),
     responses((status = 204),
-              (status = 400, body = ApiError, description = "archive_incomplete, invalid_request"),
               (status = 404, body = ApiError, description = "unknown_archive"),
-              (status = 409, body = ApiError, description = "archive_complete")),
+              (status = 409, body = ApiError, description = "archive_incomplete: not exactly the chunks 0..chunks were uploaded; archive_complete")),
     security(("hush_sig" = [])))]
 pub async fn complete(
     State(state): State<AppState>,

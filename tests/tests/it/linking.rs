@@ -380,7 +380,8 @@ async fn a_history_archive_is_uploaded_by_the_primary_read_by_the_new_device_and
     }
     // Not readable until complete, and only complete with every chunk.
     rest.get_archive_chunk(&linked, &id, 0).await.assert_error(404, "unknown_archive");
-    rest.complete_archive(alice.primary(), &id, 3).await.assert_error(400, "archive_incomplete");
+    rest.complete_archive(alice.primary(), &id, 3).await.assert_error(409, "archive_incomplete");
+    rest.put_archive_chunk(alice.primary(), &id, 2, Vec::new()).await.assert_error(400, "invalid_request");
     rest.complete_archive(alice.primary(), &id, 2).await.assert_status(204);
     rest.put_archive_chunk(alice.primary(), &id, 2, b"late".to_vec()).await.assert_error(409, "archive_complete");
 
