@@ -116,6 +116,12 @@ pub struct Args {
     /// Seconds a link token and a provisioning address stay valid [default: 600].
     #[arg(long, env = "HUSHD_LINK_TIMEOUT_SECS")]
     pub link_timeout_secs: Option<u64>,
+    /// Most bytes one history archive for a linked device may hold [default: 67108864 (64 MiB)].
+    #[arg(long, env = "HUSHD_MAX_LINK_ARCHIVE_BYTES")]
+    pub max_link_archive_bytes: Option<u64>,
+    /// Seconds a history archive for a linked device is kept [default: 3600].
+    #[arg(long, env = "HUSHD_LINK_ARCHIVE_SECS")]
+    pub link_archive_secs: Option<u64>,
     /// Addresses of reverse proxies / load balancers whose `X-Forwarded-For` is believed,
     /// comma-separated [default: none: the peer address is the source address].
     #[arg(long, env = "HUSHD_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -188,6 +194,8 @@ struct FileConfig {
     link_burst: Option<u32>,
     link_per_hour: Option<u32>,
     link_timeout_secs: Option<u64>,
+    max_link_archive_bytes: Option<u64>,
+    link_archive_secs: Option<u64>,
     trusted_proxies: Option<Vec<IpAddr>>,
     push_allow_hosts: Option<Vec<String>>,
     push_window_secs: Option<u64>,
@@ -359,6 +367,10 @@ pub struct Config {
     pub certificate_lifetime: Duration,
     /// Lifetime of a link token and of a provisioning address.
     pub link_timeout: Duration,
+    /// Most bytes of one history archive.
+    pub max_link_archive_bytes: u64,
+    /// Lifetime of a history archive.
+    pub link_archive_lifetime: Duration,
     /// Limits.
     pub limits: Limits,
     /// Abuse limits on the REST API.
@@ -487,6 +499,16 @@ impl Config {
                 args.certificate_hours.or(file.certificate_hours).unwrap_or(24).max(1) * 3600,
             ),
             link_timeout: Duration::from_secs(link_timeout),
+            max_link_archive_bytes: args
+                .max_link_archive_bytes
+                .or(file.max_link_archive_bytes)
+                .unwrap_or(hush_wire::limits::MAX_LINK_ARCHIVE_BYTES),
+            link_archive_lifetime: Duration::from_secs(
+                args.link_archive_secs
+                    .or(file.link_archive_secs)
+                    .unwrap_or(hush_wire::limits::LINK_ARCHIVE_SECS)
+                    .max(1),
+            ),
             limits: Limits {
                 max_mailbox: args.max_mailbox.or(file.max_mailbox).unwrap_or(hush_wire::limits::MAX_MAILBOX_ENVELOPES),
                 window: hush_wire::limits::IN_FLIGHT_WINDOW,
@@ -650,6 +672,7 @@ mod tests {
     fn the_link_timeout_defaults_to_ten_minutes_and_reads_the_file() {
         let c = Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.link_timeout, Duration::from_secs(600));
+        assert_eq!((c.max_link_archive_bytes, c.link_archive_lifetime), (64 << 20, Duration::from_secs(3600)));
         assert_eq!(c.abuse.link, Rate { burst: 10, per_hour: 60 });
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let file = dir.path().join("hushd.toml");

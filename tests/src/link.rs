@@ -152,6 +152,22 @@ impl RestClient {
         self.signed(device, "PUT", &format!("/v1/provisioning/{address}"), Some(&req)).await
     }
 
+    /// `PUT /v1/link-archives/{id}/chunks/{index}` as `device` with raw `bytes`.
+    pub async fn put_archive_chunk(&self, device: &TestDevice, id: &str, index: u32, bytes: Vec<u8>) -> ApiResponse {
+        self.signed_octets(device, "PUT", &format!("/v1/link-archives/{id}/chunks/{index}"), bytes).await
+    }
+
+    /// `GET /v1/link-archives/{id}/chunks/{index}` as `device`.
+    pub async fn get_archive_chunk(&self, device: &TestDevice, id: &str, index: u32) -> ApiResponse {
+        self.signed_get(device, &format!("/v1/link-archives/{id}/chunks/{index}")).await
+    }
+
+    /// `POST /v1/link-archives/{id}/complete` as `device` with `chunks`.
+    pub async fn complete_archive(&self, device: &TestDevice, id: &str, chunks: u32) -> ApiResponse {
+        let body = hush_wire::api::CompleteArchive { chunks };
+        self.signed(device, "POST", &format!("/v1/link-archives/{id}/complete"), Some(&body)).await
+    }
+
     /// `POST /v1/devices/link` (not signed: the token authenticates).
     pub async fn link_device(&self, req: &LinkDeviceRequest) -> ApiResponse {
         self.post_json("/v1/devices/link", req).await

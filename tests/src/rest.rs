@@ -144,6 +144,36 @@ impl RestClient {
         self.raw(method, path_and_query, bytes, Some(&auth)).await
     }
 
+    /// A request signed as `device` whose body is raw `application/octet-stream` bytes.
+    pub async fn signed_octets(
+        &self,
+        device: &TestDevice,
+        method: &str,
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> ApiResponse {
+        let request = format!("{method} {path_and_query}");
+        let auth = device.authorization(method, path_and_query, &body);
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or_else(|e| panic!("bad method {method}: {e}"));
+        let resp = self
+            .http
+            .request(m, format!("{}{path_and_query}", self.base))
+            .header("content-type", "application/octet-stream")
+            .header(hush_wire::api::AUTH_HEADER, auth)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{request}: HTTP request failed: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = resp.bytes().await.unwrap_or_else(|e| panic!("{request}: reading the body failed: {e}")).to_vec();
+        ApiResponse { request, status, headers, body }
+    }
+
     /// A signed GET without a body.
     pub async fn signed_get(&self, device: &TestDevice, path_and_query: &str) -> ApiResponse {
         self.signed::<()>(device, "GET", path_and_query, None).await

@@ -569,6 +569,34 @@ pub struct RenameDevice {
     pub name: Option<String>,
 }
 
+/// `POST /v1/link-archives` (primary device): an empty history archive to upload in chunks
+/// for a newly linked device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LinkArchive {
+    /// The archive's id: 16 random bytes, base64url without padding.
+    #[schema(pattern = "^[A-Za-z0-9_-]{22}$")]
+    pub archive_id: String,
+    /// Largest chunk, bytes (1 MiB).
+    pub chunk_bytes: u32,
+    /// Most bytes all chunks together may hold.
+    pub max_bytes: u64,
+    /// When the archive is deleted (ms since the epoch).
+    pub expires_at: u64,
+}
+
+/// `POST /v1/link-archives/{id}/complete`: the upload is done, with chunks `0..chunks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CompleteArchive {
+    /// How many chunks the archive has (indexes `0..chunks`).
+    #[serde(deserialize_with = "integer::deserialize")]
+    pub chunks: u32,
+}
+
+/// One chunk of a history archive, as raw `application/octet-stream` bytes (client-encrypted).
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct ArchiveChunk(pub Vec<u8>);
+
 /// Name of the header carrying a REST request signature.
 pub const AUTH_HEADER: &str = "authorization";
 /// Scheme word of the REST authorization header.

@@ -57,3 +57,12 @@ pub const LINK_TIMEOUT_SECS: u64 = 600;
 pub const LINK_TOKEN_BYTES: usize = 32;
 /// Random bytes of a provisioning address (22 characters in base64url without padding).
 pub const PROVISIONING_ADDRESS_BYTES: usize = 16;
+/// Largest chunk of a history archive (`PUT /v1/link-archives/{id}/chunks/{index}`).
+pub const LINK_ARCHIVE_CHUNK_BYTES: u32 = 1024 * 1024;
+/// Largest history archive, all chunks together (the server's default,
+/// `--max-link-archive-bytes`).
+pub const MAX_LINK_ARCHIVE_BYTES: u64 = 64 * 1024 * 1024;
+/// Seconds a history archive is kept (the server's default, `--link-archive-secs`).
+pub const LINK_ARCHIVE_SECS: u64 = 3600;
+/// Chunks one history archive may have (indexes `0..4096`).
+pub const MAX_LINK_ARCHIVE_CHUNKS: u32 = 4096;

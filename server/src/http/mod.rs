@@ -8,6 +8,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 
 pub mod accounts;
+pub mod archive;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -34,6 +35,7 @@ use crate::state::AppState;
         groups::add_members, groups::remove_member, groups::set_role,
         push::set, push::get, push::remove,
         link::link_token, link::provision, link::link_device, link::rename,
+        archive::create, archive::put_chunk, archive::complete, archive::get_chunk, archive::delete,
     ),
     modifiers(&SecurityAddon)
 )]
@@ -163,6 +165,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/groups/{group_id}/members", post(groups::add_members))
         .route("/v1/groups/{group_id}/members/{account_id}", delete(groups::remove_member))
         .route("/v1/groups/{group_id}/members/{account_id}/role", put(groups::set_role))
+        .route("/v1/link-archives", post(archive::create))
+        .route(
+            "/v1/link-archives/{archive_id}/chunks/{index}",
+            // A chunk is raw bytes with a limit of its own (as it happens, the JSON limit's size).
+            put(archive::put_chunk)
+                .layer(DefaultBodyLimit::max(hush_wire::limits::LINK_ARCHIVE_CHUNK_BYTES as usize))
+                .get(archive::get_chunk),
+        )
+        .route("/v1/link-archives/{archive_id}/complete", post(archive::complete))
+        .route("/v1/link-archives/{archive_id}", delete(archive::delete))
         .route("/v1/websocket", get(crate::ws::upgrade))
         .route("/v1/provisioning", get(crate::ws::provisioning::upgrade))
         .route("/v1/provisioning/{address}", put(link::provision))

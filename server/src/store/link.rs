@@ -53,7 +53,49 @@ pub enum LinkError {
     Store(#[from] StoreError),
 }
 
-/// Link tokens and provisioning channels.
+/// A history archive to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewArchive {
+    /// Its id (16 random bytes).
+    pub id: [u8; 16],
+    /// The account whose devices may write and read it.
+    pub account: Uuid,
+    /// The most bytes its chunks may hold together.
+    pub max_bytes: u64,
+    /// When it is deleted, ms.
+    pub expires_at: u64,
+}
+
+/// One archive, as the account's devices name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveKey {
+    /// The account.
+    pub account: Uuid,
+    /// The archive id.
+    pub id: [u8; 16],
+}
+
+/// Why an archive call was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// No such archive for this account (or it expired).
+    #[error("no such archive")]
+    Unknown,
+    /// The chunks would hold more than the archive's `max_bytes`.
+    #[error("the archive would exceed its size limit")]
+    TooLarge,
+    /// The archive is complete: no more chunks, no second completion.
+    #[error("the archive is already complete")]
+    Complete,
+    /// Completion named chunks that were not uploaded (or chunks beyond the count exist).
+    #[error("the archive lacks chunks")]
+    Incomplete,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Link tokens, provisioning channels and history archives.
 #[async_trait]
 pub trait LinkStore: Send + Sync + 'static {
     /// Stores a new link token.
@@ -69,7 +111,24 @@ pub trait LinkStore: Send + Sync + 'static {
     async fn claim_channel(&self, address: &str, now_ms: u64) -> Result<Option<String>, StoreError>;
     /// Forgets the channel `address` (its socket closed).
     async fn close_channel(&self, address: &str) -> Result<(), StoreError>;
-    /// Removes expired channels and link tokens expired more than [`LINK_TOKEN_KEEP_MS`] ago.
-    /// Returns how many rows went.
+    /// Creates an empty, incomplete archive.
+    async fn create_archive(&self, archive: &NewArchive) -> Result<(), StoreError>;
+    /// Stores (or replaces) chunk `index` of an incomplete, unexpired archive, keeping the
+    /// total within its `max_bytes`.
+    async fn put_archive_chunk(
+        &self,
+        key: ArchiveKey,
+        index: u32,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<(), ArchiveError>;
+    /// Marks the archive complete with chunks `0..chunks`, all of which must be there (and no other).
+    async fn complete_archive(&self, key: ArchiveKey, chunks: u32, now_ms: u64) -> Result<(), ArchiveError>;
+    /// Chunk `index` of a complete, unexpired archive.
+    async fn archive_chunk(&self, key: ArchiveKey, index: u32, now_ms: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes an archive with its chunks. False if there was none.
+    async fn delete_archive(&self, key: ArchiveKey) -> Result<bool, StoreError>;
+    /// Removes expired channels and archives, and link tokens expired more than
+    /// [`LINK_TOKEN_KEEP_MS`] ago. Returns how many rows went.
     async fn expire_links(&self, now_ms: u64) -> Result<u64, StoreError>;
 }

@@ -28,7 +28,9 @@ pub use group::{
     GroupSettings, GroupSummaryRecord, NewGroup, Write,
 };
 pub use hush_wire::api::GroupRole;
-pub use link::{LINK_TOKEN_KEEP_MS, LinkDevice, LinkError, LinkStore, NewLinkToken};
+pub use link::{
+    ArchiveError, ArchiveKey, LINK_TOKEN_KEEP_MS, LinkDevice, LinkError, LinkStore, NewArchive, NewLinkToken,
+};
 pub use push::{PushRecord, PushStore, PushTarget};
 
 /// A device, named by its account and its device id.

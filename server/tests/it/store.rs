@@ -86,6 +86,9 @@ macro_rules! store_conformance {
             link::a_channel_is_claimed_once_and_not_after_expiry_or_close,
             link::expiry_removes_due_channels_and_old_tokens,
             link::a_device_is_renamed_and_its_name_removed,
+            link::an_archive_is_uploaded_completed_read_and_deleted,
+            link::an_archive_is_capped_and_belongs_to_its_account,
+            link::expired_archives_are_unreadable_then_swept,
         );
     };
     (@tests $backend:ident, $open:expr; $($group:ident :: $test:ident),* $(,)?) => {

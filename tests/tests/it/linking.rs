@@ -7,7 +7,7 @@ use hush_e2e::{
     ProvisioningClient, RestClient, TestAccount, TestServer, WsClient, link_request, random_bytes, send_request,
     to_all_devices,
 };
-use hush_wire::api::{AddDeviceResponse, B64, DeviceList, LinkToken};
+use hush_wire::api::{AddDeviceResponse, B64, DeviceList, LinkArchive, LinkToken};
 use hush_wire::close;
 use sqlx::Connection as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
@@ -352,4 +352,100 @@ async fn link_tokens_are_stored_as_hashes_only() {
     assert!(!server.log().contains(b64.trim_matches('"')), "the log holds the link token");
     // And the right request still finds it by its hash.
     rest.link_device(&link_request(&alice, &token, &new_keys(&alice))).await.assert_status(201);
+}
+
+async fn new_archive(rest: &RestClient, account: &TestAccount) -> LinkArchive {
+    rest.signed::<()>(account.primary(), "POST", "/v1/link-archives", None).await.json(201)
+}
+
+#[tokio::test]
+async fn a_history_archive_is_uploaded_by_the_primary_read_by_the_new_device_and_deleted() {
+    let server = TestServer::start().await;
+    let rest = RestClient::new(&server);
+    let mut alice = TestAccount::register(&server, "alice").await;
+    let bob = TestAccount::register(&server, "bob").await;
+    let linked = alice.link_new_device(&server).await;
+
+    rest.signed::<()>(&linked, "POST", "/v1/link-archives", None).await.assert_error(403, "forbidden");
+    let archive = new_archive(&rest, &alice).await;
+    assert_eq!((archive.archive_id.len(), archive.chunk_bytes, archive.max_bytes), (22, 1 << 20, 64 << 20));
+    let id = archive.archive_id.clone();
+    let marker = format!("ARCHIVE-MARKER-{}", uuid::Uuid::new_v4().simple()).into_bytes();
+    let chunks: Vec<Vec<u8>> = vec![
+        [marker.clone(), random_bytes(archive.chunk_bytes as usize - marker.len())].concat(),
+        [random_bytes(1000), marker.clone()].concat(),
+    ];
+    for (i, chunk) in chunks.iter().enumerate() {
+        rest.put_archive_chunk(alice.primary(), &id, i as u32, chunk.clone()).await.assert_status(204);
+    }
+    // Not readable until complete, and only complete with every chunk.
+    rest.get_archive_chunk(&linked, &id, 0).await.assert_error(404, "unknown_archive");
+    rest.complete_archive(alice.primary(), &id, 3).await.assert_error(409, "archive_incomplete");
+    rest.put_archive_chunk(alice.primary(), &id, 2, Vec::new()).await.assert_error(400, "invalid_request");
+    rest.complete_archive(alice.primary(), &id, 2).await.assert_status(204);
+    rest.put_archive_chunk(alice.primary(), &id, 2, b"late".to_vec()).await.assert_error(409, "archive_complete");
+
+    for (i, chunk) in chunks.iter().enumerate() {
+        let got = rest.get_archive_chunk(&linked, &id, i as u32).await;
+        got.assert_status(200);
+        assert_eq!(got.header("content-type"), Some("application/octet-stream"));
+        assert_eq!(&got.body, chunk, "chunk {i}");
+    }
+    rest.get_archive_chunk(&linked, &id, 2).await.assert_error(404, "unknown_archive");
+    // Another account sees nothing, and cannot delete it.
+    rest.get_archive_chunk(bob.primary(), &id, 0).await.assert_error(404, "unknown_archive");
+    rest.signed::<()>(bob.primary(), "DELETE", &format!("/v1/link-archives/{id}"), None)
+        .await
+        .assert_error(404, "unknown_archive");
+    // The bytes were never logged.
+    assert!(!contains(server.log().as_bytes(), &marker), "the log holds archive bytes");
+
+    rest.signed::<()>(&linked, "DELETE", &format!("/v1/link-archives/{id}"), None).await.assert_status(204);
+    rest.get_archive_chunk(&linked, &id, 0).await.assert_error(404, "unknown_archive");
+    let opts = SqliteConnectOptions::new().filename(server.db_path()).read_only(true);
+    let mut db = SqliteConnection::connect_with(&opts).await.unwrap_or_else(|e| panic!("{e}"));
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM link_archive_chunks")
+        .fetch_one(&mut db)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(left, 0, "the archive's chunks outlived its DELETE");
+    drop(db);
+    // Deleted archive bytes are wiped from the database file and its WAL, not just unlinked.
+    assert_nowhere_on(&server, "deleted archive bytes", &marker);
+}
+
+#[tokio::test]
+async fn a_history_archive_is_capped_and_expires() {
+    let server =
+        TestServer::builder().args(["--max-link-archive-bytes", "3000", "--link-archive-secs", "2"]).start().await;
+    let rest = RestClient::new(&server);
+    let alice = TestAccount::register(&server, "alice").await;
+    let archive = new_archive(&rest, &alice).await;
+    assert_eq!(archive.max_bytes, 3000);
+    let id = archive.archive_id.clone();
+    rest.put_archive_chunk(alice.primary(), &id, 0, vec![1; 2000]).await.assert_status(204);
+    rest.put_archive_chunk(alice.primary(), &id, 1, vec![2; 1001]).await.assert_error(413, "archive_too_large");
+    rest.put_archive_chunk(alice.primary(), &id, 1, vec![2; 1000]).await.assert_status(204);
+    // A chunk over chunk_bytes is refused whatever the archive's room.
+    let big = TestServer::start().await;
+    let big_rest = RestClient::new(&big);
+    let bob = TestAccount::register(&big, "bob").await;
+    let big_archive = new_archive(&big_rest, &bob).await;
+    let over = vec![0; big_archive.chunk_bytes as usize + 1];
+    let refused = big_rest.put_archive_chunk(bob.primary(), &big_archive.archive_id, 0, over).await;
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    rest.put_archive_chunk(alice.primary(), "AAAAAAAAAAAAAAAAAAAAAA", 0, vec![1])
+        .await
+        .assert_error(404, "unknown_archive");
+
+    rest.complete_archive(alice.primary(), &id, 2).await.assert_status(204);
+    rest.get_archive_chunk(alice.primary(), &id, 1).await.assert_status(200);
+    // At its expiry it is gone (read as absent at once; the sweeper deletes the rows).
+    let deadline = tokio::time::Instant::now() + hush_e2e::WAIT;
+    while hush_e2e::now_ms() < archive.expires_at {
+        assert!(tokio::time::Instant::now() < deadline, "the archive's expiry never came");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    rest.get_archive_chunk(alice.primary(), &id, 0).await.assert_error(404, "unknown_archive");
+    rest.put_archive_chunk(alice.primary(), &id, 2, vec![1]).await.assert_error(404, "unknown_archive");
 }

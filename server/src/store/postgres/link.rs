@@ -5,7 +5,10 @@ use sqlx::Row;
 
 use super::accounts::add_device_in;
 use super::{PostgresStore, backend, to_i64, to_u64};
-use crate::store::{LINK_TOKEN_KEEP_MS, LinkDevice, LinkError, LinkStore, NewLinkToken, StoreError};
+use crate::store::{
+    ArchiveError, ArchiveKey, LINK_TOKEN_KEEP_MS, LinkDevice, LinkError, LinkStore, NewArchive, NewLinkToken,
+    StoreError,
+};
 
 #[async_trait]
 impl LinkStore for PostgresStore {
@@ -90,6 +93,139 @@ impl LinkStore for PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(backend)?;
-        Ok(channels.rows_affected() + tokens.rows_affected())
+        // Chunks go with their archive (ON DELETE CASCADE).
+        let archives = sqlx::query("DELETE FROM link_archives WHERE expires_at <= $1")
+            .bind(to_i64(now_ms))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(channels.rows_affected() + tokens.rows_affected() + archives.rows_affected())
+    }
+
+    async fn create_archive(&self, archive: &NewArchive) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO link_archives (id, account_id, max_bytes, expires_at) VALUES ($1, $2::uuid, $3, $4)")
+            .bind(archive.id.as_slice())
+            .bind(archive.account.to_string())
+            .bind(to_i64(archive.max_bytes))
+            .bind(to_i64(archive.expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn put_archive_chunk(
+        &self,
+        key: ArchiveKey,
+        index: u32,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<(), ArchiveError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // The archive row is locked: concurrent chunk uploads add up their sizes one at a time.
+        let row = sqlx::query(
+            "SELECT max_bytes, total_bytes, chunks FROM link_archives \
+             WHERE id = $1 AND account_id = $2::uuid AND expires_at > $3 FOR UPDATE",
+        )
+        .bind(key.id.as_slice())
+        .bind(key.account.to_string())
+        .bind(to_i64(now_ms))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else { return Err(ArchiveError::Unknown) };
+        if row.try_get::<Option<i64>, _>("chunks").map_err(backend)?.is_some() {
+            return Err(ArchiveError::Complete);
+        }
+        let old: Option<i32> =
+            sqlx::query_scalar("SELECT length(bytes) FROM link_archive_chunks WHERE archive_id = $1 AND idx = $2")
+                .bind(key.id.as_slice())
+                .bind(i64::from(index))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let old = u64::try_from(old.unwrap_or(0)).unwrap_or(0);
+        let total = to_u64(row.try_get("total_bytes").map_err(backend)?) - old + bytes.len() as u64;
+        if total > to_u64(row.try_get("max_bytes").map_err(backend)?) {
+            return Err(ArchiveError::TooLarge);
+        }
+        sqlx::query(
+            "INSERT INTO link_archive_chunks (archive_id, idx, bytes) VALUES ($1, $2, $3) \
+             ON CONFLICT (archive_id, idx) DO UPDATE SET bytes = excluded.bytes",
+        )
+        .bind(key.id.as_slice())
+        .bind(i64::from(index))
+        .bind(bytes)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        sqlx::query("UPDATE link_archives SET total_bytes = $1 WHERE id = $2")
+            .bind(to_i64(total))
+            .bind(key.id.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn complete_archive(&self, key: ArchiveKey, chunks: u32, now_ms: u64) -> Result<(), ArchiveError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let row = sqlx::query(
+            "SELECT chunks FROM link_archives WHERE id = $1 AND account_id = $2::uuid AND expires_at > $3 FOR UPDATE",
+        )
+        .bind(key.id.as_slice())
+        .bind(key.account.to_string())
+        .bind(to_i64(now_ms))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else { return Err(ArchiveError::Unknown) };
+        if row.try_get::<Option<i64>, _>("chunks").map_err(backend)?.is_some() {
+            return Err(ArchiveError::Complete);
+        }
+        let (count, max): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MAX(idx) FROM link_archive_chunks WHERE archive_id = $1")
+                .bind(key.id.as_slice())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?;
+        // Indexes are unique, so `count` chunks all below `chunks` are exactly 0..chunks.
+        if to_u64(count) != u64::from(chunks) || max.is_some_and(|m| to_u64(m) >= u64::from(chunks)) {
+            return Err(ArchiveError::Incomplete);
+        }
+        sqlx::query("UPDATE link_archives SET chunks = $1 WHERE id = $2")
+            .bind(i64::from(chunks))
+            .bind(key.id.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn archive_chunk(&self, key: ArchiveKey, index: u32, now_ms: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT c.bytes FROM link_archive_chunks c JOIN link_archives a ON a.id = c.archive_id \
+             WHERE a.id = $1 AND a.account_id = $2::uuid AND a.expires_at > $3 AND a.chunks IS NOT NULL \
+             AND c.idx = $4",
+        )
+        .bind(key.id.as_slice())
+        .bind(key.account.to_string())
+        .bind(to_i64(now_ms))
+        .bind(i64::from(index))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn delete_archive(&self, key: ArchiveKey) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM link_archives WHERE id = $1 AND account_id = $2::uuid")
+            .bind(key.id.as_slice())
+            .bind(key.account.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
     }
 }

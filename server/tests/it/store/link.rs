@@ -1,6 +1,8 @@
 //! Linking: single-use link tokens, provisioning channels, device names.
 
-use hush_server::store::{LINK_TOKEN_KEEP_MS, LinkDevice, LinkError, NewLinkToken, Store, StoreError};
+use hush_server::store::{
+    ArchiveError, ArchiveKey, LINK_TOKEN_KEEP_MS, LinkDevice, LinkError, NewArchive, NewLinkToken, Store, StoreError,
+};
 use uuid::Uuid;
 
 use super::{T0, create, dk, record};
@@ -98,4 +100,68 @@ pub async fn a_device_is_renamed_and_its_name_removed(store: &dyn Store) {
     assert!(store.rename_device(dk(alice, 1), None).await.unwrap());
     assert_eq!(store.device(dk(alice, 1)).await.unwrap().unwrap().name, None);
     assert!(!store.rename_device(dk(alice, 9), Some("x")).await.unwrap(), "no device 9");
+}
+
+fn archive(account: Uuid, byte: u8, max_bytes: u64) -> NewArchive {
+    NewArchive { id: [byte; 16], account, max_bytes, expires_at: T0 + 1000 }
+}
+
+fn akey(account: Uuid, byte: u8) -> ArchiveKey {
+    ArchiveKey { account, id: [byte; 16] }
+}
+
+pub async fn an_archive_is_uploaded_completed_read_and_deleted(store: &dyn Store) {
+    let alice = create(store, "alice").await;
+    store.create_archive(&archive(alice, 1, 100)).await.unwrap();
+    let key = akey(alice, 1);
+    store.put_archive_chunk(key, 1, b"second", T0).await.unwrap();
+    store.put_archive_chunk(key, 0, b"first, to be replaced", T0).await.unwrap();
+    store.put_archive_chunk(key, 0, b"first", T0).await.unwrap();
+    assert_eq!(store.archive_chunk(key, 0, T0).await.unwrap(), None, "not readable before it is complete");
+    let short = store.complete_archive(key, 3, T0).await;
+    assert!(matches!(short, Err(ArchiveError::Incomplete)), "chunk 2 is missing: {short:?}");
+    let fewer = store.complete_archive(key, 1, T0).await;
+    assert!(matches!(fewer, Err(ArchiveError::Incomplete)), "chunk 1 is beyond the count: {fewer:?}");
+    store.complete_archive(key, 2, T0).await.unwrap();
+    assert_eq!(store.archive_chunk(key, 0, T0).await.unwrap().as_deref(), Some(b"first".as_slice()));
+    assert_eq!(store.archive_chunk(key, 1, T0).await.unwrap().as_deref(), Some(b"second".as_slice()));
+    assert_eq!(store.archive_chunk(key, 2, T0).await.unwrap(), None);
+    let late = store.put_archive_chunk(key, 2, b"late", T0).await;
+    assert!(matches!(late, Err(ArchiveError::Complete)), "got {late:?}");
+    let twice = store.complete_archive(key, 2, T0).await;
+    assert!(matches!(twice, Err(ArchiveError::Complete)), "got {twice:?}");
+    assert!(store.delete_archive(key).await.unwrap());
+    assert_eq!(store.archive_chunk(key, 0, T0).await.unwrap(), None);
+    assert!(!store.delete_archive(key).await.unwrap(), "already gone");
+}
+
+pub async fn an_archive_is_capped_and_belongs_to_its_account(store: &dyn Store) {
+    let alice = create(store, "alice").await;
+    let bob = create(store, "bob").await;
+    store.create_archive(&archive(alice, 1, 10)).await.unwrap();
+    let key = akey(alice, 1);
+    store.put_archive_chunk(key, 0, b"123456", T0).await.unwrap();
+    let over = store.put_archive_chunk(key, 1, b"12345", T0).await;
+    assert!(matches!(over, Err(ArchiveError::TooLarge)), "6 + 5 > 10: {over:?}");
+    store.put_archive_chunk(key, 0, b"12345", T0).await.unwrap();
+    store.put_archive_chunk(key, 1, b"12345", T0).await.unwrap();
+    let foreign = store.put_archive_chunk(akey(bob, 1), 2, b"x", T0).await;
+    assert!(matches!(foreign, Err(ArchiveError::Unknown)), "got {foreign:?}");
+    store.complete_archive(key, 2, T0).await.unwrap();
+    assert_eq!(store.archive_chunk(akey(bob, 1), 0, T0).await.unwrap(), None, "bob cannot read alice's archive");
+    assert!(!store.delete_archive(akey(bob, 1)).await.unwrap(), "nor delete it");
+    assert!(store.archive_chunk(key, 0, T0).await.unwrap().is_some());
+}
+
+pub async fn expired_archives_are_unreadable_then_swept(store: &dyn Store) {
+    let alice = create(store, "alice").await;
+    store.create_archive(&archive(alice, 1, 100)).await.unwrap();
+    let key = akey(alice, 1);
+    store.put_archive_chunk(key, 0, b"bytes", T0).await.unwrap();
+    store.complete_archive(key, 1, T0).await.unwrap();
+    assert_eq!(store.archive_chunk(key, 0, T0 + 1000).await.unwrap(), None, "expired");
+    let late = store.put_archive_chunk(key, 1, b"x", T0 + 1000).await;
+    assert!(matches!(late, Err(ArchiveError::Unknown)), "got {late:?}");
+    assert_eq!(store.expire_links(T0 + 1000).await.unwrap(), 1);
+    assert!(!store.delete_archive(key).await.unwrap(), "the sweeper removed it");
 }
