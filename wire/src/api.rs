@@ -607,6 +607,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn linking_bodies_are_stable() {
+        let link = LinkDeviceRequest {
+            account_id: Uuid::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
+            token: B64(vec![7; 32]),
+            device: NewDevice {
+                registration_id: 42,
+                auth_key: B64(vec![1; 32]),
+                name: Some("laptop".into()),
+                signed_prekey: SignedPreKey { id: 1, public_key: B64(vec![5; 4]), signature: B64(vec![9; 4]) },
+                kyber_last_resort: SignedPreKey { id: 2, public_key: B64(vec![8; 4]), signature: B64(vec![9; 4]) },
+                one_time_prekeys: vec![],
+                one_time_kyber_prekeys: vec![],
+            },
+            proof: B64(vec![4; 64]),
+        };
+        insta::assert_json_snapshot!("link_device_request", link);
+        insta::assert_json_snapshot!(
+            "link_token",
+            LinkToken { token: B64(vec![7; 32]), expires_at: 1_700_000_600_000 }
+        );
+        insta::assert_json_snapshot!("provisioning_body", ProvisioningBody { body: B64(b"sealed".to_vec()) });
+        insta::assert_json_snapshot!("rename_device", RenameDevice { name: Some("phone".into()) });
+        let archive = LinkArchive {
+            archive_id: "AAECAwQFBgcICQoLDA0ODw".into(),
+            chunk_bytes: 1 << 20,
+            max_bytes: 64 << 20,
+            expires_at: 1_700_003_600_000,
+        };
+        insta::assert_json_snapshot!("link_archive", archive);
+        insta::assert_json_snapshot!("complete_archive", CompleteArchive { chunks: 3 });
+        let back: LinkDeviceRequest =
+            serde_json::from_value(serde_json::to_value(&link).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, link);
+    }
+
+    #[test]
     fn register_request_json_is_stable() {
         let req = RegisterRequest {
             username: "alice".into(),

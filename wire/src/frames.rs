@@ -135,6 +135,26 @@ mod tests {
     }
 
     #[test]
+    fn provisioning_frames_are_stable_and_round_trip() {
+        let address: ProvisioningFrame = provisioning_frame::Frame::Address(ProvisioningAddress {
+            address: "AAECAwQFBgcICQoLDA0ODw".into(),
+            expires_at: 1_700_000_600_000,
+        })
+        .into();
+        insta::assert_snapshot!("provisioning_address_bytes", hex_string(&address.to_bytes()));
+        let message: ProvisioningFrame =
+            provisioning_frame::Frame::Message(ProvisioningMessage { body: vec![0xAB; 4].into() }).into();
+        insta::assert_snapshot!("provisioning_message_bytes", hex_string(&message.to_bytes()));
+        for frame in [address, message] {
+            assert_eq!(
+                decode_provisioning_frame(&frame.to_bytes()),
+                Ok(frame.frame.clone().unwrap_or_else(|| unreachable!()))
+            );
+        }
+        assert_eq!(decode_provisioning_frame(&[]), Err(FrameError::Empty));
+    }
+
+    #[test]
     fn send_request_idempotency_key_is_field_4() {
         let frame: ClientFrame = client_frame::Frame::Send(SendRequest {
             request_id: 1,

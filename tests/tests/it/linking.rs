@@ -243,6 +243,20 @@ async fn provisioning_sockets_count_against_the_unauthenticated_budget() {
 }
 
 #[tokio::test]
+async fn a_full_handshake_budget_drops_the_oldest_provisioning_socket_for_a_new_one() {
+    let server = TestServer::builder().args(["--max-handshakes", "1"]).start().await;
+    let alice = TestAccount::register(&server, "alice").await;
+    let mut oldest = ProvisioningClient::open(&server).await;
+    let mut newer = ProvisioningClient::open(&server).await;
+    assert_eq!(oldest.expect_close().await, (close::TRY_AGAIN_LATER, close::REASON_BUSY.to_owned()));
+    let rest = RestClient::new(&server);
+    rest.provision(alice.primary(), &oldest.address.address, b"x").await.assert_error(404, "unknown_channel");
+    // A WebSocket handshake in turn drops the provisioning socket.
+    let _ws = WsClient::open(&server).await;
+    assert_eq!(newer.expect_close().await.0, close::TRY_AGAIN_LATER);
+}
+
+#[tokio::test]
 async fn a_link_message_reaches_a_socket_held_by_another_node() {
     let db = ScratchDb::create().await;
     let redis = RedisServer::start().await;
@@ -270,6 +284,20 @@ async fn a_link_message_reaches_a_socket_held_by_another_node() {
     let resp: AddDeviceResponse = rest_b.link_device(&link_request(&alice, &token, &keys)).await.json(201);
     let linked = alice.adopt(resp.device_id, keys);
     WsClient::connect_drained(&a, &linked).await;
+
+    // A history archive uploaded through one node is read through the other.
+    let archive = new_archive(&rest_a, &alice).await;
+    let chunk = random_bytes(5000);
+    rest_a.put_archive_chunk(alice.primary(), &archive.archive_id, 0, chunk.clone()).await.assert_status(204);
+    rest_a.complete_archive(alice.primary(), &archive.archive_id, 1).await.assert_status(204);
+    let got = rest_b.get_archive_chunk(&linked, &archive.archive_id, 0).await;
+    got.assert_status(200);
+    assert_eq!(got.body, chunk);
+    rest_b
+        .signed::<()>(&linked, "DELETE", &format!("/v1/link-archives/{}", archive.archive_id), None)
+        .await
+        .assert_status(204);
+    rest_a.get_archive_chunk(alice.primary(), &archive.archive_id, 0).await.assert_error(404, "unknown_archive");
 }
 
 #[tokio::test]

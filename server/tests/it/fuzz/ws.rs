@@ -407,3 +407,61 @@ fn frames_after_auth_get_an_answer_or_the_documented_close_code() {
         })
         .unwrap();
 }
+
+/// A provisioning socket ([`hush_server::ws::provisioning::run`]) over the same in-memory
+/// socket: any data frame its client sends (whatever the bytes, binary or text) closes it with
+/// `4004 malformed_frame` after its address, the task ends, and the address takes no message.
+#[test]
+fn any_frame_from_a_provisioning_client_closes_it_as_malformed() {
+    let fixture = Fixture::new();
+    let frames = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(|b| Message::Binary(b.into())),
+        ".{0,100}".prop_map(|t| Message::Text(t.into())),
+    ];
+    TestRunner::new(fuzz_config())
+        .run(&frames, |msg| {
+            fixture.block_on(async {
+                let (to_server, incoming) = mpsc::unbounded_channel();
+                let (outgoing, mut from_server) = mpsc::unbounded_channel();
+                let state = fixture.state.clone();
+                let ticket = state
+                    .admission
+                    .admit(std::net::Ipv4Addr::LOCALHOST.into())
+                    .unwrap_or_else(|e| panic!("admission refused: {e:?}"));
+                let task = tokio::spawn(hush_server::ws::provisioning::run(
+                    state.clone(),
+                    Socket { incoming, outgoing },
+                    ticket,
+                ));
+                let first = tokio::time::timeout(STEP_TIMEOUT, from_server.recv())
+                    .await
+                    .map_err(|_| TestCaseError::fail("no address frame"))?;
+                let Some(Message::Binary(bytes)) = first else {
+                    return Err(TestCaseError::fail(format!("the first message is not binary: {first:?}")));
+                };
+                let Ok(hush_wire::frames::provisioning_frame::Frame::Address(address)) =
+                    hush_wire::frames::decode_provisioning_frame(&bytes)
+                else {
+                    return Err(TestCaseError::fail("the first frame is not the address"));
+                };
+                let _ = to_server.send(Ok(msg));
+                let close = tokio::time::timeout(STEP_TIMEOUT, from_server.recv())
+                    .await
+                    .map_err(|_| TestCaseError::fail("no close"))?;
+                let Some(Message::Close(Some(frame))) = close else {
+                    return Err(TestCaseError::fail(format!("expected a close, got {close:?}")));
+                };
+                prop_assert_eq!((frame.code, frame.reason.as_str()), (close::MALFORMED, close::REASON_MALFORMED));
+                drop(to_server);
+                tokio::time::timeout(STEP_TIMEOUT, task)
+                    .await
+                    .map_err(|_| TestCaseError::fail("the provisioning task did not end"))?
+                    .map_err(|e| TestCaseError::fail(format!("the provisioning task failed: {e}")))?;
+                prop_assert!(!state.hub.provisioning.deliver(&address.address, Bytes::from_static(b"late")));
+                let now = hush_server::state::now_ms();
+                prop_assert_eq!(state.store.claim_channel(&address.address, now).await.ok().flatten(), None);
+                Ok(())
+            })
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
