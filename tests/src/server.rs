@@ -63,6 +63,7 @@ impl TestServerBuilder {
             args: self.args,
             child: None,
             addr: None,
+            port: 0,
             trust_root: String::new(),
             stdout_lines: Arc::new(Mutex::new(Vec::new())),
         };
@@ -82,6 +83,9 @@ pub struct TestServer {
     args: Vec<OsString>,
     child: Option<Child>,
     addr: Option<SocketAddr>,
+    /// The port of the first start; restarts listen on it again, so clients that keep the
+    /// server's URL reconnect to the restarted process.
+    port: u16,
     trust_root: String,
     stdout_lines: Arc<Mutex<Vec<String>>>,
 }
@@ -97,7 +101,7 @@ impl TestServer {
         TestServerBuilder::default()
     }
 
-    /// The address the server listens on now (it changes on restart).
+    /// The address the server listens on (restarts keep its port).
     pub fn addr(&self) -> SocketAddr {
         self.addr.unwrap_or_else(|| panic!("hushd is not running"))
     }
@@ -125,6 +129,18 @@ impl TestServer {
     /// Path of the SQLite database file.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.path().join("hush.db")
+    }
+
+    /// The SQLite database's files (main file, WAL, shared memory) as they are now, end to
+    /// end: for checking that something is not stored.
+    pub fn db_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for name in ["hush.db", "hush.db-wal", "hush.db-shm"] {
+            if let Ok(b) = std::fs::read(self.data_dir.path().join(name)) {
+                all.extend(b);
+            }
+        }
+        all
     }
 
     /// Everything the server wrote to stderr (and stdout) so far, across restarts.
@@ -176,9 +192,9 @@ impl TestServer {
         }
     }
 
-    /// Starts the server again on the same data directory (after
+    /// Starts the server again on the same data directory and port (after
     /// [`kill9`](Self::kill9) or [`stop`](Self::stop); kills it first if it
-    /// still runs). The port may change.
+    /// still runs).
     pub async fn restart(&mut self) {
         if self.child.is_some() {
             self.kill9().await;
@@ -195,7 +211,7 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.log_path.display()));
         let mut cmd = Command::new(&bin);
         cmd.arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")
             .arg(self.data_dir.path())
             // The abuse limits are lifted unless a test sets them (flags beat the environment):
@@ -257,6 +273,7 @@ impl TestServer {
             }
         }
         self.addr = addr;
+        self.port = addr.map_or(0, |a| a.port());
         self.trust_root = trust_root.unwrap_or_default();
         self.child = Some(child);
     }

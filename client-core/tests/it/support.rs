@@ -2,30 +2,20 @@
 //! waiting for events with deadlines (never fixed sleeps).
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use hush_client_core::{Client, ClientConfig, Event, EventStream};
+use hush_e2e::server::TestServer;
 use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// The `hushd` binary under test (shared with the workspace end-to-end tests).
-pub use hush_e2e::server::hushd_binary;
-
-/// A running `hushd` with its own data directory; restarts on the same port.
+/// A running `hushd` with its own data directory (the workspace's one test server,
+/// [`hush_e2e::server::TestServer`], with the send rate lifted); restarts on the same port.
 pub struct Hushd {
-    pub data_dir: TempDir,
-    addr: Option<String>,
-    port: u16,
-    child: Option<Child>,
-    /// Flags added to every start of this server (restarts keep them).
-    extra_args: Vec<String>,
+    server: TestServer,
 }
 
 impl Hushd {
@@ -35,96 +25,40 @@ impl Hushd {
 
     /// Starts with extra command-line flags, e.g. `["--group-fanout-read-above", "3"]`.
     pub async fn start_with(args: &[&str]) -> Hushd {
-        let data_dir = tempfile::Builder::new().prefix("hushd-").tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let extra_args = args.iter().map(|a| (*a).to_owned()).collect();
-        let mut server = Hushd { data_dir, addr: None, port: 0, child: None, extra_args };
-        server.spawn().await;
-        server
+        let server = TestServer::builder()
+            .args(["--rate-burst", "100000", "--rate-per-second", "10000"])
+            .args(args.iter().copied())
+            .start()
+            .await;
+        Hushd { server }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr.as_deref().unwrap_or_else(|| panic!("hushd is not running")))
+        self.server.http_url()
     }
 
     /// The server's database files (main file, WAL, shared memory), as they are now.
     pub fn db_bytes(&self) -> Vec<u8> {
-        let mut all = Vec::new();
-        for name in ["hush.db", "hush.db-wal", "hush.db-shm"] {
-            if let Ok(b) = std::fs::read(self.data_dir.path().join(name)) {
-                all.extend(b);
-            }
-        }
-        all
+        self.server.db_bytes()
     }
 
     pub fn db_path(&self) -> PathBuf {
-        self.data_dir.path().join("hush.db")
+        self.server.db_path()
     }
 
-    /// What hushd wrote to stderr (warnings and errors), across restarts.
+    /// What hushd wrote (its log), across restarts.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.path().join("hushd.log")).unwrap_or_default()
-    }
-
-    fn log_file(&self) -> Stdio {
-        let path = self.data_dir.path().join("hushd.log");
-        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            Ok(f) => Stdio::from(f),
-            Err(_) => Stdio::null(),
-        }
+        self.server.log()
     }
 
     /// SIGKILL, no cleanup.
     pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap_or_else(|e| panic!("cannot kill hushd: {e}"));
-        }
+        self.server.kill9().await;
     }
 
     /// Starts again on the same data directory and port.
     pub async fn restart(&mut self) {
-        self.kill().await;
-        self.spawn().await;
-    }
-
-    async fn spawn(&mut self) {
-        let mut cmd = Command::new(hushd_binary());
-        cmd.arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--data-dir")
-            .arg(self.data_dir.path())
-            .args(["--rate-burst", "100000", "--rate-per-second", "10000"])
-            .args(&self.extra_args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(self.log_file())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start hushd: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout not piped"));
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(line)) => {
-                    if let Some(addr) = line.strip_prefix("hushd listening on ") {
-                        let addr = addr.trim().to_owned();
-                        self.port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
-                        self.addr = Some(addr);
-                        break;
-                    }
-                }
-                Ok(None) => panic!("hushd exited before listening"),
-                Err(_) => panic!("hushd did not start within {WAIT:?}"),
-            }
-        }
-        self.child = Some(child);
+        self.server.restart().await;
     }
 }
 
