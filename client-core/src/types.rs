@@ -394,6 +394,14 @@ pub enum Event {
         /// Whose key.
         username: String,
     },
+    /// A new device was linked to this account (it announced itself): this device sends to
+    /// it from now on.
+    DeviceLinked {
+        /// Its device id.
+        device_id: u32,
+        /// Its display name, if it has one.
+        name: Option<String>,
+    },
     /// The server has delivered every stored envelope and the outbox is empty.
     QueueEmpty,
     /// The connection state changed.

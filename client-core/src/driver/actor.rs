@@ -546,6 +546,9 @@ impl Actor {
             Command::ApproveLink { code, reply } => {
                 let _ = reply.send(self.approve_link(&code).await);
             }
+            Command::AnnounceLinked { name, reply } => {
+                let _ = reply.send(self.machine.announce_linked(name, now, &mut self.rng).await.map_err(client_error));
+            }
             Command::Group { op, reply } => match self.group_command(op).await {
                 Ok(Started::Waiting(id, then)) => {
                     self.group_ops.insert(id, (reply, then));

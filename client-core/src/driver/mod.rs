@@ -139,6 +139,11 @@ pub(crate) enum Command {
         code: hush_keys::provision::LinkCode,
         reply: Reply<()>,
     },
+    /// This device was just linked: tell the account's other devices.
+    AnnounceLinked {
+        name: Option<String>,
+        reply: Reply<()>,
+    },
 }
 
 /// A group operation of the [`crate::Client`] handle. Groups are named as `group:<uuid>` (or
@@ -259,11 +264,18 @@ impl Handle {
         channel: LinkChannel,
         name: Option<String>,
     ) -> Result<Handle, ClientError> {
-        Self::create(config, |config| async move {
+        let announce = name.clone();
+        let handle = Self::create(config, |config| async move {
             let provision = channel.provision_message().await?;
             link::register(config, provision, name).await
         })
-        .await
+        .await?;
+        // The other devices learn of this one at once (not only at their next send, from the
+        // server's device-set correction). Queued in the outbox: it goes out when connected.
+        let (reply, rx) = oneshot::channel();
+        handle.send(Command::AnnounceLinked { name: announce, reply })?;
+        rx.await.map_err(|_| ClientError::Shutdown)??;
+        Ok(handle)
     }
 
     /// Creates (or reuses) the data directory, locks it, runs `setup` (which stores an account

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::Machine;
 use super::receive::Sender;
-use crate::content::{Content, ReadSync, SyncMessage, TrustSync, content::Body, sync_message};
+use crate::content::{Content, DeviceLinked, ReadSync, SyncMessage, TrustSync, content::Body, sync_message};
 use crate::error::MachineError;
 use crate::store::{Batch, NewOutbox, OutboxKind};
 use crate::types::{ConversationId, Event, MessageDirection, MessageId, MessageKind, MessageStatus, TrustState};
@@ -76,6 +76,10 @@ impl Machine {
         match sync.kind {
             Some(sync_message::Kind::Read(read)) => self.apply_read_sync(batch, read).await,
             Some(sync_message::Kind::Trust(trust)) => self.apply_trust_sync(batch, trust).await,
+            Some(sync_message::Kind::Linked(linked)) => {
+                self.apply_device_linked(sender.device, linked);
+                Ok(())
+            }
             None => Ok(()),
         }
     }
@@ -124,6 +128,32 @@ impl Machine {
         batch.contacts.push(crate::store::ContactRow { trust: TrustState::Trusted, ..contact });
         self.events.push_back(Event::TrustedElsewhere { username });
         Ok(())
+    }
+
+    /// Tells this account's other devices that this device was just linked
+    /// ([`DeviceLinked`]), and sends it.
+    pub async fn announce_linked(
+        &mut self,
+        name: Option<String>,
+        now: u64,
+        rng: &mut (impl rand::Rng + rand::CryptoRng),
+    ) -> Result<(), MachineError> {
+        let mut batch = Batch::default();
+        self.queue_sync(&mut batch, sync_message::Kind::Linked(DeviceLinked { name: name.unwrap_or_default() }), rng);
+        self.store.commit(batch).await?;
+        self.pump(now, rng).await
+    }
+
+    /// Another device of this account announced it was linked: it gets copies from now on.
+    fn apply_device_linked(&mut self, device: u32, linked: DeviceLinked) {
+        if let Some(list) = self.own_devices.as_mut()
+            && !list.contains(&device)
+        {
+            list.push(device);
+            list.sort_unstable();
+        }
+        let name = Some(linked.name).filter(|n| !n.is_empty());
+        self.events.push_back(Event::DeviceLinked { device_id: device, name });
     }
 
     /// How many messages of `conversation` were received and not read yet on this device.

@@ -2,7 +2,7 @@
 //! the primary approves it, the new device registers itself with the relayed link token and
 //! shares the account (identity, username, messages), and the server stores nothing of it.
 
-use hush_client_core::{Client, ClientConfig, ClientError, LinkCode, MessageDirection};
+use hush_client_core::{Client, ClientConfig, ClientError, Event, LinkCode, MessageDirection};
 use tokio::time::timeout;
 
 use crate::support::{Hushd, TestClient, WAIT};
@@ -30,7 +30,7 @@ pub async fn linked_device(server: &Hushd, primary: &TestClient, name: &str, for
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_linked_device_joins_the_account_and_gets_its_messages() {
     let server = Hushd::start().await;
-    let alice = TestClient::register(&server, "alice").await;
+    let mut alice = TestClient::register(&server, "alice").await;
     let laptop = linked_device(&server, &alice, "laptop", "uri").await;
     let desktop = linked_device(&server, &alice, "desktop", "text").await;
 
@@ -39,6 +39,17 @@ async fn a_linked_device_joins_the_account_and_gets_its_messages() {
         let s = who.client.status().await.unwrap();
         assert_eq!((s.username.as_str(), s.account_id, s.device_id), (a.username.as_str(), a.account_id, id));
     }
+    // Each linked device announced itself to the devices already there.
+    laptop.drain().await;
+    desktop.drain().await;
+    alice.drain().await;
+    let mut linked = Vec::new();
+    while let Some(e) = alice.events.try_recv() {
+        if let Event::DeviceLinked { device_id, name } = e {
+            linked.push((device_id, name));
+        }
+    }
+    assert_eq!(linked, vec![(2, Some("laptop".to_owned())), (3, Some("desktop".to_owned()))]);
     let devices = alice.client.devices().await.unwrap();
     let names: Vec<(u32, Option<&str>)> = devices.iter().map(|d| (d.id, d.name.as_deref())).collect();
     assert_eq!(names, vec![(1, None), (2, Some("laptop")), (3, Some("desktop"))]);
