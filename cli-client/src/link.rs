@@ -95,7 +95,7 @@ fn code_text(code: &LinkCode, expires_at: u64, now: u64) -> anyhow::Result<Strin
          \n    hush link-approve {text}\n\n\
          link code: {text}\n\
          link URI:  {uri}\n\
-         or scan the URI:\n{qr}\n\
+         the URI as a QR code:\n{qr}\n\
          The code works until {until} UTC ({left}). Waiting for the approval...",
         text = code.to_text(),
         uri = code.to_uri(),
