@@ -20,8 +20,8 @@ one device each) shrinks as devices are added; `hush send` refuses a longer one 
 
 Data directory: --data-dir, else $HUSH_DATA_DIR, else $HOME/.local/share/hush, else ./hush-client. \
 One data directory holds one account on one device; one hush process at a time may use it (a \
-second one is refused, naming the first one's pid). `register` remembers the server, so later \
-commands need no --server.
+second one is refused, naming the first one's pid). `register` and `link` remember the server, \
+so later commands need no --server.
 Logs go to stderr (HUSH_LOG=debug for more); message bodies are never logged.";
 
 /// hush: end-to-end-encrypted messaging from the command line, for people, bots and scripts.
@@ -29,7 +29,7 @@ Logs go to stderr (HUSH_LOG=debug for more); message bodies are never logged.";
 #[command(name = "hush", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Base URL of the hushd server, e.g. http://127.0.0.1:7878 [default: the one given at
-    /// `register`; for `register`: http://127.0.0.1:7878].
+    /// `register` or `link`; for those two: http://127.0.0.1:7878].
     #[arg(long, global = true, env = "HUSH_SERVER", value_name = "URL", value_parser = parse_server_url)]
     pub server: Option<String>,
 
@@ -54,6 +54,30 @@ pub enum Command {
     Register {
         /// The username to take (unique on the server).
         username: String,
+    },
+    /// Link this machine to an existing account as a new device (approved on its primary
+    /// device with `hush link-approve`).
+    ///
+    /// Prints a link code (as text, as a hush://link URI and as a QR code of the URI), then
+    /// waits until the account's primary device approves it, registers this machine as a new
+    /// device of that account in the data directory (which must not hold an account yet) and
+    /// prints the account and the new device id. The code works for 10 minutes (unless the
+    /// server is set otherwise); an account has at most 6 devices. The new device starts with no history: it
+    /// receives from now on. With --json: a {"event":"link_code",...} line at once, then a
+    /// {"event":"linked",...} line. Like `register`, it remembers the server.
+    Link {
+        /// A name for this device in the account's device list, e.g. "laptop".
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Approve a new device's link code (from `hush link` on that machine), on the primary device.
+    ///
+    /// The new device gets this account's identity key, sealed to the key in the code (the
+    /// server sees only ciphertext), and joins the account. Only the primary device (1) may
+    /// approve; a code works once, and only while its `hush link` is still waiting.
+    LinkApprove {
+        /// The code `hush link` printed: its text form (<address>.<key>) or its hush://link URI.
+        code: String,
     },
     /// Send a text message (to USERNAME, or to a group: group:<uuid>) and wait until the server
     /// has stored it.
@@ -150,7 +174,7 @@ pub enum Command {
     ///
     /// Methods: send, history, contacts, safety_number, trust, status, mark_read, unread,
     /// typing, outbox, retry, cancel, subscribe, ack, unsubscribe, devices, device_remove,
-    /// device_rename, push_register, push_status, push_remove, group_create, group_add,
+    /// device_rename, link_approve, push_register, push_status, push_remove, group_create, group_add,
     /// group_remove, group_leave, group_role, group_title, group_list, group_invites,
     /// group_info, group_accept, group_decline. The daemon reconnects by itself
     /// (connection events and `status` say how it stands), except after this device was

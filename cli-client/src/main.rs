@@ -3,7 +3,8 @@
 //!
 //! - [`cli`]: the command line (clap).
 //! - [`commands`]: the one-shot commands (`register`, `send`, `receive`, ...).
-//! - [`group`]: `hush group ...`; [`devices`]: `hush devices ...`.
+//! - [`group`]: `hush group ...`; [`devices`]: `hush devices ...`; [`link`]: `hush link` and
+//!   `hush link-approve` (a device on another machine joins the account).
 //! - [`daemon`]: `hush daemon`, JSON-RPC 2.0 with an at-least-once event stream.
 //! - [`exit`]: exit codes; [`output`]: JSON and text output; [`cursor`]: persistent positions.
 
@@ -14,6 +15,7 @@ mod daemon;
 mod devices;
 mod exit;
 mod group;
+mod link;
 mod output;
 mod push;
 mod signals;
@@ -47,16 +49,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    // `register` takes the given server (or the default) and stores it; every other command
-    // uses the stored one unless --server says otherwise (an empty URL means "the stored one").
+    // `register` and `link` take the given server (or the default) and store it; every other
+    // command uses the stored one unless --server says otherwise (an empty URL means "the stored one").
     let server = match (&cli.server, &cli.command) {
         (Some(url), _) => url.clone(),
-        (None, Command::Register { .. }) => cli::DEFAULT_SERVER.to_owned(),
+        (None, Command::Register { .. } | Command::Link { .. }) => cli::DEFAULT_SERVER.to_owned(),
         (None, _) => String::new(),
     };
     let ctx = Ctx { config: ClientConfig::new(cli.data_dir(), server), printer: Printer { json: cli.json } };
     match cli.command {
         Command::Register { username } => commands::register(&ctx, &username).await,
+        Command::Link { name } => link::link(&ctx, name.as_deref()).await,
+        Command::LinkApprove { code } => link::approve(&ctx, &code).await,
         Command::Send { username, text, timeout } => {
             let text = commands::message_text(text)?;
             commands::send(&ctx, &username, &text, timeout.value).await

@@ -63,6 +63,12 @@ struct DeviceNameParams {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct LinkApproveParams {
+    code: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TypingParams {
     to: String,
     typing: bool,
@@ -245,6 +251,11 @@ impl Session {
                 let name = p.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
                 client.rename_device(name).await?;
                 Ok(json!({ "name": name }))
+            }
+            "link_approve" => {
+                let p: LinkApproveParams = params(p)?;
+                client.approve_link(&p.code).await?;
+                Ok(json!({ "approved": true }))
             }
             "typing" => {
                 let p: TypingParams = params(p)?;

@@ -7,5 +7,6 @@ mod devices;
 mod errors;
 mod groups;
 mod hardening;
+mod link;
 mod push;
 mod support;

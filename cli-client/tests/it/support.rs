@@ -177,8 +177,14 @@ impl User {
         user
     }
 
-    /// Another device of this user's account, in a data directory of its own (the CLI cannot
-    /// link devices yet, so the library adds it).
+    /// A data directory with no account yet, for `server` (e.g. for `hush link`).
+    pub fn fresh(server: &Hushd, name: &str) -> User {
+        let dir = tempfile::Builder::new().prefix(&format!("hush-{name}-")).tempdir().expect("tempdir");
+        User { dir, server: server.url().to_owned() }
+    }
+
+    /// Another device of this user's account, in a data directory of its own (added by the
+    /// library on this machine; `hush link` is tested in `link.rs`).
     pub async fn add_device(&self) -> User {
         let dir = tempfile::Builder::new().prefix("hush-device-").tempdir().expect("tempdir");
         let config = |d: &Path| hush_client_core::ClientConfig::new(d, self.server.clone());
