@@ -137,6 +137,7 @@ pub(crate) enum Command {
     /// sealed to the new device, through the server's provisioning relay.
     ApproveLink {
         code: hush_keys::provision::LinkCode,
+        options: crate::types::LinkOptions,
         reply: Reply<()>,
     },
 }
@@ -258,12 +259,16 @@ impl Handle {
         config: ClientConfig,
         channel: LinkChannel,
         name: Option<String>,
-    ) -> Result<Handle, ClientError> {
-        Self::create(config, |config| async move {
+    ) -> Result<(Handle, crate::types::HistoryImport), ClientError> {
+        let mut history = crate::types::HistoryImport::None;
+        let slot = &mut history;
+        let handle = Self::create(config, |config| async move {
             let provision = channel.provision_message().await?;
-            link::register(config, provision, name).await
+            *slot = link::register(config, provision, name).await?;
+            Ok(())
         })
-        .await
+        .await?;
+        Ok((handle, history))
     }
 
     /// Creates (or reuses) the data directory, locks it, runs `setup` (which stores an account
