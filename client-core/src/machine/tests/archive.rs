@@ -1,5 +1,7 @@
 //! The history archive format: round trip, truncation, tampering, size limit, import.
 
+#![allow(clippy::unwrap_used)]
+
 use rand::SeedableRng as _;
 
 use super::*;
@@ -20,16 +22,16 @@ fn message(peer: Uuid, n: u64, body: &str) -> MessageRow {
     MessageRow {
         id: MessageId(id),
         conversation: ConversationId::Direct(peer),
-        sender: if n % 2 == 0 { peer } else { account() },
+        sender: if n.is_multiple_of(2) { peer } else { account() },
         sender_device: 1,
-        direction: if n % 2 == 0 { MessageDirection::Incoming } else { MessageDirection::Outgoing },
+        direction: if n.is_multiple_of(2) { MessageDirection::Incoming } else { MessageDirection::Outgoing },
         body: body.to_owned(),
         sent_at: 1000 + n,
         received_at: 2000 + n,
         lamport: n,
         group_seq: 0,
         kind: MessageKind::Text,
-        status: if n % 2 == 0 { MessageStatus::Received } else { MessageStatus::Delivered },
+        status: if n.is_multiple_of(2) { MessageStatus::Received } else { MessageStatus::Delivered },
         local_seq: 0,
     }
 }
