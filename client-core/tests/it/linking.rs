@@ -325,3 +325,30 @@ async fn a_contact_whose_key_changed_on_the_primary_stays_untrusted_on_a_device_
     let contact = desktop.client.contacts().await.unwrap().into_iter().find(|c| c.username == bob.name).unwrap();
     assert_eq!(contact.trust, TrustState::Trusted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_archive_links_the_device_without_history_and_says_why() {
+    let server = Hushd::start_with(&["--link-archive-secs", "1"]).await;
+    let alice = TestClient::register(&server, "alice").await;
+    let bob = TestClient::register(&server, "bob").await;
+    alice.client.send_text(&bob.name, "before the link").await.unwrap();
+    alice.drain().await;
+
+    let dir = tempfile::Builder::new().prefix("client-").tempdir().unwrap();
+    let pending = Client::link(ClientConfig::new(dir.path(), server.url()), None).await.unwrap();
+    // The approval is relayed and waits in the new device's socket while the archive expires.
+    alice.client.approve_link(&pending.code().to_text()).await.unwrap();
+    let expires_at = server_ints(&server, "SELECT expires_at FROM link_archives").await;
+    let expires_at = u64::try_from(expires_at[0]).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    tokio::time::sleep(std::time::Duration::from_millis(expires_at.saturating_sub(now) + 50)).await;
+
+    let (client, imported) = timeout(WAIT, pending.finish_with_history()).await.unwrap().unwrap();
+    match imported {
+        HistoryImport::Failed(why) => assert!(why.contains("expired"), "{why}"),
+        other => panic!("an expired archive was imported: {other:?}"),
+    }
+    assert_eq!(client.status().await.unwrap().device_id, 2, "linked all the same");
+    assert!(client.groups().await.unwrap().is_empty());
+    assert!(client.contacts().await.unwrap().is_empty(), "no history");
+}
