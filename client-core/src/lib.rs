@@ -58,8 +58,9 @@ pub use hush_keys::provision::LinkCode;
 pub use hush_wire::api::{PushStatus, PushTargetBody};
 pub use types::{
     ClientConfig, ConnectionState, Contact, ConversationId, DeviceEntry, Event, GROUP_PREFIX, GroupInfo,
-    GroupMemberInfo, GroupRole, GroupState, MessageDirection, MessageId, MessageKind, MessageRecord, MessageStatus,
-    OutboxEntry, OutboxState, Receipt, ReceiptKind, ReceivedMessage, SafetyNumber, Status, TrustState,
+    GroupMemberInfo, GroupRole, GroupState, HistoryImport, LinkOptions, MessageDirection, MessageId, MessageKind,
+    MessageRecord, MessageStatus, OutboxEntry, OutboxState, Receipt, ReceiptKind, ReceivedMessage, SafetyNumber,
+    Status, TrustState,
 };
 
 /// When signed prekeys are rotated ([`ClientConfig::prekey_schedule`]).
@@ -119,11 +120,22 @@ impl PendingLink {
         self.channel.expires_at
     }
 
-    /// Waits for the approval, registers this device under the approving account and opens
-    /// it. Fails with [`ClientError::Timeout`] when the code expired unapproved.
+    /// Waits for the approval, registers this device under the approving account, imports
+    /// the history the primary sent (if any) and opens it. Fails with [`ClientError::Timeout`]
+    /// when the code expired unapproved. A history archive that cannot be read does not fail
+    /// the link; [`PendingLink::finish_with_history`] says what became of it.
     pub async fn finish(self) -> Result<Client, ClientError> {
-        let handle = driver::Handle::finish_link(self.config, self.channel, self.name).await?;
-        Ok(Client { inner: Arc::new(handle) })
+        self.finish_with_history().await.map(|(client, _)| client)
+    }
+
+    /// As [`PendingLink::finish`], and says what became of the primary's history archive:
+    /// imported (with counts), none sent, or failed (expired, tampered...; the device is
+    /// linked without history). Imported messages raise no [`Event::Message`] and send no
+    /// receipts; they appear in [`Client::history`] in the primary's order, and in
+    /// [`Client::messages_after`] like any stored message.
+    pub async fn finish_with_history(self) -> Result<(Client, HistoryImport), ClientError> {
+        let (handle, history) = driver::Handle::finish_link(self.config, self.channel, self.name).await?;
+        Ok((Client { inner: Arc::new(handle) }, history))
     }
 }
 
@@ -177,9 +189,24 @@ impl Client {
     /// primary device only): the server issues a single-use link token, and this device sends
     /// it with the account's identity key pair, encrypted to the new device's key in the code,
     /// through the server (which sees only ciphertext). The new device then registers itself.
+    ///
+    /// It also sends the new device this device's history ([`LinkOptions::default`]: the last
+    /// 500 messages of every conversation, contacts with their trust, groups), as an archive
+    /// encrypted with a key that only the sealed link message carries; the server stores
+    /// only ciphertext, and the new device deletes it once imported. See
+    /// [`Client::approve_link_with`] to send less or none.
     pub async fn approve_link(&self, code: &str) -> Result<(), ClientError> {
+        self.approve_link_with(code, LinkOptions::default()).await
+    }
+
+    /// [`Client::approve_link`] with options: `history: false` sends no history (the new
+    /// device starts empty); `messages_per_conversation` limits how much is sent. If the
+    /// archive would exceed the server's limit (`max_bytes`), the oldest messages are left out
+    /// until it fits. Fails with a clear error if the archive cannot be uploaded; nothing is
+    /// then sent to the new device, which keeps waiting for another approval.
+    pub async fn approve_link_with(&self, code: &str, options: LinkOptions) -> Result<(), ClientError> {
         let code = LinkCode::parse(code).map_err(|e| ClientError::Invalid(format!("not a link code: {e}")))?;
-        self.call(|reply| Command::ApproveLink { code, reply }).await
+        self.call(|reply| Command::ApproveLink { code, options, reply }).await
     }
 
     /// Subscribes to events from now on.

@@ -564,6 +564,44 @@ pub struct Status {
     pub outbox_failed: u64,
 }
 
+/// How the primary device approves a link ([`crate::Client::approve_link_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkOptions {
+    /// Send the new device an end-to-end-encrypted archive of this device's history:
+    /// contacts (with their identity keys and trust), groups, and the last messages of every
+    /// conversation. On by default.
+    pub history: bool,
+    /// How many of the newest messages of each conversation the archive carries (500 by
+    /// default). Fewer go if the server's archive limit is smaller: the oldest are left out.
+    pub messages_per_conversation: usize,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        Self { history: true, messages_per_conversation: crate::machine::archive::DEFAULT_MESSAGES_PER_CONVERSATION }
+    }
+}
+
+/// What became of the history a linked device was sent ([`crate::PendingLink::finish_with_history`]).
+/// A failed archive never fails the link: the device is linked without history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryImport {
+    /// The primary sent no archive (`history: false`, or a server without archives).
+    None,
+    /// The archive was imported.
+    Imported {
+        /// Messages imported.
+        messages: usize,
+        /// Contacts imported.
+        contacts: usize,
+        /// Groups imported.
+        groups: usize,
+    },
+    /// The archive could not be downloaded, opened or imported (expired, tampered, another
+    /// account's); the reason says why. The device is linked, without history.
+    Failed(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -543,8 +543,8 @@ impl Actor {
             Command::AddDevice { reply } => {
                 let _ = reply.send(self.add_device(now).await);
             }
-            Command::ApproveLink { code, reply } => {
-                let _ = reply.send(self.approve_link(&code).await);
+            Command::ApproveLink { code, options, reply } => {
+                let _ = reply.send(self.approve_link(&code, options).await);
             }
             Command::AnnounceLinked { name, reply } => {
                 let _ = reply.send(self.machine.announce_linked(name, now, &mut self.rng).await.map_err(client_error));
@@ -686,7 +686,13 @@ impl Actor {
     /// Approves a new device (`hush link-approve`): a link token from the server (primary
     /// device only), sealed with the identity key pair to the device's link code and handed to
     /// the provisioning address it waits on.
-    async fn approve_link(&mut self, code: &hush_keys::provision::LinkCode) -> Result<(), ClientError> {
+    async fn approve_link(
+        &mut self,
+        code: &hush_keys::provision::LinkCode,
+        options: crate::types::LinkOptions,
+    ) -> Result<(), ClientError> {
+        let archive =
+            if options.history { self.upload_history(options.messages_per_conversation).await? } else { None };
         let token = self.rest.link_token().await?;
         let link_token: [u8; 32] = token.token.0.as_slice().try_into().map_err(|_| {
             ClientError::Invalid(format!("the server's link token has {} bytes, not 32", token.token.0.len()))
@@ -698,7 +704,7 @@ impl Actor {
             account_id: account.account_id,
             username: account.username.clone(),
             link_token,
-            archive: None,
+            archive,
             profile_name: None,
         };
         let sealed = hush_keys::provision::seal_provision(code, &message, &mut self.rng)
@@ -714,6 +720,43 @@ impl Actor {
         })?;
         tracing::info!("link approved");
         Ok(())
+    }
+
+    /// Builds the history archive, seals and uploads it; `None` if the server keeps no
+    /// archives (an older server: the link goes on without history).
+    async fn upload_history(
+        &mut self,
+        per_conversation: usize,
+    ) -> Result<Option<hush_keys::provision::ArchiveRef>, ClientError> {
+        use crate::machine::archive;
+        use hush_keys::provision::{ARCHIVE_CHUNK_OVERHEAD, ArchiveKey, ArchiveRef, MAX_ARCHIVE_CHUNK_PLAINTEXT};
+        let created = match self.rest.create_archive().await {
+            Ok(a) => a,
+            Err(f) if f.status == Some(404) && f.code == "not_found" => {
+                tracing::warn!("the server keeps no history archives: linking without history");
+                return Ok(None);
+            }
+            Err(f) => return Err(f.into()),
+        };
+        let account = self.machine.account().account_id;
+        let history = archive::build(self.machine.store().as_ref(), account, per_conversation, now_ms())
+            .await
+            .map_err(|e| ClientError::Invalid(format!("cannot build the history archive: {e}")))?;
+        let key = ArchiveKey::generate(&mut self.rng);
+        let chunk =
+            (created.chunk_bytes as usize).saturating_sub(ARCHIVE_CHUNK_OVERHEAD).min(MAX_ARCHIVE_CHUNK_PLAINTEXT);
+        let (chunks, messages) =
+            archive::seal_within(history, &key, chunk, created.max_bytes, &mut self.rng).map_err(|e| {
+                ClientError::Invalid(format!("{e}; approve the link without history (`history: false`) instead"))
+            })?;
+        let id = created.archive_id;
+        let count = u32::try_from(chunks.len()).map_err(|_| ClientError::Invalid("too many archive chunks".into()))?;
+        for (chunk, index) in chunks.into_iter().zip(0u32..) {
+            self.rest.put_archive_chunk(&id, index, chunk).await?;
+        }
+        self.rest.complete_archive(&id, count).await?;
+        tracing::info!(chunks = count, messages, "history archive uploaded");
+        Ok(Some(ArchiveRef { id, key }))
     }
 
     /// The account's devices from the server; the machine learns the list too, so a device

@@ -4,17 +4,18 @@
 //! provisioning message comes back through the socket and this device registers itself.
 
 use futures_util::StreamExt as _;
-use hush_keys::provision::{LinkCode, ProvisionMessage, ProvisioningKeyPair};
+use hush_keys::provision::{ArchiveRef, LinkCode, ProvisionMessage, ProvisioningKeyPair};
 use hush_wire::frames::provisioning_frame;
 use rand::SeedableRng as _;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::rest::{Rest, now_ms};
+use super::rest::{DeviceAuth, Rest, now_ms};
 use super::ws::CONNECT_TIMEOUT;
 use crate::account::{LinkParams, LinkedDevice};
 use crate::error::ClientError;
-use crate::store::ClientStore as _;
-use crate::types::ClientConfig;
+use crate::machine::archive::{ArchiveReader, import_batch};
+use crate::store::ClientStore;
+use crate::types::{ClientConfig, HistoryImport};
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -97,13 +98,14 @@ async fn next(socket: &mut Socket) -> Result<provisioning_frame::Frame, ClientEr
     }
 }
 
-/// Registers this device under the account `provision` names (`POST /v1/devices/link`) and
-/// stores it in `config.data_dir`'s store.
+/// Registers this device under the account `provision` names (`POST /v1/devices/link`),
+/// stores it in `config.data_dir`'s store, then imports the history archive the primary sent
+/// (if any). A failed import does not fail the link: it is reported in the result.
 pub(crate) async fn register(
     config: ClientConfig,
     provision: ProvisionMessage,
     name: Option<String>,
-) -> Result<(), ClientError> {
+) -> Result<HistoryImport, ClientError> {
     let store = super::open_store(&config).await?;
     let result = async {
         if let Some(existing) = store.account().await? {
@@ -118,12 +120,74 @@ pub(crate) async fn register(
         let response = rest.link_device(&linked.request).await?;
         tracing::info!(device_id = response.device_id, "this device joined its account");
         let (_, batch) = linked.finish(&response);
+        let account = batch.account.clone();
         store.commit(batch).await?;
-        Ok::<(), ClientError>(())
+        let (Some(archive), Some(account)) = (provision.archive, account) else {
+            return Ok(HistoryImport::None);
+        };
+        let auth_seed: [u8; 32] = account
+            .auth_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::Invalid("the new device's auth key is not 32 bytes".into()))?;
+        let auth = DeviceAuth {
+            account: account.account_id,
+            device_id: account.device_id,
+            key: hush_keys::auth::DeviceSigningKey::from_bytes(&auth_seed),
+        };
+        let rest = Rest::new(&config.server_url, Some(auth))?;
+        Ok::<_, ClientError>(import_history(&rest, &store, archive, account.account_id, &mut rng).await)
     }
     .await;
     store.close().await;
     result
+}
+
+/// Downloads, opens and imports the history archive, then deletes it from the server
+/// (whatever became of the import). Never fails: a failure is the result's reason.
+async fn import_history(
+    rest: &Rest,
+    store: &dyn ClientStore,
+    archive: ArchiveRef,
+    account: uuid::Uuid,
+    rng: &mut impl rand::Rng,
+) -> HistoryImport {
+    let outcome = async {
+        if archive.id.is_empty() || !archive.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err("the archive id is malformed".to_owned());
+        }
+        let failed = |f: crate::machine::RestFailure| match (f.status, f.code.as_str()) {
+            (Some(404), "unknown_archive") => "the archive is gone from the server (expired or deleted)".to_owned(),
+            _ => ClientError::from(f).to_string(),
+        };
+        let first = rest.archive_chunk(&archive.id, 0).await.map_err(failed)?;
+        let mut reader = ArchiveReader::new(archive.key.clone(), &first).map_err(|e| e.to_string())?;
+        while let Some(index) = reader.next_index() {
+            let chunk = rest.archive_chunk(&archive.id, index).await.map_err(failed)?;
+            reader.push(&chunk).map_err(|e| e.to_string())?;
+        }
+        let history = reader.finish().map_err(|e| e.to_string())?;
+        let batch = import_batch(&history, account, rng).map_err(|e| e.to_string())?;
+        let counts = (batch.messages.len(), batch.contacts.len(), batch.groups.len());
+        store.commit(batch).await.map_err(|e| e.to_string())?;
+        Ok(counts)
+    }
+    .await;
+    if let Err(f) = rest.delete_archive(&archive.id).await
+        && f.code != "unknown_archive"
+    {
+        tracing::warn!(code = %f.code, "could not delete the history archive from the server; it expires there");
+    }
+    match outcome {
+        Ok((messages, contacts, groups)) => {
+            tracing::info!(messages, contacts, groups, "history imported");
+            HistoryImport::Imported { messages, contacts, groups }
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "the history archive was not imported; linked without history");
+            HistoryImport::Failed(reason)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -137,6 +137,7 @@ pub(crate) enum Command {
     /// sealed to the new device, through the server's provisioning relay.
     ApproveLink {
         code: hush_keys::provision::LinkCode,
+        options: crate::types::LinkOptions,
         reply: Reply<()>,
     },
     /// This device was just linked: tell the account's other devices.
@@ -263,11 +264,14 @@ impl Handle {
         config: ClientConfig,
         channel: LinkChannel,
         name: Option<String>,
-    ) -> Result<Handle, ClientError> {
+    ) -> Result<(Handle, crate::types::HistoryImport), ClientError> {
         let announce = name.clone();
+        let mut history = crate::types::HistoryImport::None;
+        let slot = &mut history;
         let handle = Self::create(config, |config| async move {
             let provision = channel.provision_message().await?;
-            link::register(config, provision, name).await
+            *slot = link::register(config, provision, name).await?;
+            Ok(())
         })
         .await?;
         // The other devices learn of this one at once (not only at their next send, from the
@@ -275,7 +279,7 @@ impl Handle {
         let (reply, rx) = oneshot::channel();
         handle.send(Command::AnnounceLinked { name: announce, reply })?;
         rx.await.map_err(|_| ClientError::Shutdown)??;
-        Ok(handle)
+        Ok((handle, history))
     }
 
     /// Creates (or reuses) the data directory, locks it, runs `setup` (which stores an account

@@ -80,6 +80,18 @@ impl Rest {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, RestFailure> {
+        self.call_as(method, path, body, "application/json").await
+    }
+
+    /// A call whose body is `content_type` (JSON for every call but archive chunks, which are
+    /// raw bytes); the signature covers the body's bytes as sent.
+    async fn call_as(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+    ) -> Result<Vec<u8>, RestFailure> {
         let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(network)?;
         let mut req = self.http.request(m, format!("{}{path}", self.base));
         if let Some(auth) = &self.auth {
@@ -91,7 +103,7 @@ impl Rest {
             req = req.header(hush_wire::api::AUTH_HEADER, header);
         }
         if let Some(body) = body {
-            req = req.header("content-type", "application/json").body(body);
+            req = req.header("content-type", content_type).body(body);
         }
         let resp = req.send().await.map_err(network)?;
         let status = resp.status().as_u16();
@@ -155,6 +167,33 @@ impl Rest {
     pub async fn link_device(&self, req: &hush_wire::api::LinkDeviceRequest) -> Result<AddDeviceResponse, RestFailure> {
         let body = serde_json::to_vec(req).map_err(network)?;
         self.json("POST", "/v1/devices/link", Some(body)).await
+    }
+
+    /// `POST /v1/link-archives` (the primary device): a new, empty history archive.
+    pub async fn create_archive(&self) -> Result<hush_wire::api::LinkArchive, RestFailure> {
+        self.json("POST", "/v1/link-archives", None).await
+    }
+
+    /// `PUT /v1/link-archives/{id}/chunks/{index}`: one sealed chunk, as raw bytes.
+    pub async fn put_archive_chunk(&self, id: &str, index: u32, chunk: Vec<u8>) -> Result<(), RestFailure> {
+        let path = format!("/v1/link-archives/{id}/chunks/{index}");
+        self.call_as("PUT", &path, Some(chunk), "application/octet-stream").await.map(|_| ())
+    }
+
+    /// `POST /v1/link-archives/{id}/complete`: the archive holds chunks `0..chunks`.
+    pub async fn complete_archive(&self, id: &str, chunks: u32) -> Result<(), RestFailure> {
+        let body = serde_json::to_vec(&hush_wire::api::CompleteArchive { chunks }).map_err(network)?;
+        self.call("POST", &format!("/v1/link-archives/{id}/complete"), Some(body)).await.map(|_| ())
+    }
+
+    /// `GET /v1/link-archives/{id}/chunks/{index}`: one sealed chunk.
+    pub async fn archive_chunk(&self, id: &str, index: u32) -> Result<Vec<u8>, RestFailure> {
+        self.call("GET", &format!("/v1/link-archives/{id}/chunks/{index}"), None).await
+    }
+
+    /// `DELETE /v1/link-archives/{id}`.
+    pub async fn delete_archive(&self, id: &str) -> Result<(), RestFailure> {
+        self.call("DELETE", &format!("/v1/link-archives/{id}"), None).await.map(|_| ())
     }
 
     /// `GET /v1/accounts/username/{username}`.

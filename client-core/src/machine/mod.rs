@@ -10,6 +10,7 @@
 //! depends on them is handed out: an `Ack` only after the decrypted message (or the decision to
 //! drop it) is committed; a ciphertext only after the ratchet step that produced it is committed.
 
+pub mod archive;
 mod devices;
 mod groups;
 mod keys;
