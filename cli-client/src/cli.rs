@@ -62,8 +62,10 @@ pub enum Command {
     /// waits until the account's primary device approves it, registers this machine as a new
     /// device of that account in the data directory (which must not hold an account yet) and
     /// prints the account and the new device id. The code works for 10 minutes (unless the
-    /// server is set otherwise); an account has at most 6 devices. The new device starts with no history: it
-    /// receives from now on. With --json: a {"event":"link_code",...} line at once, then a
+    /// server is set otherwise); an account has at most 6 devices. Unless the primary approves
+    /// with --no-history, the new device gets the recent history (the newest messages of every
+    /// conversation, contacts with their trust, groups) in an end-to-end-encrypted archive the
+    /// server deletes once fetched. With --json: a {"event":"link_code",...} line at once, then a
     /// {"event":"linked",...} line. Like `register`, it remembers the server.
     Link {
         /// A name for this device in the account's device list, e.g. "laptop".
@@ -78,6 +80,13 @@ pub enum Command {
     LinkApprove {
         /// The code `hush link` printed: its text form (<address>.<key>) or its hush://link URI.
         code: String,
+        /// Send the new device no history (by default it gets the newest messages of every
+        /// conversation, contacts with their trust and groups, end-to-end encrypted).
+        #[arg(long)]
+        no_history: bool,
+        /// How many of the newest messages of each conversation the history carries.
+        #[arg(long, value_name = "N", default_value_t = 500)]
+        history_messages: usize,
     },
     /// Send a text message (to USERNAME, or to a group: group:<uuid>) and wait until the server
     /// has stored it.

@@ -4,12 +4,13 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use hush_client_core::{Client, ClientError, LinkCode};
+use hush_client_core::{Client, ClientError, HistoryImport, LinkCode};
 use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
 use serde_json::{Value, json};
 
 use crate::commands::Ctx;
+use crate::cursor::{Cursor, DAEMON_CURSOR, RECEIVE_CURSOR};
 use crate::exit::{CliError, Kind};
 use crate::output::format_ms;
 
@@ -24,8 +25,8 @@ pub async fn link(ctx: &Ctx, name: Option<&str>) -> anyhow::Result<()> {
     let expires_at = pending.expires_at();
     let text = if ctx.printer.json { String::new() } else { code_text(code, expires_at, now_ms())? };
     ctx.printer.emit(&code_json(code, expires_at), &text)?;
-    let client = match pending.finish().await {
-        Ok(client) => client,
+    let (client, history) = match pending.finish_with_history().await {
+        Ok(done) => done,
         Err(ClientError::Timeout(_)) => {
             let msg = format!(
                 "the link code expired at {} UTC before the primary device approved it; \
@@ -37,15 +38,28 @@ pub async fn link(ctx: &Ctx, name: Option<&str>) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::Error::new(e).context("linking this device failed")),
     };
     let result = async {
+        skip_imported_history(ctx, &client).await?;
         let s = client.status().await?;
+        let (history_json, history_text) = match &history {
+            HistoryImport::None => (json!({"imported": false}), "no history came with it".to_owned()),
+            HistoryImport::Imported { messages, contacts, groups } => (
+                json!({"imported": true, "messages": messages, "contacts": contacts, "groups": groups}),
+                format!("history: {messages} messages, {contacts} contacts, {groups} groups"),
+            ),
+            HistoryImport::Failed(why) => (
+                json!({"imported": false, "error": why}),
+                format!("the history could not be imported ({why}); the device is linked without it"),
+            ),
+        };
         let value = json!({
             "event": "linked",
             "username": s.username,
             "account_id": s.account_id.to_string(),
             "device_id": s.device_id,
+            "history": history_json,
         });
         let text = format!(
-            "linked: this machine is device {} of {} (account {}) in {}; later commands use {}",
+            "linked: this machine is device {} of {} (account {}) in {}; later commands use {}\n{history_text}",
             s.device_id,
             s.username,
             s.account_id,
@@ -57,6 +71,19 @@ pub async fn link(ctx: &Ctx, name: Option<&str>) -> anyhow::Result<()> {
     .await;
     let _ = client.shutdown().await;
     result
+}
+
+/// Moves the `receive` and daemon cursors past the imported history: it is the account's
+/// past (`hush history` shows it), not messages that arrived for this device.
+async fn skip_imported_history(ctx: &Ctx, client: &Client) -> anyhow::Result<()> {
+    let mut last = 0;
+    while let Some(m) = client.messages_after(last, 1000).await?.last() {
+        last = m.local_seq;
+    }
+    for name in [RECEIVE_CURSOR, DAEMON_CURSOR] {
+        Cursor::load(&ctx.config.data_dir, name)?.advance(last)?;
+    }
+    Ok(())
 }
 
 /// Fails at once if the data directory holds an account already: client-core would refuse
@@ -120,10 +147,10 @@ fn now_ms() -> u64 {
 }
 
 /// `hush link-approve CODE`, on the primary device.
-pub async fn approve(ctx: &Ctx, code: &str) -> anyhow::Result<()> {
+pub async fn approve(ctx: &Ctx, code: &str, options: hush_client_core::LinkOptions) -> anyhow::Result<()> {
     let client = ctx.open().await?;
     let result = async {
-        if let Err(e) = client.approve_link(code).await {
+        if let Err(e) = client.approve_link_with(code, options).await {
             return Err(approve_error(e, &client).await);
         }
         let text = "approved: the new device is joining the account (`hush devices` lists it once it has)";

@@ -60,7 +60,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Register { username } => commands::register(&ctx, &username).await,
         Command::Link { name } => link::link(&ctx, name.as_deref()).await,
-        Command::LinkApprove { code } => link::approve(&ctx, &code).await,
+        Command::LinkApprove { code, no_history, history_messages } => {
+            let options =
+                hush_client_core::LinkOptions { history: !no_history, messages_per_conversation: history_messages };
+            link::approve(&ctx, &code, options).await
+        }
         Command::Send { username, text, timeout } => {
             let text = commands::message_text(text)?;
             commands::send(&ctx, &username, &text, timeout.value).await

@@ -75,6 +75,9 @@ async fn a_device_linked_with_the_text_code_joins_the_account_and_gets_its_messa
     let alice = User::register(&server, "alice").await;
     let carol = User::register(&server, "carol").await;
     let laptop = User::fresh(&server, "alice-laptop");
+    // Something for the history the new device gets.
+    carol.send("alice", "before the laptop").await;
+    assert_eq!(bodies(&alice.receive().await), ["before the laptop"]);
 
     let linking = Linking::start(&laptop, &["--name", "laptop"]).await;
     let text = linking.text();
@@ -91,8 +94,11 @@ async fn a_device_linked_with_the_text_code_joins_the_account_and_gets_its_messa
     assert_eq!(
         lines,
         [json!({ "event": "linked", "username": "alice", "account_id": alice_status[0]["account_id"],
-                  "device_id": 2 })]
+                  "device_id": 2,
+                  "history": { "imported": true, "messages": 1, "contacts": 1, "groups": 0 } })]
     );
+    let earlier = laptop.hush_without_server(&["history", "carol", "--json"]).await.ok().json_lines();
+    assert_eq!(bodies(&earlier), ["before the laptop"], "the history came with the link");
 
     // The new device remembers the server, and is device 2 of alice's account.
     let status = laptop.hush_without_server(&["status", "--json"]).await.ok().json_lines();
@@ -171,9 +177,10 @@ async fn only_the_primary_device_approves() {
     let lines = refused.json_lines();
     assert_eq!(lines[0]["error"]["kind"], json!("other"), "{refused:?}");
 
-    // The code still works from the primary device.
-    alice.hush(&["link-approve", &linking.text()]).await.ok();
-    linking.finish().await.ok();
+    // The code still works from the primary device (here without history).
+    alice.hush(&["link-approve", &linking.text(), "--no-history"]).await.ok();
+    let linked = linking.finish().await.ok().json_lines();
+    assert_eq!(linked[0]["history"], json!({ "imported": false }), "{linked:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
