@@ -34,14 +34,11 @@ pub async fn next_line(rx: &mut mpsc::UnboundedReceiver<String>, what: &str) -> 
     tokio::time::timeout(DEADLINE, rx.recv()).await.unwrap_or_else(|_| panic!("no line for {what} within {DEADLINE:?}"))
 }
 
-/// A running `hushd` with its own data directory.
+/// A running `hushd` with its own data directory: the workspace's one test server
+/// ([`TestServer`]), restarting on the same port.
 pub struct Hushd {
-    dir: TempDir,
-    child: Option<Child>,
+    server: TestServer,
     url: String,
-    args: Vec<String>,
-    /// The port of the first start, kept across restarts (0: pick one).
-    port: u16,
 }
 
 impl Hushd {
@@ -52,11 +49,9 @@ impl Hushd {
 
     /// Starts `hushd` with extra flags.
     pub async fn start_with(args: &[&str]) -> Hushd {
-        let dir = tempfile::Builder::new().prefix("hushd-").tempdir().expect("tempdir");
-        let args = args.iter().map(|a| (*a).to_owned()).collect();
-        let mut server = Hushd { dir, child: None, url: String::new(), args, port: 0 };
-        server.spawn().await;
-        server
+        let server = TestServer::builder().args(args.iter().copied()).start().await;
+        let url = server.http_url();
+        Hushd { server, url }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -66,70 +61,17 @@ impl Hushd {
 
     /// Kills the server (SIGKILL) and waits for it to be gone.
     pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("kill hushd");
-        }
+        self.server.kill9().await;
     }
 
     /// Stops the server gracefully (SIGTERM) and starts it again on the same port and data.
     pub async fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id().expect("pid");
-            let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill");
-            assert!(status.success());
-            tokio::time::timeout(DEADLINE, child.wait()).await.expect("hushd stops on SIGTERM").expect("wait");
-        }
-        self.spawn().await;
-    }
-
-    async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("hushd.log"))
-            .expect("log file");
-        let listen = format!("127.0.0.1:{}", self.port);
-        let mut child = Command::new(hushd_binary())
-            .args(["--listen", &listen, "--data-dir"])
-            .arg(self.dir.path())
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start hushd");
-        let mut lines = line_channel(child.stdout.take().expect("stdout"));
-        loop {
-            let Some(line) = next_line(&mut lines, "hushd listening").await else {
-                panic!("hushd exited before listening: {}", self.log());
-            };
-            if let Some(addr) = line.strip_prefix("hushd listening on ") {
-                self.url = format!("http://{}", addr.trim());
-                self.port = addr.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
-                break;
-            }
-        }
-        // Keep draining stdout so hushd never blocks on a full pipe.
-        tokio::spawn(async move { while lines.recv().await.is_some() {} });
-        self.child = Some(child);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("hushd.log")).unwrap_or_default()
+        self.server.stop().await;
+        self.server.restart().await;
     }
 }
 
-impl Drop for Hushd {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- hushd log ----\n{}\n---- end ----", self.log());
-        }
-    }
-}
-
-/// The `hushd` binary under test (shared with the workspace end-to-end tests).
-pub use hush_e2e::server::hushd_binary;
+use hush_e2e::server::TestServer;
 
 /// What a finished `hush` process left.
 #[derive(Debug)]
