@@ -23,6 +23,8 @@ const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
 const BACKLOG_WINDOW: usize = 256;
 /// Messages per second each probe sends (one at a time).
 const PROBE_RATE: f64 = 20.0;
+/// How long the probes measure before the storm, with every storm device connected and idle.
+const QUIET_WINDOW: Duration = Duration::from_secs(2);
 
 /// Options of the reconnect measurement.
 pub struct ReconnectOptions {
@@ -96,20 +98,14 @@ pub async fn reconnect(target: &Target, o: &ReconnectOptions) -> anyhow::Result<
         bail!("{} of {} devices could not connect", o.devices - shared.connected.load(Ordering::Relaxed), o.devices);
     }
 
-    // Probes connect now and stay connected through the storm.
-    let mut probe_tasks = Vec::new();
-    let mut probe_devices = probes.into_iter();
-    let latencies = Arc::new(Mutex::new(Vec::new()));
-    for i in 0..o.probes {
-        let (Some(from), Some(to)) = (probe_devices.next(), probe_devices.next()) else { break };
-        let to = Arc::new(to);
-        let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
-        let (sender, _) = connector.connect(&target.ws_url(i), &from, deadline).await?;
-        let (receiver, _) = connector.connect(&target.ws_url(i + 1), &to, deadline).await?;
-        tokio::spawn(drain_forever(receiver));
-        let task = probe(sender, to, payloads.clone(), phase_rx.clone(), latencies.clone());
-        probe_tasks.push(tokio::spawn(task));
-    }
+    // Probes connect now and stay connected through the storm, on a thread and runtime of
+    // their own: their figure is the server's latency, not the wait for this process's
+    // runtime, which the 10,000 storm devices keep busy.
+    let urls = (0..2 * o.probes).map(|i| target.ws_url(i)).collect();
+    let probe_run = ProbeRun { urls, devices: probes, payloads: payloads.clone(), phase: phase_rx.clone() };
+    let probes = spawn_probes(probe_run).await?;
+    // The quiet window: the probes' latency with every storm device connected and idle.
+    tokio::time::sleep(QUIET_WINDOW).await;
 
     eprintln!("dropping every connection, queueing {} envelopes per device", o.backlog);
     phase_tx.send(Phase::Drop).context("phase")?;
@@ -128,9 +124,8 @@ pub async fn reconnect(target: &Target, o: &ReconnectOptions) -> anyhow::Result<
     .await;
     let storm = start.elapsed();
     phase_tx.send(Phase::End).context("phase")?;
-    for t in probe_tasks {
-        t.await??;
-    }
+    let probe_us = probes.await.context("the probe thread stopped")??;
+    let (quiet, probe_us) = (probe_us.quiet, probe_us.storm);
     if !finished {
         bail!(
             "only {} of {} devices finished within {PHASE_TIMEOUT:?}",
@@ -141,18 +136,18 @@ pub async fn reconnect(target: &Target, o: &ReconnectOptions) -> anyhow::Result<
 
     let mut times = shared.times_us.lock().await.clone();
     times.sort_unstable();
-    let mut probe_us = latencies.lock().await.clone();
-    probe_us.sort_unstable();
     let failed = shared.failed.load(Ordering::Relaxed);
     let short = shared.short.load(Ordering::Relaxed);
     let line = format!(
         "reconnect_devices={} backlog={} storm_ms={:.1} device_p50_ms={:.1} device_p99_ms={:.1} \
-         probe_sends={} probe_send_p50_ms={:.2} probe_send_p99_ms={:.2} connect_retries={} failed={failed} lost={short}",
+         quiet_probe_p50_ms={:.2} quiet_probe_p99_ms={:.2} probe_sends={} probe_send_p50_ms={:.2} probe_send_p99_ms={:.2} connect_retries={} failed={failed} lost={short}",
         times.len(),
         o.backlog,
         storm.as_secs_f64() * 1000.0,
         percentile(&times, 0.50),
         percentile(&times, 0.99),
+        percentile(&quiet, 0.50),
+        percentile(&quiet, 0.99),
         probe_us.len(),
         percentile(&probe_us, 0.50),
         percentile(&probe_us, 0.99),
@@ -274,19 +269,102 @@ async fn drain_forever(mut ws: Ws) {
     }
 }
 
-/// Sends one message at a time at `PROBE_RATE` while the storm runs; records send-to-answer
-/// latency (µs) of the sends made between the reconnect signal and the end.
+/// The probes' part: where each connects, as whom, and the phase to follow.
+struct ProbeRun {
+    /// One URL per probe device, in the order of `devices`.
+    urls: Vec<String>,
+    /// Sender, receiver, sender, receiver, ...
+    devices: Vec<BenchDevice>,
+    payloads: Arc<Payloads>,
+    phase: watch::Receiver<Phase>,
+}
+
+/// Connects the probe pairs on a thread with its own single-threaded runtime and starts
+/// them; resolves once all are connected, to a receiver of their sorted latencies, sent
+/// when the phase reaches `End`.
+async fn spawn_probes(run: ProbeRun) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<ProbeLatencies>>> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("probes".into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = ready_tx.send(Err(anyhow::Error::from(e)));
+                return;
+            }
+        };
+        let result = runtime.block_on(run_probes(run, ready_tx));
+        let _ = done_tx.send(result);
+    })?;
+    ready_rx.await.context("the probe thread stopped")??;
+    Ok(done_rx)
+}
+
+async fn run_probes(
+    run: ProbeRun,
+    ready: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
+) -> anyhow::Result<ProbeLatencies> {
+    let ProbeRun { urls, devices, payloads, phase } = run;
+    let latencies = Arc::new(Mutex::new(ProbeLatencies::default()));
+    let connected = async {
+        let connector = Connector::bounded(CONNECT_CONCURRENCY);
+        let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
+        let mut tasks = Vec::new();
+        let mut pairs = devices.into_iter().zip(urls);
+        while let (Some((from, from_url)), Some((to, to_url))) = (pairs.next(), pairs.next()) {
+            let (sender, _) = connector.connect(&from_url, &from, deadline).await?;
+            let (receiver, _) = connector.connect(&to_url, &to, deadline).await?;
+            tokio::spawn(drain_forever(receiver));
+            let task = probe(sender, Arc::new(to), payloads.clone(), phase.clone(), latencies.clone());
+            tasks.push(tokio::spawn(task));
+        }
+        anyhow::Ok(tasks)
+    }
+    .await;
+    let tasks = match connected {
+        Ok(tasks) => {
+            let _ = ready.send(Ok(()));
+            tasks
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            bail!("the probes could not connect");
+        }
+    };
+    for t in tasks {
+        t.await??;
+    }
+    let mut all = std::mem::take(&mut *latencies.lock().await);
+    all.quiet.sort_unstable();
+    all.storm.sort_unstable();
+    Ok(all)
+}
+
+/// Send-to-answer latencies (µs) of the probes: while the server is quiet (every storm
+/// device connected and idle, before the drop) and during the storm.
+#[derive(Default)]
+struct ProbeLatencies {
+    quiet: Vec<u64>,
+    storm: Vec<u64>,
+}
+
+/// Sends one message at a time at `PROBE_RATE` from connecting until the end; records the
+/// send-to-answer latency (µs) of the sends made in the quiet window and of those made
+/// between the reconnect signal and the end.
 async fn probe(
     mut ws: Ws,
     to: Arc<BenchDevice>,
     payloads: Arc<Payloads>,
-    mut phase: watch::Receiver<Phase>,
-    latencies: Arc<Mutex<Vec<u64>>>,
+    phase: watch::Receiver<Phase>,
+    latencies: Arc<Mutex<ProbeLatencies>>,
 ) -> anyhow::Result<()> {
-    phase.wait_for(|p| *p == Phase::Go).await?;
     let interval = Duration::from_secs_f64(1.0 / PROBE_RATE);
     let mut request_id = 0u64;
-    while *phase.borrow() == Phase::Go {
+    loop {
+        let at_send = *phase.borrow();
+        if at_send == Phase::End {
+            break;
+        }
         request_id += 1;
         let sent = Instant::now();
         ws.send(payloads.send(request_id, &to, 0, request_id as u32)).await?;
@@ -299,7 +377,12 @@ async fn probe(
                 break;
             }
         }
-        latencies.lock().await.push(sent.elapsed().as_micros() as u64);
+        let took = sent.elapsed().as_micros() as u64;
+        match at_send {
+            Phase::Connect => latencies.lock().await.quiet.push(took),
+            Phase::Go => latencies.lock().await.storm.push(took),
+            Phase::Drop | Phase::End => {}
+        }
         tokio::time::sleep(interval.saturating_sub(sent.elapsed())).await;
     }
     Ok(())

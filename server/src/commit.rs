@@ -3,6 +3,11 @@
 //! whatever has queued up while the previous transaction was committing and
 //! commits it together. Durability then costs one fsync per batch, not per message.
 //!
+//! Writes and acks queue apart, and each round commits the writes first: a sender waits
+//! for at most the round in progress and its own, never behind a queue of acks (a
+//! reconnect storm queues tens of thousands of them: every reconnecting device acks its
+//! backlog). Acks follow in the same round.
+//!
 //! The order is the delivery contract's: persist, then answer the sender, then
 //! wake the recipients' connections.
 
@@ -16,7 +21,7 @@ use crate::metrics as m;
 use crate::push::{Pusher, Urgency};
 use crate::store::{Accepted, DeviceKey, MailboxId, SendRejection, Store, StreamAck, Streamed, Write};
 
-/// Most operations in one transaction.
+/// Most operations of each kind in one round.
 const MAX_BATCH: usize = 1024;
 
 /// The outcome of a write, as the writer reports it.
@@ -36,16 +41,19 @@ pub enum SendResult {
     Failed,
 }
 
-enum Op {
-    Write(Box<Write>, Urgency, oneshot::Sender<SendResult>),
-    Ack(MailboxId, Vec<u64>),
-    StreamAck(Vec<StreamAck>),
+/// A queued write, where its answer goes, and when it was queued.
+struct WriteOp(Box<Write>, Urgency, oneshot::Sender<SendResult>, std::time::Instant);
+
+enum AckOp {
+    Mailbox(MailboxId, Vec<u64>),
+    Streams(Vec<StreamAck>),
 }
 
 /// Handle to the writer task.
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::Sender<Op>,
+    writes: mpsc::Sender<WriteOp>,
+    acks: mpsc::Sender<AckOp>,
 }
 
 /// Why a request could not be queued.
@@ -54,35 +62,42 @@ pub struct Committer {
 pub struct WriterStopped;
 
 impl Committer {
-    /// Starts the writer. It stops when every `Committer` clone is dropped, after draining its queue.
-    pub fn spawn(writer: Writer) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        let handle = tokio::spawn(run(rx, writer));
-        (Committer { tx }, handle)
+    /// Starts the writer on a thread of its own, with a single-threaded runtime: its wake-ups
+    /// (each statement's answer from the database) never queue behind the connection tasks,
+    /// which a reconnect storm makes thousands of. It stops when every `Committer` clone is
+    /// dropped, after draining its queues; the handle resolves then.
+    pub fn spawn(writer: Writer) -> Result<(Self, tokio::task::JoinHandle<()>), std::io::Error> {
+        let (writes, writes_rx) = mpsc::channel(MAX_BATCH * 4);
+        let (acks, acks_rx) = mpsc::channel(MAX_BATCH * 4);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let queues = Queues { writes: writes_rx, acks: acks_rx };
+        let handle = tokio::task::spawn_blocking(move || runtime.block_on(run(queues, writer)));
+        Ok((Committer { writes, acks }, handle))
     }
 
     /// Queues a write; the answer arrives once it is committed (or refused). Offline target
     /// devices are woken as `urgency` says, after the commit.
     pub async fn write(&self, write: Write, urgency: Urgency) -> Result<oneshot::Receiver<SendResult>, WriterStopped> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Op::Write(Box::new(write), urgency, reply)).await.map_err(|_| WriterStopped)?;
+        let op = WriteOp(Box::new(write), urgency, reply, std::time::Instant::now());
+        self.writes.send(op).await.map_err(|_| WriterStopped)?;
         Ok(rx)
     }
 
     /// Queues the deletion of acknowledged envelopes.
     pub async fn ack(&self, mailbox: MailboxId, seqs: Vec<u64>) -> Result<(), WriterStopped> {
-        self.tx.send(Op::Ack(mailbox, seqs)).await.map_err(|_| WriterStopped)
+        self.acks.send(AckOp::Mailbox(mailbox, seqs)).await.map_err(|_| WriterStopped)
     }
 
     /// Queues advancing group-stream cursors if the queue has room now (an optimization the
     /// next ack makes up for when it has not).
     pub fn try_ack_streams(&self, acks: Vec<StreamAck>) {
-        let _ = self.tx.try_send(Op::StreamAck(acks));
+        let _ = self.acks.try_send(AckOp::Streams(acks));
     }
 
     /// Queues advancing group-stream cursors.
     pub async fn ack_streams(&self, acks: Vec<StreamAck>) -> Result<(), WriterStopped> {
-        self.tx.send(Op::StreamAck(acks)).await.map_err(|_| WriterStopped)
+        self.acks.send(AckOp::Streams(acks)).await.map_err(|_| WriterStopped)
     }
 }
 
@@ -100,91 +115,144 @@ pub struct Writer {
     pub pusher: Pusher,
 }
 
-async fn run(mut rx: mpsc::Receiver<Op>, writer: Writer) {
-    let Writer { store, hub, cluster, max_mailbox, pusher } = writer;
-    let mut ops = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
-        let mut items = Vec::new();
-        let mut replies = Vec::new();
-        let mut urgencies = Vec::new();
-        let mut acks = Vec::new();
-        let mut stream_acks = Vec::new();
-        for op in ops.drain(..) {
-            match op {
-                Op::Write(item, urgency, reply) => {
-                    items.push(*item);
-                    urgencies.push(urgency);
-                    replies.push(reply);
-                }
-                Op::Ack(mailbox, seqs) => acks.push((mailbox, seqs)),
-                Op::StreamAck(list) => stream_acks.extend(list),
+/// The writer's two queues.
+struct Queues {
+    writes: mpsc::Receiver<WriteOp>,
+    acks: mpsc::Receiver<AckOp>,
+}
+
+impl Queues {
+    /// Waits until either queue has something, then takes what both hold (up to
+    /// [`MAX_BATCH`] each); false once both are closed and empty.
+    async fn next_round(&mut self, writes: &mut Vec<WriteOp>, acks: &mut Vec<AckOp>) -> bool {
+        let (mut writes_open, mut acks_open) = (true, true);
+        while writes.is_empty() && acks.is_empty() {
+            if !writes_open && !acks_open {
+                return false;
+            }
+            tokio::select! {
+                biased;
+                n = self.writes.recv_many(writes, MAX_BATCH), if writes_open => writes_open = n > 0,
+                n = self.acks.recv_many(acks, MAX_BATCH), if acks_open => acks_open = n > 0,
             }
         }
-        if !stream_acks.is_empty()
-            && let Err(e) = store.ack_streams(&stream_acks).await
+        while writes.len() < MAX_BATCH
+            && let Ok(op) = self.writes.try_recv()
         {
-            tracing::error!(error = %e, "advancing group-stream cursors failed; those messages will be redelivered");
+            writes.push(op);
+        }
+        while acks.len() < MAX_BATCH
+            && let Ok(op) = self.acks.try_recv()
+        {
+            acks.push(op);
+        }
+        true
+    }
+}
+
+async fn run(mut queues: Queues, writer: Writer) {
+    let mut writes = Vec::with_capacity(MAX_BATCH);
+    let mut acks = Vec::with_capacity(MAX_BATCH);
+    while queues.next_round(&mut writes, &mut acks).await {
+        if !writes.is_empty() {
+            commit_writes(&writer, std::mem::take(&mut writes)).await;
         }
         if !acks.is_empty() {
-            match store.ack(&acks).await {
-                Ok(n) => metrics::counter!(m::ACKED).increment(n),
-                Err(e) => {
-                    tracing::error!(error = %e, "deleting acknowledged envelopes failed; they will be redelivered")
-                }
+            apply_acks(writer.store.as_ref(), acks.drain(..)).await;
+        }
+    }
+}
+
+/// Deletes acknowledged envelopes and advances stream cursors: what a failure loses is
+/// only that these are delivered again.
+async fn apply_acks(store: &dyn Store, ops: impl Iterator<Item = AckOp>) {
+    let (mut acks, mut stream_acks) = (Vec::new(), Vec::new());
+    for op in ops {
+        match op {
+            AckOp::Mailbox(mailbox, seqs) => acks.push((mailbox, seqs)),
+            AckOp::Streams(list) => stream_acks.extend(list),
+        }
+    }
+    if !stream_acks.is_empty()
+        && let Err(e) = store.ack_streams(&stream_acks).await
+    {
+        tracing::error!(error = %e, "advancing group-stream cursors failed; those messages will be redelivered");
+    }
+    if !acks.is_empty() {
+        match store.ack(&acks).await {
+            Ok(n) => metrics::counter!(m::ACKED).increment(n),
+            Err(e) => {
+                tracing::error!(error = %e, "deleting acknowledged envelopes failed; they will be redelivered")
             }
         }
-        if items.is_empty() {
-            continue;
-        }
-        metrics::histogram!(m::COMMIT_BATCH).record(items.len() as f64);
-        match store.commit(&items, max_mailbox).await {
-            Ok(outcomes) => {
-                let mut elsewhere = Vec::new();
-                let (mut urgent, mut background) = (Vec::new(), Vec::new());
-                for (((outcome, reply), item), urgency) in outcomes.into_iter().zip(replies).zip(&items).zip(urgencies)
-                {
-                    match outcome {
-                        Ok(Accepted::Duplicate { server_ts, group_seq }) => {
-                            metrics::counter!(m::SENDS_DEDUPLICATED).increment(1);
-                            let _ = reply.send(SendResult::Stored { server_ts, group_seq });
+    }
+}
+
+/// Commits one round of writes, then answers each sender, then delivers.
+async fn commit_writes(writer: &Writer, ops: Vec<WriteOp>) {
+    let Writer { store, hub, cluster, max_mailbox, pusher } = writer;
+    let mut items = Vec::with_capacity(ops.len());
+    let mut replies = Vec::with_capacity(ops.len());
+    let mut urgencies = Vec::with_capacity(ops.len());
+    let mut queued_at = Vec::with_capacity(ops.len());
+    for WriteOp(item, urgency, reply, queued) in ops {
+        items.push(*item);
+        urgencies.push(urgency);
+        replies.push(reply);
+        queued_at.push(queued);
+    }
+    metrics::histogram!(m::COMMIT_BATCH).record(items.len() as f64);
+    let result = store.commit(&items, *max_mailbox).await;
+    let waits = metrics::histogram!(m::COMMIT_WAIT);
+    for queued in queued_at {
+        waits.record(queued.elapsed().as_secs_f64());
+    }
+    match result {
+        Ok(outcomes) => {
+            let mut elsewhere = Vec::new();
+            let (mut urgent, mut background) = (Vec::new(), Vec::new());
+            for (((outcome, reply), item), urgency) in outcomes.into_iter().zip(replies).zip(&items).zip(urgencies) {
+                match outcome {
+                    Ok(Accepted::Duplicate { server_ts, group_seq }) => {
+                        metrics::counter!(m::SENDS_DEDUPLICATED).increment(1);
+                        let _ = reply.send(SendResult::Stored { server_ts, group_seq });
+                    }
+                    Ok(Accepted::Stored { committed, group_seq, streamed }) => {
+                        metrics::counter!(m::ACCEPTED).increment(committed.len() as u64);
+                        let _ = reply.send(SendResult::Stored { server_ts: item.server_ts(), group_seq });
+                        if let Some(streamed) = streamed {
+                            metrics::counter!(m::ACCEPTED).increment(1);
+                            // Mailbox wake-ups for other nodes committed before it go first.
+                            deliver_elsewhere(cluster.as_deref(), std::mem::take(&mut elsewhere));
+                            let absent = deliver_stream(hub, cluster.as_deref(), *streamed);
+                            match urgency {
+                                Urgency::Urgent => urgent.extend(absent),
+                                Urgency::Background => background.extend(absent),
+                            }
                         }
-                        Ok(Accepted::Stored { committed, group_seq, streamed }) => {
-                            metrics::counter!(m::ACCEPTED).increment(committed.len() as u64);
-                            let _ = reply.send(SendResult::Stored { server_ts: item.server_ts(), group_seq });
-                            if let Some(streamed) = streamed {
-                                metrics::counter!(m::ACCEPTED).increment(1);
-                                // Mailbox wake-ups for other nodes committed before it go first.
-                                deliver_elsewhere(cluster.as_deref(), std::mem::take(&mut elsewhere));
-                                let absent = deliver_stream(&hub, cluster.as_deref(), *streamed);
+                        for c in committed {
+                            if !hub.deliver(c.device, Push::Stored(Box::new(c.envelope))) {
+                                elsewhere.push(c.device);
                                 match urgency {
-                                    Urgency::Urgent => urgent.extend(absent),
-                                    Urgency::Background => background.extend(absent),
+                                    Urgency::Urgent => urgent.push(c.device),
+                                    Urgency::Background => background.push(c.device),
                                 }
                             }
-                            for c in committed {
-                                if !hub.deliver(c.device, Push::Stored(Box::new(c.envelope))) {
-                                    elsewhere.push(c.device);
-                                    match urgency {
-                                        Urgency::Urgent => urgent.push(c.device),
-                                        Urgency::Background => background.push(c.device),
-                                    }
-                                }
-                            }
-                        }
-                        Err(rejection) => {
-                            let _ = reply.send(SendResult::Rejected(rejection));
                         }
                     }
+                    Err(rejection) => {
+                        let _ = reply.send(SendResult::Rejected(rejection));
+                    }
                 }
-                deliver_elsewhere(cluster.as_deref(), elsewhere);
-                pusher.committed(urgent, Urgency::Urgent);
-                pusher.committed(background, Urgency::Background);
             }
-            Err(e) => {
-                tracing::error!(error = %e, batch = items.len(), "committing sends failed; senders are told to retry");
-                for reply in replies {
-                    let _ = reply.send(SendResult::Failed);
-                }
+            deliver_elsewhere(cluster.as_deref(), elsewhere);
+            pusher.committed(urgent, Urgency::Urgent);
+            pusher.committed(background, Urgency::Background);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, batch = items.len(), "committing sends failed; senders are told to retry");
+            for reply in replies {
+                let _ = reply.send(SendResult::Failed);
             }
         }
     }

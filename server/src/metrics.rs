@@ -20,6 +20,9 @@ pub const MAILBOX_DEPTH: &str = "hush_mailbox_envelopes";
 pub const DELIVERY_LATENCY: &str = "hush_delivery_latency_seconds";
 /// Histogram: sends per group commit.
 pub const COMMIT_BATCH: &str = "hush_commit_batch_size";
+/// Histogram: seconds from queueing a write with the writer to its answer (the wait for the
+/// round in progress plus its own commit): the writer's share of a sender's wait.
+pub const COMMIT_WAIT: &str = "hush_commit_wait_seconds";
 /// Counter, label `code`: sends refused.
 pub const SENDS_REJECTED: &str = "hush_sends_rejected_total";
 /// Counter: resent sends answered from their idempotency key, not stored again.
@@ -44,6 +47,10 @@ pub const PUSH_RETRIED: &str = "hush_push_retried_total";
 /// Counter, label `provider`: push targets removed because the provider reported them invalid.
 pub const PUSH_INVALID_TOKENS: &str = "hush_push_invalid_tokens_total";
 
+/// Buckets of the latency histograms, in seconds.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 /// Every series with its `# HELP` text.
 const DESCRIPTIONS: &[(&str, &str)] = &[
     (CONNECTIONS, "Open, authenticated WebSocket connections."),
@@ -54,6 +61,7 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     (MAILBOX_DEPTH, "Envelopes stored in all mailboxes (refreshed every maintenance pass)."),
     (DELIVERY_LATENCY, "Seconds from commit to the recipient's acknowledgement on a live connection."),
     (COMMIT_BATCH, "Sends per group commit."),
+    (COMMIT_WAIT, "Seconds from queueing a write with the group-commit writer to its answer."),
     (SENDS_REJECTED, "Sends refused, by error code."),
     (CLOSED, "Connections closed by the server, by close reason."),
     (REFUSED, "WebSocket upgrades refused before the handshake, by error code."),
@@ -75,10 +83,8 @@ pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(DELIVERY_LATENCY.into()),
-                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
-                )
+                .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.into()), LATENCY_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_WAIT.into()), LATENCY_BUCKETS))
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(COMMIT_BATCH.into()),
@@ -108,7 +114,7 @@ fn describe() {
     for &(name, help) in DESCRIPTIONS {
         match name {
             CONNECTIONS | MAILBOX_DEPTH => metrics::describe_gauge!(name, help),
-            DELIVERY_LATENCY | COMMIT_BATCH => metrics::describe_histogram!(name, help),
+            DELIVERY_LATENCY | COMMIT_BATCH | COMMIT_WAIT => metrics::describe_histogram!(name, help),
             _ => metrics::describe_counter!(name, help),
         }
     }
@@ -130,6 +136,7 @@ mod tests {
         metrics::counter!(SENDS_REJECTED, "code" => "RATE_LIMITED").increment(1);
         metrics::histogram!(DELIVERY_LATENCY).record(0.001);
         metrics::histogram!(COMMIT_BATCH).record(1.0);
+        metrics::histogram!(COMMIT_WAIT).record(0.002);
         let text = handle.render();
         for &(name, help) in DESCRIPTIONS {
             assert!(text.contains(&format!("# HELP {name} {help}")), "{name} has no HELP line in:\n{text}");

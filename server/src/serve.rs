@@ -62,6 +62,9 @@ pub enum ServeError {
     /// A push provider could not be set up (its credentials are not named in the message).
     #[error("push: {0}")]
     Push(String),
+    /// The group-commit writer's runtime could not be started.
+    #[error("cannot start the group-commit writer: {0}")]
+    Writer(std::io::Error),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -177,7 +180,8 @@ pub async fn build_state(config: Config) -> Result<(AppState, tokio::task::JoinH
         cluster: cluster.clone(),
         max_mailbox: config.limits.max_mailbox,
         pusher: pusher.clone(),
-    });
+    })
+    .map_err(ServeError::Writer)?;
     let state = AppState::new(Inner {
         reads: Reads::new(store.clone()),
         store,

@@ -490,7 +490,9 @@ pub trait MailboxStore: Send + Sync + 'static {
     /// in the order of `reads` (the same mailbox may appear twice).
     async fn fetch_many(&self, reads: &[MailboxRead]) -> Result<Vec<Vec<StoredEnvelope>>, StoreError>;
     /// Deletes acknowledged envelopes, and every group message whose last reference that was;
-    /// returns how many envelopes existed.
+    /// returns how many envelopes existed. Not durable on its own: a crash of the machine (or
+    /// of Postgres) may undo the latest acks, and then their envelopes are delivered again
+    /// (at least once); the next [`MailboxStore::commit`] makes them durable with it.
     async fn ack(&self, acks: &[(MailboxId, Vec<u64>)]) -> Result<u64, StoreError>;
     /// The cursors of each mailbox's device in the stream-read groups it reads, by group id.
     async fn stream_cursors(&self, mailboxes: &[MailboxId]) -> Result<Vec<Vec<StreamCursor>>, StoreError>;
@@ -499,6 +501,7 @@ pub trait MailboxStore: Send + Sync + 'static {
     async fn fetch_streams(&self, reads: &[StreamRead]) -> Result<Vec<Vec<StoredEnvelope>>, StoreError>;
     /// Advances cursors (never back), drops those of departed accounts that reached their
     /// end, and deletes the stream messages of the groups concerned that every cursor is past.
+    /// Durable as [`MailboxStore::ack`] is.
     async fn ack_streams(&self, acks: &[StreamAck]) -> Result<(), StoreError>;
     /// Deletes envelopes and group messages whose expiry is at or before `now_ms`, and
     /// idempotency keys older than [`IDEMPOTENCY_RETENTION_MS`]; returns how many envelopes.

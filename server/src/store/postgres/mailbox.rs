@@ -138,6 +138,7 @@ impl MailboxStore for PostgresStore {
         let mut locked = pks.clone();
         locked.dedup();
         let mut tx = self.pool.begin().await.map_err(backend)?;
+        unsynced(&mut tx).await?;
         lock_devices(&mut tx, &locked).await?;
         let rows = sqlx::query(
             "DELETE FROM envelopes e USING UNNEST($1::bigint[], $2::bigint[]) AS a(pk, seq) \
@@ -200,6 +201,7 @@ impl MailboxStore for PostgresStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(backend)?;
+        unsynced(&mut tx).await?;
         streams::ack(&mut tx, acks).await?;
         tx.commit().await.map_err(backend)
     }
@@ -217,4 +219,13 @@ impl MailboxStore for PostgresStore {
             sqlx::query_scalar("SELECT COUNT(*) FROM group_messages").fetch_one(&self.pool).await.map_err(backend)?;
         Ok(to_u64(n))
     }
+}
+
+/// Makes this transaction's commit not wait for its WAL flush (`synchronous_commit = off`
+/// for it alone), for acks: a server crash may undo the latest of them (their envelopes are
+/// then delivered again, which the delivery contract allows), and the next synchronous
+/// commit (every send's) flushes them with it.
+async fn unsynced(tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(tx).await.map_err(backend)?;
+    Ok(())
 }

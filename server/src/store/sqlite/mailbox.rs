@@ -6,7 +6,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{
-    SqliteStore, backend, begin, finish, gone_from_row, load_distributions, load_groups, load_sets, lower_counts,
+    SqliteStore, Unsynced, backend, begin, finish, gone_from_row, load_distributions, load_groups, load_sets, lower_counts,
     seen_keys, streams, to_i64, to_u64, uuid_from, write_plan,
 };
 use crate::store::plan::{self, CheckMode, batch_accounts, batch_groups, batch_key_hashes};
@@ -121,7 +121,8 @@ impl MailboxStore for SqliteStore {
         if pairs.is_empty() {
             return Ok(0);
         }
-        let mut conn = begin(&self.write).await?;
+        let mut tx = Unsynced::begin(&self.write).await?;
+        let conn = &mut tx.conn;
         let result = async {
             let rows = sqlx::query(
                 "DELETE FROM envelopes WHERE (device_pk, seq) IN \
@@ -129,15 +130,15 @@ impl MailboxStore for SqliteStore {
                  RETURNING device_pk, group_id, group_seq",
             )
             .bind(format!("[{}]", pairs.join(",")))
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut **conn)
             .await
             .map_err(backend)?;
             let gone = rows.iter().map(gone_from_row).collect::<Result<Vec<_>, _>>()?;
-            lower_counts(&mut conn, &gone).await?;
+            lower_counts(conn, &gone).await?;
             Ok(gone.len() as u64)
         }
         .await;
-        finish(&mut conn, result).await
+        tx.finish(result).await
     }
 
     async fn stream_cursors(&self, mailboxes: &[MailboxId]) -> Result<Vec<Vec<StreamCursor>>, StoreError> {
@@ -152,9 +153,9 @@ impl MailboxStore for SqliteStore {
         if acks.is_empty() {
             return Ok(());
         }
-        let mut conn = begin(&self.write).await?;
-        let result = streams::ack(&mut conn, acks).await;
-        finish(&mut conn, result).await
+        let mut tx = Unsynced::begin(&self.write).await?;
+        let result = streams::ack(&mut tx.conn, acks).await;
+        tx.finish(result).await
     }
 
     async fn expire(&self, now_ms: u64) -> Result<u64, StoreError> {

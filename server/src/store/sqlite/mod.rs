@@ -451,6 +451,43 @@ async fn finish<T, E: From<StoreError>>(conn: &mut SqliteConnection, result: Res
     }
 }
 
+/// A write transaction whose commit is not synced on its own (`synchronous=NORMAL` for it
+/// alone), for acks: a power loss may undo the latest of them (their envelopes are then
+/// delivered again, which the delivery contract allows), a process crash cannot, and the
+/// next synced commit (every send's) makes them durable with it, since the WAL is synced
+/// in order. The connection goes back to `synchronous=FULL` in [`Unsynced::finish`]; one
+/// that did not get there (an error, a cancelled future) is closed, never reused.
+struct Unsynced {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    restored: bool,
+}
+
+impl Unsynced {
+    async fn begin(pool: &SqlitePool) -> Result<Self, StoreError> {
+        let conn = pool.acquire().await.map_err(backend)?;
+        let mut tx = Unsynced { conn, restored: false };
+        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *tx.conn).await.map_err(backend)?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *tx.conn).await.map_err(backend)?;
+        Ok(tx)
+    }
+
+    /// Commits (or rolls back on `Err`), then restores `synchronous=FULL`.
+    async fn finish<T>(mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        let out = finish(&mut self.conn, result).await;
+        sqlx::query("PRAGMA synchronous = FULL").execute(&mut *self.conn).await.map_err(backend)?;
+        self.restored = true;
+        out
+    }
+}
+
+impl Drop for Unsynced {
+    fn drop(&mut self) {
+        if !self.restored {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 async fn begin(pool: &SqlitePool) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, StoreError> {
     let mut conn = pool.acquire().await.map_err(backend)?;
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(backend)?;
