@@ -63,6 +63,12 @@ async fn messages_that_arrived_are_found_in_english_emoji_and_cjk_and_a_deleted_
     assert!(bob.client.history(&alice.name, 10).await.unwrap().iter().all(|m| m.id != gone));
     assert!(matches!(bob.client.delete_message(gone).await, Err(ClientError::NoSuchMessage(_))));
     assert_eq!(search(&alice, "party").await.len(), 1);
+    // A message still in the outbox is refused until it is cancelled.
+    let pending = alice.client.send_text(&bob.name, "not sent yet").await.unwrap();
+    assert!(matches!(alice.client.delete_message(pending).await, Err(ClientError::Invalid(_))));
+    alice.client.cancel(pending).await.unwrap();
+    alice.client.delete_message(pending).await.unwrap();
+    assert!(search(&alice, "not sent").await.is_empty());
 
     // What arrives later is indexed, and the index survives a reopen.
     alice.client.send_text(&bob.name, "another party, next week").await.unwrap();
