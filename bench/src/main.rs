@@ -12,6 +12,7 @@ mod client;
 mod crash;
 mod fanout;
 mod scenarios;
+mod search;
 mod storm;
 mod target;
 
@@ -124,6 +125,16 @@ enum Command {
         #[arg(long, value_enum, default_value_t = fanout::FanoutPath::Write)]
         path: fanout::FanoutPath,
     },
+    /// Local full-text search, no server: a fresh client store of N messages across several
+    /// conversations (English, emoji, CJK), then the time of each of Q searches.
+    Search {
+        /// Messages in the store.
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        /// Searches to time (words, parts of words, phrases, emoji, CJK, in turn).
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
     /// Every measurement at a size that finishes in about two minutes on 2 cores.
     All,
 }
@@ -188,6 +199,9 @@ async fn main() -> anyhow::Result<()> {
             println!("{line}");
             ok &= clean;
         }
+        Command::Search { messages, queries } => {
+            println!("{}", search::search(&search::SearchOptions { messages, queries }).await?);
+        }
         Command::All => {
             // A fresh server per measurement, so one does not skew the next.
             let fresh = || target(&cli.target);
@@ -219,6 +233,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("{line}");
                 ok &= clean;
             }
+            println!("{}", search::search(&search::SearchOptions { messages: 10_000, queries: 200 }).await?);
             for path in [fanout::FanoutPath::Write, fanout::FanoutPath::Read] {
                 let o = fanout::FanoutOptions { members: 500, messages: 100, size: 200, path };
                 let (line, clean) = fanout::fanout(&target_with(&cli.target, &path.hushd_args(500))?, &o).await?;

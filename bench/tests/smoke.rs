@@ -130,3 +130,13 @@ fn fanout_on_write_delivers_every_group_message_to_every_member_once() {
 fn fanout_on_read_delivers_every_group_message_to_every_member_once() {
     fanout_delivers_once("read");
 }
+
+#[test]
+fn search_times_queries_on_a_local_store() {
+    let f = run(&["search", "--messages", "300", "--queries", "20"]);
+    assert_eq!((value(&f, "messages"), value(&f, "queries")), ("300", "20"));
+    for key in ["p50_ms", "p99_ms", "max_ms"] {
+        let v: f64 = value(&f, key).parse().unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert!(v >= 0.0);
+    }
+}

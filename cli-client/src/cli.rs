@@ -121,6 +121,26 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Search the local history for messages containing QUERY, best matches first.
+    ///
+    /// Finds text messages of every conversation (one-to-one and groups) that contain QUERY
+    /// anywhere, ignoring case: words, parts of words, emoji, Chinese, Japanese or Korean text.
+    /// QUERY is taken literally (quotes, `*`, `OR` are plain characters). Hits with more and
+    /// denser matches come first, then newer ones; a query of one or two characters scans
+    /// every message and lists the newest first. Nothing is sent to the server. Each line is
+    /// the message as `hush history` prints it, with the matches marked; with --json also
+    /// `matches` (byte ranges of `body`) and `newer` (messages after it in its conversation:
+    /// `hush history CONVERSATION --limit <newer + 1>` starts with it).
+    Search {
+        /// The text to find.
+        query: String,
+        /// Only in the conversation with this username, or in this group (group:<uuid>).
+        #[arg(long, value_name = "USERNAME|GROUP")]
+        conversation: Option<String>,
+        /// How many hits to print at most.
+        #[arg(long, value_name = "N", default_value_t = hush_client_core::DEFAULT_SEARCH_LIMIT)]
+        limit: usize,
+    },
     /// List everyone this account has exchanged messages with, and whether their key is trusted.
     Contacts,
     /// Print the safety number shared with USERNAME (compare it with theirs out of band).
@@ -181,7 +201,7 @@ pub enum Command {
     },
     /// Serve JSON-RPC 2.0 (one JSON object per line) on stdio, or on a Unix socket.
     ///
-    /// Methods: send, history, contacts, safety_number, trust, status, mark_read, unread,
+    /// Methods: send, history, search, contacts, safety_number, trust, status, mark_read, unread,
     /// typing, outbox, retry, cancel, subscribe, ack, unsubscribe, devices, device_remove,
     /// device_rename, link_approve, push_register, push_status, push_remove, group_create, group_add,
     /// group_remove, group_leave, group_role, group_title, group_list, group_invites,

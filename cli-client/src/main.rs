@@ -6,6 +6,7 @@
 //! - [`group`]: `hush group ...`; [`devices`]: `hush devices ...`; [`link`]: `hush link` and
 //!   `hush link-approve` (a device on another machine joins the account).
 //! - [`daemon`]: `hush daemon`, JSON-RPC 2.0 with an at-least-once event stream.
+//! - [`search`]: `hush search` and the daemon's `search` (the local history).
 //! - [`exit`]: exit codes; [`output`]: JSON and text output; [`cursor`]: persistent positions.
 
 mod cli;
@@ -18,6 +19,7 @@ mod group;
 mod link;
 mod output;
 mod push;
+mod search;
 mod signals;
 
 use std::process::ExitCode;
@@ -71,6 +73,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Receive { follow, timeout } => commands::receive(&ctx, follow, timeout).await,
         Command::History { username, limit } => commands::history(&ctx, &username, limit).await,
+        Command::Search { query, conversation, limit } => {
+            search::run(&ctx, &query, hush_client_core::SearchOptions { conversation, limit }).await
+        }
         Command::Contacts => commands::contacts(&ctx).await,
         Command::SafetyNumber { username } => commands::safety_number(&ctx, &username).await,
         Command::Trust { username } => commands::trust(&ctx, &username).await,

@@ -42,6 +42,7 @@ pub mod content;
 mod driver;
 mod error;
 pub mod machine;
+mod search;
 pub mod signal_store;
 pub mod store;
 mod types;
@@ -62,6 +63,8 @@ pub use types::{
     MessageRecord, MessageStatus, OutboxEntry, OutboxState, Receipt, ReceiptKind, ReceivedMessage, SafetyNumber,
     Status, TrustState,
 };
+
+pub use search::{DEFAULT_SEARCH_LIMIT, SearchHit, SearchOptions};
 
 /// When signed prekeys are rotated ([`ClientConfig::prekey_schedule`]).
 pub use machine::PrekeySchedule;
@@ -289,6 +292,30 @@ impl Client {
     /// message whose sender's username is not confirmed yet is held back, with everything after it.
     pub async fn messages_after(&self, after: u64, limit: usize) -> Result<Vec<MessageRecord>, ClientError> {
         self.call(|reply| Command::MessagesAfter { after, limit, reply }).await
+    }
+
+    /// Searches this device's history for text messages containing `query` (leading and
+    /// trailing whitespace ignored; an empty query is refused), in every conversation or in
+    /// `options.conversation`, and returns at most `options.limit` hits, best first: the most
+    /// and densest occurrences first, then the newest. Case is ignored; substrings match, so
+    /// parts of words, emoji and CJK text are found too. Queries of one or two characters are
+    /// answered by a scan of the bodies instead of the index (slower on a large history) and
+    /// come newest first. Local only: nothing is sent to the server. See [`SearchHit`] for
+    /// highlighting and for jumping to a hit in [`Client::history`].
+    pub async fn search(&self, query: &str, options: SearchOptions) -> Result<Vec<SearchHit>, ClientError> {
+        let query = query.trim().to_owned();
+        if query.is_empty() {
+            return Err(ClientError::Invalid("the search query is empty".into()));
+        }
+        self.call(|reply| Command::Search { query, options, reply }).await
+    }
+
+    /// Deletes message `id` from this device's history and search index. Local only: the
+    /// account's other devices and the correspondents keep their copies. Fails with
+    /// [`ClientError::NoSuchMessage`] if no such message is stored, and refuses a message
+    /// still in the outbox ([`Client::cancel`] it first).
+    pub async fn delete_message(&self, id: MessageId) -> Result<(), ClientError> {
+        self.call(|reply| Command::DeleteMessage { id, reply }).await
     }
 
     /// Everyone this account has exchanged messages with.

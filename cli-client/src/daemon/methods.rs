@@ -202,6 +202,7 @@ impl Session {
                 let messages = client.history(&p.with, p.limit).await?;
                 Ok(json!({ "messages": messages.iter().map(output::message_json).collect::<Vec<_>>() }))
             }
+            "search" => Ok(crate::search::rpc(client, params(p)?).await?),
             "contacts" => {
                 let contacts = client.contacts().await?;
                 Ok(json!({ "contacts": contacts.iter().map(output::contact_json).collect::<Vec<_>>() }))

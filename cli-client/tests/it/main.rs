@@ -9,4 +9,5 @@ mod groups;
 mod hardening;
 mod link;
 mod push;
+mod search;
 mod support;

@@ -468,6 +468,29 @@ impl Actor {
             Command::Contacts { reply } => {
                 let _ = reply.send(self.machine.contacts().await.map_err(ClientError::from));
             }
+            Command::Search { query, options, reply } => {
+                let result = match options.conversation.as_deref() {
+                    Some(name) => match self.machine.local_conversation(name).await {
+                        Ok(Some(c)) => Ok(Some(c)),
+                        Ok(None) => Err(ClientError::UnknownUser(name.trim().to_lowercase())),
+                        Err(e) => Err(client_error(e)),
+                    },
+                    None => Ok(None),
+                };
+                let result = match result {
+                    Ok(c) => self.machine.search(&query, c, options.limit).await.map_err(client_error),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::DeleteMessage { id, reply } => {
+                let result = match self.machine.delete_message(id).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(ClientError::NoSuchMessage(id.to_string())),
+                    Err(e) => Err(client_error(e)),
+                };
+                let _ = reply.send(result);
+            }
             Command::SafetyNumber { peer, reply } => {
                 let result = match self.contact(&peer).await {
                     Ok(c) => match self.machine.safety_number(&c).await {

@@ -77,6 +77,17 @@ pub(crate) enum Command {
     Contacts {
         reply: Reply<Vec<Contact>>,
     },
+    /// Searches the local history.
+    Search {
+        query: String,
+        options: crate::search::SearchOptions,
+        reply: Reply<Vec<crate::search::SearchHit>>,
+    },
+    /// Deletes a message from the local history.
+    DeleteMessage {
+        id: MessageId,
+        reply: Reply<()>,
+    },
     SafetyNumber {
         peer: String,
         reply: Reply<SafetyNumber>,

@@ -18,6 +18,7 @@ mod limits;
 mod receive;
 mod retry;
 mod rotation;
+mod search;
 mod send;
 mod sync;
 

@@ -439,6 +439,179 @@ macro_rules! store_conformance_tests {
                 assert_eq!(last, vec![1, 4]);
                 assert_eq!(s.message(MessageId([6; 16])).await.unwrap().unwrap().kind, MessageKind::System);
             }
+
+            fn text(id: u8, conversation: ConversationId, sent_at: u64, body: &str) -> MessageRow {
+                MessageRow { conversation, sent_at, lamport: sent_at, body: body.into(), ..message(id, 9, 0, 1) }
+            }
+
+            fn query(text: &str) -> SearchQuery {
+                SearchQuery { text: text.into(), conversation: None, exclude: Vec::new(), limit: 50 }
+            }
+
+            async fn found(s: &impl ClientStore, q: SearchQuery) -> Vec<u8> {
+                s.search(&q).await.unwrap().iter().map(|h| h.message.id.0[0]).collect()
+            }
+
+            #[tokio::test]
+            async fn search_finds_english_emoji_and_cjk_text_ignoring_case() {
+                let s = store().await;
+                let bob = ConversationId::Direct(uuid(1));
+                let group = ConversationId::Group(uuid(2));
+                let mut b = Batch::default();
+                b.messages.push(text(1, bob, 10, "Lunch at noon?"));
+                b.messages.push(text(2, bob, 20, "🎉 party tonight"));
+                b.messages.push(text(3, bob, 30, "明天见"));
+                b.messages.push(text(4, group, 40, "明白了, see you"));
+                b.messages.push(text(5, group, 50, "nothing to see"));
+                s.commit(b).await.unwrap();
+
+                let hits = s.search(&query("LUNCH")).await.unwrap();
+                assert_eq!(hits.len(), 1);
+                assert_eq!((hits[0].message.id.0[0], hits[0].matches.clone()), (1, vec![0..5]));
+                assert_eq!(found(&s, query("party")).await, vec![2]);
+                let hits = s.search(&query("🎉 party")).await.unwrap();
+                assert_eq!(
+                    hits.iter().map(|h| &h.message.body[h.matches[0].clone()]).collect::<Vec<_>>(),
+                    ["🎉 party"]
+                );
+                assert_eq!(found(&s, query("明天见")).await, vec![3]);
+                assert_eq!(found(&s, query("see you")).await, vec![4]);
+                // Shorter than a trigram: one emoji, one or two CJK characters (newest first).
+                assert_eq!(found(&s, query("🎉")).await, vec![2]);
+                assert_eq!(found(&s, query("明")).await, vec![4, 3]);
+                assert_eq!(found(&s, query("天见")).await, vec![3]);
+                let hits = s.search(&query("明")).await.unwrap();
+                assert_eq!(hits[1].matches, vec![0..3]);
+                assert!(found(&s, query("dinner")).await.is_empty());
+                assert!(found(&s, query("")).await.is_empty());
+                assert!(found(&s, SearchQuery { limit: 0, ..query("party") }).await.is_empty());
+            }
+
+            #[tokio::test]
+            async fn search_takes_the_query_literally() {
+                let s = store().await;
+                let bob = ConversationId::Direct(uuid(1));
+                let mut b = Batch::default();
+                b.messages.push(text(1, bob, 10, r#"he said "hi" OR NEAR(x* ok"#));
+                b.messages.push(text(2, bob, 20, "100% sure_thing"));
+                b.messages.push(text(3, bob, 30, r"back\slash"));
+                b.messages.push(text(4, bob, 40, "plain words only"));
+                s.commit(b).await.unwrap();
+                for (q, want) in [
+                    (r#""hi" OR NEAR(x*"#, vec![1]),
+                    ("NEAR(", vec![1]),
+                    ("x*", vec![1]),
+                    ("\"", vec![1]),
+                    ("\"\"", vec![]),
+                    ("OR NEAR", vec![1]),
+                    ("%", vec![2]),
+                    ("0%", vec![2]),
+                    ("_", vec![2]),
+                    ("e_t", vec![2]),
+                    (r"\", vec![3]),
+                    (r"k\s", vec![3]),
+                    ("AND", vec![]),
+                    ("words NOT only", vec![]),
+                    ("*", vec![1]),
+                    ("^pl", vec![]),
+                    ("body:", vec![]),
+                    ("(", vec![1]),
+                ] {
+                    assert_eq!(found(&s, query(q)).await, want, "query {q:?}");
+                }
+            }
+
+            #[tokio::test]
+            async fn a_deleted_message_is_no_longer_found_and_its_position_is_not_reused() {
+                let s = store().await;
+                let bob = ConversationId::Direct(uuid(1));
+                let mut b = Batch::default();
+                b.messages.push(text(1, bob, 10, "find me one"));
+                b.messages.push(text(2, bob, 20, "find me two"));
+                b.messages.push(text(3, bob, 30, "find me 三"));
+                s.commit(b).await.unwrap();
+                assert_eq!(found(&s, query("find me")).await.len(), 3);
+                let last = s.message(MessageId([3; 16])).await.unwrap().unwrap().local_seq;
+
+                let mut b = Batch::default();
+                b.messages_remove.push(MessageId([3; 16]));
+                b.messages_remove.push(MessageId([1; 16]));
+                s.commit(b).await.unwrap();
+                assert_eq!(found(&s, query("find me")).await, vec![2]);
+                assert!(found(&s, query("三")).await.is_empty());
+                assert!(s.message(MessageId([3; 16])).await.unwrap().is_none());
+                assert_eq!(s.messages(bob, 10).await.unwrap().len(), 1);
+
+                let mut b = Batch::default();
+                b.messages.push(text(4, bob, 40, "find me now"));
+                s.commit(b).await.unwrap();
+                let again = s.message(MessageId([4; 16])).await.unwrap().unwrap();
+                assert!(again.local_seq > last, "a deleted message's position is not given out again");
+                assert_eq!(found(&s, query("find me")).await, vec![4, 2]);
+                assert_eq!(found(&s, query("now")).await, vec![4]);
+            }
+
+            #[tokio::test]
+            async fn search_is_filtered_by_conversation_and_exclusions() {
+                let s = store().await;
+                let (bob, carol, group) =
+                    (ConversationId::Direct(uuid(1)), ConversationId::Direct(uuid(2)), ConversationId::Group(uuid(3)));
+                let mut b = Batch::default();
+                b.messages.push(text(1, bob, 10, "the same words"));
+                b.messages.push(text(2, carol, 20, "the same words"));
+                b.messages.push(text(3, group, 30, "the same words"));
+                b.messages.push(MessageRow { kind: MessageKind::System, ..text(4, group, 40, "the same words") });
+                s.commit(b).await.unwrap();
+                assert_eq!(found(&s, query("same")).await, vec![3, 2, 1], "system entries are not searched");
+                assert_eq!(found(&s, SearchQuery { conversation: Some(carol), ..query("same") }).await, vec![2]);
+                assert_eq!(found(&s, SearchQuery { conversation: Some(group), ..query("sa") }).await, vec![3]);
+                assert_eq!(found(&s, SearchQuery { exclude: vec![group, bob], ..query("same") }).await, vec![2]);
+                assert_eq!(found(&s, SearchQuery { exclude: vec![group], ..query("s") }).await, vec![2, 1]);
+            }
+
+            #[tokio::test]
+            async fn search_ranks_more_and_denser_matches_first_then_newest_and_honours_the_limit() {
+                let s = store().await;
+                let bob = ConversationId::Direct(uuid(1));
+                let mut b = Batch::default();
+                b.messages.push(text(1, bob, 10, "we could get lunch after the long meeting if you like"));
+                b.messages.push(text(2, bob, 20, "lunch? lunch!"));
+                b.messages.push(text(3, bob, 30, "see you at lunch"));
+                b.messages.push(text(4, bob, 40, "see you at lunch"));
+                b.messages.push(text(5, bob, 50, "no food mentioned here"));
+                s.commit(b).await.unwrap();
+                assert_eq!(found(&s, query("lunch")).await, vec![2, 4, 3, 1]);
+                assert_eq!(found(&s, SearchQuery { limit: 2, ..query("lunch") }).await, vec![2, 4]);
+                let hits = s.search(&query("LUNCH")).await.unwrap();
+                assert_eq!(hits[0].matches, vec![0..5, 7..12]);
+                // Unranked below three characters: newest first.
+                assert_eq!(found(&s, SearchQuery { limit: 3, ..query("lu") }).await, vec![4, 3, 2]);
+            }
+
+            #[tokio::test]
+            async fn a_search_hit_says_how_many_messages_follow_it_in_its_conversation() {
+                let s = store().await;
+                let bob = ConversationId::Direct(uuid(1));
+                let group = ConversationId::Group(uuid(2));
+                let mut b = Batch::default();
+                for n in 1..=5u8 {
+                    let body = if n == 2 { "the needle".to_owned() } else { format!("hay {n}") };
+                    b.messages.push(text(n, bob, u64::from(n), &body));
+                }
+                b.messages.push(MessageRow { group_seq: 1, ..text(10, group, 1, "group needle") });
+                b.messages.push(MessageRow { group_seq: 2, ..text(11, group, 2, "after it") });
+                b.messages.push(MessageRow { group_seq: 0, ..text(12, group, 3, "unsent, shown last") });
+                s.commit(b).await.unwrap();
+                let hits = s.search(&query("needle")).await.unwrap();
+                let direct = hits.iter().find(|h| h.message.conversation == bob).unwrap();
+                assert_eq!(direct.newer, 3);
+                let page = s.messages(bob, usize::try_from(direct.newer).unwrap() + 1).await.unwrap();
+                assert_eq!(page[0].id, direct.message.id);
+                let in_group = hits.iter().find(|h| h.message.conversation == group).unwrap();
+                assert_eq!(in_group.newer, 2);
+                let page = s.messages(group, 3).await.unwrap();
+                assert_eq!(page[0].id, in_group.message.id);
+            }
         }
     };
 }

@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use super::{
     Address, Batch, ClientStore, ContactRow, GroupRow, HeldRow, KyberRow, LocalAccount, MessageRow, OutboxRow,
-    PROCESSED_ENVELOPE_WINDOW, PROCESSED_GROUP_SEQ_WINDOW, SENT_LOG_CAPACITY, SentLogRow, display_order, next_status,
+    PROCESSED_ENVELOPE_WINDOW, PROCESSED_GROUP_SEQ_WINDOW, SENT_LOG_CAPACITY, SearchQuery, SearchRow, SentLogRow,
+    display_order, next_status,
 };
 use crate::error::StoreError;
 use crate::types::{ConversationId, MessageId};
@@ -117,6 +118,9 @@ impl ClientStore for MemoryStore {
                 m.local_seq = s.next_message;
                 s.messages.insert(m.id, m);
             }
+        }
+        for id in batch.messages_remove {
+            s.messages.remove(&id);
         }
         for (id, status) in batch.message_status {
             if let Some(m) = s.messages.get_mut(&id) {
@@ -331,6 +335,10 @@ impl ClientStore for MemoryStore {
 
     async fn held(&self, group: Uuid) -> Result<Vec<HeldRow>, StoreError> {
         Ok(self.lock().held.range((group, 0)..=(group, u64::MAX)).map(|(_, h)| h.clone()).collect())
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchRow>, StoreError> {
+        Ok(super::search::scan(self.lock().messages.values(), query))
     }
 }
 

@@ -10,6 +10,7 @@
 //! implements libsignal's store traits is [`crate::signal_store::SignalStore`].
 
 mod memory;
+pub mod search;
 mod sqlite;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use memory::MemoryStore;
+pub use search::{SearchQuery, SearchRow};
 pub use sqlite::SqliteStore;
 
 use crate::error::StoreError;
@@ -347,6 +349,9 @@ pub struct Batch {
     pub contacts: Vec<ContactRow>,
     /// Messages to insert (an existing id is left as it is).
     pub messages: Vec<MessageRow>,
+    /// Messages to delete from the history (and the search index), by id; applied after
+    /// `messages`. A deleted message's `local_seq` is never given to another message.
+    pub messages_remove: Vec<MessageId>,
     /// Status changes of stored messages.
     pub message_status: Vec<(MessageId, MessageStatus)>,
     /// Group seqs of sent group messages (from `SendOk.group_seq`).
@@ -403,6 +408,7 @@ impl Batch {
         self.sender_keys.extend(other.sender_keys);
         self.contacts.extend(other.contacts);
         self.messages.extend(other.messages);
+        self.messages_remove.extend(other.messages_remove);
         self.message_status.extend(other.message_status);
         self.message_group_seq.extend(other.message_group_seq);
         self.processed_envelopes.extend(other.processed_envelopes);
@@ -488,6 +494,11 @@ pub trait ClientStore: Send + Sync + 'static {
     async fn distribution(&self, group: Uuid, distribution: Uuid) -> Result<Option<(Uuid, u32)>, StoreError>;
     /// The held messages of a group, in group-seq order.
     async fn held(&self, group: Uuid) -> Result<Vec<HeldRow>, StoreError>;
+    /// Text messages whose body contains `query.text` (see [`search`] for the rules), best
+    /// first: ranked by BM25 (more occurrences in a shorter body first), then newest
+    /// (`sent_at`, then `local_seq`) first; queries shorter than
+    /// [`search::MIN_INDEXED_CHARS`] characters are not ranked, only newest first.
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchRow>, StoreError>;
 }
 
 /// Display order of messages. One-to-one: Lamport clock, then author, then device, then id.

@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use super::{
     Address, Batch, ClientStore, ContactRow, GroupRow, HeldRow, KyberRow, LocalAccount, MessageRow, OutboxKind,
-    OutboxRow, PROCESSED_ENVELOPE_WINDOW, PROCESSED_GROUP_SEQ_WINDOW, SENT_LOG_CAPACITY, SentLogRow,
+    OutboxRow, PROCESSED_ENVELOPE_WINDOW, PROCESSED_GROUP_SEQ_WINDOW, SENT_LOG_CAPACITY, SearchQuery, SearchRow,
+    SentLogRow,
 };
 use crate::error::StoreError;
 use crate::types::{ConversationId, MessageDirection, MessageId, MessageKind, MessageStatus, TrustState};
@@ -18,6 +19,8 @@ use schema::migrate;
 
 #[path = "sqlite_schema.rs"]
 mod schema;
+#[path = "sqlite_search.rs"]
+mod search;
 
 const ACCOUNT_KEY: &str = "account";
 
@@ -246,7 +249,8 @@ async fn apply_app(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), Sto
         let q = sqlx::query(
             "INSERT OR IGNORE INTO messages (id, conversation, sender, sender_device, direction, body, sent_at, \
              received_at, lamport, group_seq, kind, status, local_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-             (SELECT COALESCE(MAX(local_seq), 0) + 1 FROM messages))",
+             max(COALESCE((SELECT MAX(local_seq) FROM messages), 0), \
+                 COALESCE((SELECT local_seq FROM message_seq_floor), 0)) + 1)",
         )
         .bind(m.id.0.to_vec())
         .bind(m.conversation.to_string())
@@ -261,6 +265,9 @@ async fn apply_app(conn: &mut SqliteConnection, batch: &Batch) -> Result<(), Sto
         .bind(json(&m.kind)?)
         .bind(json(&m.status)?);
         exec(conn, q).await?;
+    }
+    for id in &batch.messages_remove {
+        exec(conn, sqlx::query("DELETE FROM messages WHERE id = ?").bind(id.0.to_vec())).await?;
     }
     for (id, seq) in &batch.message_group_seq {
         let q = sqlx::query("UPDATE messages SET group_seq = ? WHERE id = ?").bind(i(*seq)).bind(id.0.to_vec());
@@ -711,6 +718,10 @@ impl ClientStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchRow>, StoreError> {
+        search::search(&self.pool, query).await
     }
 }
 

@@ -13,4 +13,5 @@ mod lifecycle;
 mod linking;
 mod multi_device;
 mod retry;
+mod search;
 mod support;

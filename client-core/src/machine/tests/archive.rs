@@ -168,6 +168,21 @@ async fn an_archive_built_from_a_store_imports_into_another_in_the_same_order() 
     assert!(imported.distributed.is_empty());
 }
 
+#[tokio::test]
+async fn messages_imported_from_an_archive_are_found_by_search() {
+    let peer = Uuid::from_bytes([2; 16]);
+    let mut a = archive(3, 4);
+    a.conversations[0].messages[1].body = "明天见 at the 🎉 party".into();
+    let store = crate::store::SqliteStore::in_memory().await.unwrap();
+    store.commit(import_batch(&a, account(), &mut rng()).unwrap()).await.unwrap();
+    for text in ["明天见", "🎉", "PARTY"] {
+        let query = crate::store::SearchQuery { text: text.into(), conversation: None, exclude: vec![], limit: 5 };
+        let hits = store.search(&query).await.unwrap();
+        assert_eq!(hits.len(), 1, "{text}");
+        assert_eq!((hits[0].message.conversation, hits[0].newer), (ConversationId::Direct(peer), 1));
+    }
+}
+
 #[test]
 fn the_archive_payload_has_a_stable_json_form() {
     insta::assert_json_snapshot!(archive(2, 3));
