@@ -17,6 +17,7 @@ mod exit;
 mod group;
 mod link;
 mod output;
+mod presence;
 mod push;
 mod signals;
 
@@ -79,6 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group { action, timeout } => group::run(&ctx, action, timeout.value).await,
         Command::Devices { action } => devices::run(&ctx, action).await,
         Command::Push { action } => push::run(&ctx, action).await,
+        Command::Presence { action } => presence::run(&ctx, action).await,
         Command::Daemon(args) => daemon::run(&ctx, args).await,
     }
 }

@@ -47,6 +47,13 @@ pub struct Args {
     /// Sustained sends per second per device [default: 1].
     #[arg(long, env = "HUSHD_RATE_PER_SECOND")]
     pub rate_per_second: Option<f64>,
+    /// Online-only sends (typing, presence) one device may make in a burst; a budget of their
+    /// own, apart from the send rate [default: 1000].
+    #[arg(long, env = "HUSHD_ONLINE_ONLY_BURST")]
+    pub online_only_burst: Option<u32>,
+    /// Sustained online-only sends per second per device [default: 10].
+    #[arg(long, env = "HUSHD_ONLINE_ONLY_PER_SECOND")]
+    pub online_only_per_second: Option<f64>,
     /// Seconds between WebSocket pings; a connection silent for two intervals is dropped [default: 30].
     #[arg(long, env = "HUSHD_PING_INTERVAL_SECS")]
     pub ping_interval_secs: Option<u64>,
@@ -172,6 +179,8 @@ struct FileConfig {
     group_fanout_read_above: Option<u32>,
     rate_burst: Option<u32>,
     rate_per_second: Option<f64>,
+    online_only_burst: Option<u32>,
+    online_only_per_second: Option<f64>,
     ping_interval_secs: Option<u64>,
     auth_timeout_secs: Option<u64>,
     certificate_hours: Option<u64>,
@@ -252,6 +261,11 @@ pub struct Limits {
     pub rate_burst: u32,
     /// Rate-limit sustained sends per second per device.
     pub rate_per_second: f64,
+    /// Online-only sends (typing, presence) per device in a burst: a budget apart from the
+    /// send rate, so neither uses up the other.
+    pub online_only_burst: u32,
+    /// Sustained online-only sends per second per device.
+    pub online_only_per_second: f64,
     /// Devices per account.
     pub max_devices: u32,
     /// Members (accounts) per group.
@@ -401,6 +415,18 @@ impl Config {
         if rate_burst == 0 {
             return Err(ConfigError::Invalid { name: "rate_burst", message: "must be at least 1".into() });
         }
+        let online_only_per_second =
+            args.online_only_per_second.or(file.online_only_per_second).unwrap_or(10.0);
+        if !(online_only_per_second.is_finite() && online_only_per_second > 0.0) {
+            return Err(ConfigError::Invalid {
+                name: "online_only_per_second",
+                message: "must be a positive number".into(),
+            });
+        }
+        let online_only_burst = args.online_only_burst.or(file.online_only_burst).unwrap_or(1000);
+        if online_only_burst == 0 {
+            return Err(ConfigError::Invalid { name: "online_only_burst", message: "must be at least 1".into() });
+        }
         let max_group_members =
             args.max_group_members.or(file.max_group_members).unwrap_or(hush_wire::limits::MAX_GROUP_MEMBERS);
         if max_group_members < 1 {
@@ -514,6 +540,8 @@ impl Config {
                 window: hush_wire::limits::IN_FLIGHT_WINDOW,
                 rate_burst,
                 rate_per_second,
+                online_only_burst,
+                online_only_per_second,
                 max_devices: hush_wire::limits::MAX_DEVICES_PER_ACCOUNT,
                 max_group_members,
                 group_fanout_read_above: args

@@ -8,5 +8,6 @@ mod errors;
 mod groups;
 mod hardening;
 mod link;
+mod presence;
 mod push;
 mod support;

@@ -28,6 +28,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A connection that stayed up this long resets the backoff; one closed sooner (say, by the
 /// server right after a send) makes the next wait longer.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// How long a clean disconnect waits for the server to take the OFFLINE presence sends.
+const OFFLINE_WAIT: Duration = Duration::from_secs(2);
 
 /// Entry point of the actor thread.
 pub(super) fn run(
@@ -140,6 +142,7 @@ impl Actor {
             }
         };
         machine.set_prekey_schedule(config.prekey_schedule);
+        machine.set_presence_timing(config.presence);
         let account = machine.account();
         if config.server_url.is_empty() {
             config.server_url = account.server_url.clone();
@@ -223,6 +226,7 @@ impl Actor {
     /// Closes the connection, cancels every task still running (a REST call in flight, the
     /// connection) and waits until they are gone, then closes the store.
     async fn stop(&mut self) {
+        self.say_offline().await;
         self.close_connection();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
@@ -351,6 +355,42 @@ impl Actor {
         }
     }
 
+    /// A clean disconnect: the machine tells the contacts this device goes offline, and the
+    /// connection stays open until the server has taken those sends (at most
+    /// [`OFFLINE_WAIT`]): it drops what is still pending when the socket closes.
+    async fn say_offline(&mut self) {
+        self.machine.set_presence_active(false);
+        if !self.conn.as_ref().is_some_and(|c| c.authenticated.is_some()) {
+            return;
+        }
+        if let Err(e) = self.machine.going_offline(now_ms(), &mut self.rng).await {
+            tracing::warn!(error = %e, "cannot announce going offline");
+            return;
+        }
+        self.flush();
+        let deadline = Instant::now() + OFFLINE_WAIT;
+        while !self.machine.offline_announced() {
+            match tokio::time::timeout_at(deadline, self.ws_rx.recv()).await {
+                Ok(Some(event)) => {
+                    if let Err(e) = self.ws_event(event).await {
+                        tracing::warn!(error = %e, "client step failed");
+                    }
+                    self.flush();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// What is known of `username`'s presence (unknown for someone who is not a contact).
+    async fn presence_of(&self, username: &str) -> Result<crate::presence::Presence, ClientError> {
+        let username = username.trim().to_lowercase();
+        Ok(match self.machine.store().contact_by_username(&username).await? {
+            Some(c) => self.machine.presence(c.account_id),
+            None => crate::presence::Presence::Unknown,
+        })
+    }
+
     /// Exponential backoff with jitter (50%..100% of the step).
     fn backoff(&mut self) -> Duration {
         let step = BACKOFF_START.saturating_mul(1 << self.failures.min(8)).min(BACKOFF_MAX);
@@ -377,10 +417,12 @@ impl Actor {
         match command {
             Command::Connect { reply } => {
                 self.want_online = true;
+                self.machine.set_presence_active(true);
                 self.open_connection();
                 let _ = reply.send(Ok(()));
             }
             Command::Disconnect { reply } => {
+                self.say_offline().await;
                 self.want_online = false;
                 if !self.draining {
                     self.close_connection();
@@ -402,6 +444,16 @@ impl Actor {
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(result);
+            }
+            Command::Presence { peer, reply } => {
+                let _ = reply.send(self.presence_of(&peer).await);
+            }
+            Command::SetPresenceSharing { on, reply } => {
+                let result = self.machine.set_presence_sharing(on, now, &mut self.rng).await;
+                let _ = reply.send(result.map_err(client_error));
+            }
+            Command::PresenceSharing { reply } => {
+                let _ = reply.send(Ok(self.machine.presence_sharing()));
             }
             Command::MarkRead { peer, reply } if peer.trim().starts_with(GROUP_PREFIX) => {
                 let result = match parse_group(&peer) {

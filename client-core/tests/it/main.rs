@@ -12,5 +12,6 @@ mod large_groups;
 mod lifecycle;
 mod linking;
 mod multi_device;
+mod presence;
 mod retry;
 mod support;
