@@ -5,6 +5,7 @@ use uuid::Uuid;
 use super::relay::{Party, Relay};
 use super::{contact, send};
 use crate::presence::{Presence, PresenceTiming};
+use crate::store::ClientStore as _;
 use crate::types::Event;
 
 const MINUTE: u64 = 60_000;
