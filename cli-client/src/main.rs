@@ -57,7 +57,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (None, Command::Register { .. } | Command::Link { .. }) => cli::DEFAULT_SERVER.to_owned(),
         (None, _) => String::new(),
     };
-    let ctx = Ctx { config: ClientConfig::new(cli.data_dir(), server), printer: Printer { json: cli.json } };
+    let mut config = ClientConfig::new(cli.data_dir(), server);
+    // Presence is announced by the commands that stay connected; `send`, `status`... only
+    // connect for a moment.
+    config.announce_presence = matches!(cli.command, Command::Receive { follow: true, .. } | Command::Daemon(_));
+    let ctx = Ctx { config, printer: Printer { json: cli.json } };
     match cli.command {
         Command::Register { username } => commands::register(&ctx, &username).await,
         Command::Link { name } => link::link(&ctx, name.as_deref()).await,

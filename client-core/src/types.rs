@@ -22,6 +22,15 @@ pub struct ClientConfig {
     /// heartbeat every 4 minutes, offline after 9 silent minutes).
     #[serde(default)]
     pub presence: crate::presence::PresenceTiming,
+    /// Whether [`crate::Client::connect`] announces this account's presence to its contacts
+    /// (default: yes). A one-shot tool that connects only to send sets it to `false`: it then
+    /// still sees its contacts' presence, and says nothing itself.
+    #[serde(default = "yes")]
+    pub announce_presence: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl ClientConfig {
@@ -32,6 +41,7 @@ impl ClientConfig {
             server_url: server_url.into(),
             prekey_schedule: Default::default(),
             presence: Default::default(),
+            announce_presence: true,
         }
     }
 }

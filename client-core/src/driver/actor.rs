@@ -417,7 +417,7 @@ impl Actor {
         match command {
             Command::Connect { reply } => {
                 self.want_online = true;
-                self.machine.set_presence_active(true);
+                self.machine.set_presence_active(self.config.announce_presence);
                 self.open_connection();
                 let _ = reply.send(Ok(()));
             }
