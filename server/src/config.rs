@@ -712,6 +712,20 @@ mod tests {
     }
 
     #[test]
+    fn the_online_only_budget_has_flags_of_its_own_and_refuses_zero() {
+        let defaults = Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((defaults.limits.online_only_burst, defaults.limits.online_only_per_second), (1000, 10.0));
+        assert_eq!((defaults.limits.rate_burst, defaults.limits.rate_per_second), (60, 1.0), "apart from the send rate");
+        let set = Args { online_only_burst: Some(5), online_only_per_second: Some(0.5), ..Args::default() };
+        let set = Config::from_args(set).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((set.limits.online_only_burst, set.limits.online_only_per_second), (5, 0.5));
+        let zero = Config::from_args(Args { online_only_burst: Some(0), ..Args::default() });
+        assert!(matches!(zero, Err(ConfigError::Invalid { name: "online_only_burst", .. })));
+        let zero = Config::from_args(Args { online_only_per_second: Some(0.0), ..Args::default() });
+        assert!(matches!(zero, Err(ConfigError::Invalid { name: "online_only_per_second", .. })));
+    }
+
+    #[test]
     fn zero_rate_is_refused() {
         let err = Config::from_args(Args { rate_per_second: Some(0.0), ..Args::default() });
         assert!(matches!(err, Err(ConfigError::Invalid { name: "rate_per_second", .. })));
