@@ -415,8 +415,7 @@ impl Config {
         if rate_burst == 0 {
             return Err(ConfigError::Invalid { name: "rate_burst", message: "must be at least 1".into() });
         }
-        let online_only_per_second =
-            args.online_only_per_second.or(file.online_only_per_second).unwrap_or(10.0);
+        let online_only_per_second = args.online_only_per_second.or(file.online_only_per_second).unwrap_or(10.0);
         if !(online_only_per_second.is_finite() && online_only_per_second > 0.0) {
             return Err(ConfigError::Invalid {
                 name: "online_only_per_second",
@@ -715,7 +714,11 @@ mod tests {
     fn the_online_only_budget_has_flags_of_its_own_and_refuses_zero() {
         let defaults = Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((defaults.limits.online_only_burst, defaults.limits.online_only_per_second), (1000, 10.0));
-        assert_eq!((defaults.limits.rate_burst, defaults.limits.rate_per_second), (60, 1.0), "apart from the send rate");
+        assert_eq!(
+            (defaults.limits.rate_burst, defaults.limits.rate_per_second),
+            (60, 1.0),
+            "apart from the send rate"
+        );
         let set = Args { online_only_burst: Some(5), online_only_per_second: Some(0.5), ..Args::default() };
         let set = Config::from_args(set).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((set.limits.online_only_burst, set.limits.online_only_per_second), (5, 0.5));

@@ -360,7 +360,7 @@ impl Actor {
     /// [`OFFLINE_WAIT`]): it drops what is still pending when the socket closes.
     async fn say_offline(&mut self) {
         self.machine.set_presence_active(false);
-        if !self.conn.as_ref().is_some_and(|c| c.authenticated.is_some()) {
+        if self.conn.as_ref().is_none_or(|c| c.authenticated.is_none()) {
             return;
         }
         if let Err(e) = self.machine.going_offline(now_ms(), &mut self.rng).await {

@@ -270,8 +270,7 @@ impl Machine {
             self.peer_update(account, |p| p.online = false).await?;
         }
         if !self.presence.unsaved.is_empty() {
-            let mut batch = Batch::default();
-            batch.values = std::mem::take(&mut self.presence.unsaved);
+            let batch = Batch { values: std::mem::take(&mut self.presence.unsaved), ..Batch::default() };
             self.store.commit(batch).await?;
         }
         Ok(())

@@ -71,7 +71,7 @@ async fn a_contact_is_seen_online_within_seconds_and_offline_after_a_clean_shutd
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contact_whose_connection_dies_without_a_word_is_offline_after_the_quiet_period() {
     let mut server = Hushd::start().await;
-    let (mut alice, mut bob) = pair(&server).await;
+    let (alice, mut bob) = pair(&server).await;
     bob.client.connect().await.unwrap();
     alice.client.connect().await.unwrap();
     presence_of(&mut bob, &alice.name, |p| *p == Presence::Online).await;
@@ -100,7 +100,9 @@ async fn with_sharing_off_contacts_see_nothing_and_you_see_no_one() {
     bob.wait_for("Sent", &mut bob_seen, |e| matches!(e, Event::Sent { .. })).await;
     bob.client.send_text(&alice.name, "still there?").await.unwrap();
     let mut alice_seen = Vec::new();
-    alice.wait_for("Bob's message", &mut alice_seen, |e| matches!(e, Event::Message(m) if m.body == "still there?")).await;
+    alice
+        .wait_for("Bob's message", &mut alice_seen, |e| matches!(e, Event::Message(m) if m.body == "still there?"))
+        .await;
     // Alice was connected before writing: an announcement of hers would have come first.
     alice.client.send_text(&bob.name, "yes").await.unwrap();
     bob.wait_for("Alice's message", &mut bob_seen, |e| matches!(e, Event::Message(m) if m.body == "yes")).await;

@@ -89,9 +89,7 @@ impl TestClient {
         let name = username(prefix);
         let mut config = ClientConfig::new(dir.path(), server.url());
         change(&mut config);
-        let client = Client::register(config, &name)
-            .await
-            .unwrap_or_else(|e| panic!("register {name}: {e}"));
+        let client = Client::register(config, &name).await.unwrap_or_else(|e| panic!("register {name}: {e}"));
         let events = client.events();
         TestClient { client, name, dir, events, backlog: Default::default() }
     }

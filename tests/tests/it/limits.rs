@@ -80,7 +80,8 @@ fn online_only_to_primary(bob: &TestAccount, content: &str) -> SendRequest {
 
 #[tokio::test]
 async fn exhausting_the_online_only_budget_does_not_block_real_messages() {
-    let server = TestServer::builder().args(["--online-only-burst", "2", "--online-only-per-second", "0.01"]).start().await;
+    let server =
+        TestServer::builder().args(["--online-only-burst", "2", "--online-only-per-second", "0.01"]).start().await;
     let alice = TestAccount::register(&server, "alice").await;
     let bob = TestAccount::register(&server, "bob").await;
     let mut bob_ws = WsClient::connect_drained(&server, bob.primary()).await;
