@@ -14,7 +14,7 @@ const FLIP: Duration = Duration::from_secs(15);
 
 fn short_timing() -> PresenceTiming {
     PresenceTiming {
-        heartbeat: Duration::from_millis(1000),
+        heartbeat: Duration::from_millis(500),
         quiet: Duration::from_millis(3000),
         answer_every: Duration::from_millis(500),
     }
