@@ -18,10 +18,10 @@
 //! - on a clean disconnect ([`Machine::going_offline`]): OFFLINE;
 //! - when sharing is turned off: HIDDEN (peers forget what they knew).
 //!
-//! A receiver keeps per peer whether it is online and when it was last heard from: ONLINE (and
-//! typing, and a message the server accepted within the quiet period) mark it online, OFFLINE
-//! marks it offline, and silence for [`PresenceTiming::quiet`] too (a crashed client cannot say
-//! so). Apps see [`Presence`]: `Online`, or `LastSeen` rounded down to the hour, and an
+//! A receiver keeps per peer device whether it is online and when it was last heard from:
+//! ONLINE (and typing, and a message the server accepted within the quiet period) mark it
+//! online, OFFLINE marks it offline, and silence for [`PresenceTiming::quiet`] too (a crashed
+//! client cannot say so). A peer is online while any of its devices is. Apps see [`Presence`]: `Online`, or `LastSeen` rounded down to the hour, and an
 //! [`Event::Presence`] only when that changes. The last-seen hour is kept in the local store
 //! (value `presence_seen:<account>`), so it outlives a restart; nothing of it reaches the server.
 //!
@@ -52,17 +52,29 @@ fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// What is known of one peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What is known of one peer: per device of theirs, so one device going offline does not
+/// hide another that is still online.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Peer {
-    online: bool,
-    /// When it was last heard from (ms, this device's clock).
+    /// Device id -> (online, when last heard from: ms, this device's clock).
+    devices: BTreeMap<u32, (bool, u64)>,
+    /// When any device of theirs was last heard from (kept in the store).
     last_seen: u64,
 }
 
 impl Peer {
+    fn online(&self) -> bool {
+        self.devices.values().any(|(online, _)| *online)
+    }
+
     fn shown(&self) -> Presence {
-        if self.online { Presence::Online } else { Presence::last_seen_at(self.last_seen) }
+        if self.online() { Presence::Online } else { Presence::last_seen_at(self.last_seen) }
+    }
+
+    /// Device `device` was heard from at `now`, saying it is online or not.
+    fn heard(&mut self, device: u32, online: bool, now: u64) {
+        self.devices.insert(device, (online, now));
+        self.last_seen = self.last_seen.max(now);
     }
 }
 
@@ -106,7 +118,8 @@ impl PresenceState {
                 if let Some(bytes) = store.value(&seen_key(c.account_id)).await?
                     && let Ok(raw) = <[u8; 8]>::try_from(bytes.as_slice())
                 {
-                    peers.insert(c.account_id, Peer { online: false, last_seen: u64::from_be_bytes(raw) });
+                    let peer = Peer { devices: BTreeMap::new(), last_seen: u64::from_be_bytes(raw) };
+                    peers.insert(c.account_id, peer);
                 }
             }
         }
@@ -181,7 +194,7 @@ impl Machine {
         self.presence.active = false;
         let mut batch = Batch::default();
         for (account, peer) in &mut self.presence.peers {
-            if peer.online {
+            if peer.online() {
                 batch.values.insert(seen_key(*account), Some(peer.last_seen.to_be_bytes().to_vec()));
             }
         }
@@ -259,15 +272,18 @@ impl Machine {
     /// Peers silent for the quiet period are offline now (from `tick`, connected or not).
     pub(super) async fn presence_expire(&mut self, now: u64) -> Result<(), MachineError> {
         let quiet = millis(self.presence.timing.quiet);
-        let silent: Vec<Uuid> = self
-            .presence
-            .peers
-            .iter()
-            .filter(|(_, p)| p.online && now.saturating_sub(p.last_seen) >= quiet)
-            .map(|(a, _)| *a)
-            .collect();
-        for account in silent {
-            self.peer_update(account, |p| p.online = false).await?;
+        let silent = |(online, at): &(bool, u64)| *online && now.saturating_sub(*at) >= quiet;
+        let expired: Vec<Uuid> =
+            self.presence.peers.iter().filter(|(_, p)| p.devices.values().any(silent)).map(|(a, _)| *a).collect();
+        for account in expired {
+            self.peer_update(account, |p| {
+                for entry in p.devices.values_mut() {
+                    if silent(entry) {
+                        entry.0 = false;
+                    }
+                }
+            })
+            .await?;
         }
         if !self.presence.unsaved.is_empty() {
             let batch = Batch { values: std::mem::take(&mut self.presence.unsaved), ..Batch::default() };
@@ -281,7 +297,7 @@ impl Machine {
     /// which go with the envelope's batch).
     pub(super) async fn apply_presence(
         &mut self,
-        account: Uuid,
+        (account, device): (Uuid, u32),
         message: PresenceMessage,
         now: u64,
     ) -> Result<(), MachineError> {
@@ -296,19 +312,9 @@ impl Machine {
                         self.presence.owed.insert(account);
                     }
                 }
-                self.peer_update(account, |p| {
-                    p.online = true;
-                    p.last_seen = p.last_seen.max(now);
-                })
-                .await
+                self.peer_update(account, |p| p.heard(device, true, now)).await
             }
-            Ok(State::Offline) => {
-                self.peer_update(account, |p| {
-                    p.online = false;
-                    p.last_seen = p.last_seen.max(now);
-                })
-                .await
-            }
+            Ok(State::Offline) => self.peer_update(account, |p| p.heard(device, false, now)).await,
             Ok(State::Hidden) => {
                 if self.presence.peers.remove(&account).is_some() {
                     self.presence.unsaved.insert(seen_key(account), None);
@@ -322,24 +328,24 @@ impl Machine {
 
     /// Typing or a message from `account` that the server took within the quiet period: a
     /// peer whose presence is known (it shares it) is online.
-    pub(super) async fn presence_activity(&mut self, account: Uuid, now: u64) -> Result<(), MachineError> {
+    pub(super) async fn presence_activity(
+        &mut self,
+        (account, device): (Uuid, u32),
+        now: u64,
+    ) -> Result<(), MachineError> {
         // The server's time of the envelope (0 for none) against this device's clock.
         let fresh = now.saturating_sub(self.presence.arrival) < millis(self.presence.timing.quiet);
         if !self.presence.sharing || !fresh || !self.presence.peers.contains_key(&account) {
             return Ok(());
         }
-        self.peer_update(account, |p| {
-            p.online = true;
-            p.last_seen = p.last_seen.max(now);
-        })
-        .await
+        self.peer_update(account, |p| p.heard(device, true, now)).await
     }
 
     /// Changes what is known of `account`; emits [`Event::Presence`] and keeps the last-seen
     /// hour when what apps see changes.
     async fn peer_update(&mut self, account: Uuid, change: impl FnOnce(&mut Peer)) -> Result<(), MachineError> {
         let before = self.presence.peers.get(&account).map(Peer::shown).unwrap_or(Presence::Unknown);
-        let peer = self.presence.peers.entry(account).or_insert(Peer { online: false, last_seen: 0 });
+        let peer = self.presence.peers.entry(account).or_default();
         change(peer);
         let (after, last_seen) = (peer.shown(), peer.last_seen);
         if after != before {

@@ -213,7 +213,7 @@ impl Machine {
             // Group texts travel only as sender-key messages.
             Some(Body::Data(data)) if !data.group_id.is_empty() => Ok(()),
             Some(Body::Data(data)) if !own => {
-                self.presence_activity(sender.account, now).await?;
+                self.presence_activity((sender.account, sender.device), now).await?;
                 self.incoming_text(batch, &sender, data, now, rng).await
             }
             Some(Body::Distribution(d)) => self.apply_distribution(batch, &sender, d, now, rng).await,
@@ -254,9 +254,9 @@ impl Machine {
                 }
                 Ok(())
             }
-            Some(Body::Presence(p)) if !own => self.apply_presence(sender.account, p, now).await,
+            Some(Body::Presence(p)) if !own => self.apply_presence((sender.account, sender.device), p, now).await,
             Some(Body::Typing(t)) if !own => {
-                self.presence_activity(sender.account, now).await?;
+                self.presence_activity((sender.account, sender.device), now).await?;
                 let from = self.username_of(sender.account).await?;
                 self.events.push_back(Event::Typing { from, from_device: sender.device, typing: t.typing });
                 Ok(())

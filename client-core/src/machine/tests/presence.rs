@@ -210,3 +210,39 @@ async fn sharing_turned_off_while_offline_tells_contacts_on_the_next_connection_
     relay.settle(&mut [&mut alice, &mut bob]).await;
     assert_eq!(online_only_sends(&relay, alice.account), sent + 1, "told once");
 }
+
+#[tokio::test]
+async fn a_contact_stays_online_while_any_of_its_devices_is() {
+    let mut relay = Relay::new();
+    let mut alice = relay.register("alice").await;
+    let mut alice2 = relay.link_device(&alice, 2).await;
+    let mut bob = relay.register("bob").await;
+    let to_bob = contact(&relay, &mut alice, &bob).await;
+    let _ = contact(&relay, &mut alice2, &bob).await;
+    for p in [&mut alice, &mut alice2, &mut bob] {
+        relay.connect(p).await;
+    }
+    send(&relay, &mut alice, &to_bob, "hello").await;
+    relay.settle(&mut [&mut alice, &mut alice2, &mut bob]).await;
+    let to_alice = bob.store.contact_by_username("alice").await.unwrap().unwrap();
+    send(&relay, &mut bob, &to_alice, "hi both").await;
+    relay.settle(&mut [&mut alice, &mut alice2, &mut bob]).await;
+    for p in [&mut alice, &mut alice2, &mut bob] {
+        relay.disconnect(p);
+        p.machine.set_presence_active(true);
+        p.events.clear();
+    }
+    relay.connect(&mut bob).await;
+    relay.connect(&mut alice).await;
+    relay.connect(&mut alice2).await;
+    relay.settle(&mut [&mut alice, &mut alice2, &mut bob]).await;
+    assert_eq!(presence_events(&bob, "alice"), [Presence::Online]);
+
+    // One of her devices stops cleanly; the other is still online.
+    alice.machine.going_offline(relay.now, &mut rand::rng()).await.unwrap();
+    relay.settle(&mut [&mut alice, &mut alice2, &mut bob]).await;
+    assert_eq!(bob.machine.presence(alice.account), Presence::Online);
+    alice2.machine.going_offline(relay.now, &mut rand::rng()).await.unwrap();
+    relay.settle(&mut [&mut alice, &mut alice2, &mut bob]).await;
+    assert_eq!(presence_events(&bob, "alice"), [Presence::Online, Presence::last_seen_at(relay.now)]);
+}
