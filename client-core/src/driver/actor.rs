@@ -20,6 +20,8 @@ use crate::machine::{GroupOutcome, Machine, OutgoingRequest, RestAnswer, RestFai
 use crate::store::{Batch, ClientStore, ContactRow, SqliteStore};
 use crate::types::{ClientConfig, ConnectionState, ConversationId, Event, GROUP_PREFIX, Status};
 
+mod presence;
+
 /// How often the machine is ticked (retries, backoff expiry) while connected.
 const TICK: Duration = Duration::from_millis(250);
 /// Reconnect backoff: first delay and cap.
@@ -28,8 +30,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A connection that stayed up this long resets the backoff; one closed sooner (say, by the
 /// server right after a send) makes the next wait longer.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
-/// How long a clean disconnect waits for the server to take the OFFLINE presence sends.
-const OFFLINE_WAIT: Duration = Duration::from_secs(2);
 
 /// Entry point of the actor thread.
 pub(super) fn run(
@@ -353,42 +353,6 @@ impl Actor {
             }
             _ => Ok(()), // from an older connection
         }
-    }
-
-    /// A clean disconnect: the machine tells the contacts this device goes offline, and the
-    /// connection stays open until the server has taken those sends (at most
-    /// [`OFFLINE_WAIT`]): it drops what is still pending when the socket closes.
-    async fn say_offline(&mut self) {
-        self.machine.set_presence_active(false);
-        if self.conn.as_ref().is_none_or(|c| c.authenticated.is_none()) {
-            return;
-        }
-        if let Err(e) = self.machine.going_offline(now_ms(), &mut self.rng).await {
-            tracing::warn!(error = %e, "cannot announce going offline");
-            return;
-        }
-        self.flush();
-        let deadline = Instant::now() + OFFLINE_WAIT;
-        while !self.machine.offline_announced() {
-            match tokio::time::timeout_at(deadline, self.ws_rx.recv()).await {
-                Ok(Some(event)) => {
-                    if let Err(e) = self.ws_event(event).await {
-                        tracing::warn!(error = %e, "client step failed");
-                    }
-                    self.flush();
-                }
-                _ => break,
-            }
-        }
-    }
-
-    /// What is known of `username`'s presence (unknown for someone who is not a contact).
-    async fn presence_of(&self, username: &str) -> Result<crate::presence::Presence, ClientError> {
-        let username = username.trim().to_lowercase();
-        Ok(match self.machine.store().contact_by_username(&username).await? {
-            Some(c) => self.machine.presence(c.account_id),
-            None => crate::presence::Presence::Unknown,
-        })
     }
 
     /// Exponential backoff with jitter (50%..100% of the step).
