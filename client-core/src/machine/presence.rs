@@ -198,7 +198,9 @@ impl Machine {
                 batch.values.insert(seen_key(*account), Some(peer.last_seen.to_be_bytes().to_vec()));
             }
         }
-        self.store.commit(batch).await?;
+        if !batch.is_empty() {
+            self.store.commit(batch).await?;
+        }
         if self.presence.sharing && self.presence.announced && self.connected {
             self.presence.offline_sends = self.tell_peers(State::Offline, false, now, rng).await?;
         }
