@@ -141,8 +141,21 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = hush_client_core::DEFAULT_SEARCH_LIMIT)]
         limit: usize,
     },
-    /// List everyone this account has exchanged messages with, and whether their key is trusted.
+    /// List everyone this account has exchanged messages with, whether their key is trusted,
+    /// and their presence as this device last saw it (online, or last seen within an hour;
+    /// live while `hush receive --follow` or the daemon runs, which hold the account).
     Contacts,
+    /// Share your presence with your one-to-one contacts (on, the default) or not (off: then
+    /// you see no one's either); without an action, show the setting.
+    ///
+    /// While `hush receive --follow` or the daemon is connected, contacts see you online and
+    /// you see them (`presence` events); after a clean stop they see "last seen" at the
+    /// granularity of an hour. Presence is end-to-end encrypted and never stored by the server.
+    Presence {
+        /// What to do; without one, show the setting.
+        #[command(subcommand)]
+        action: Option<PresenceAction>,
+    },
     /// Print the safety number shared with USERNAME (compare it with theirs out of band).
     SafetyNumber {
         /// The other party.
@@ -202,14 +215,26 @@ pub enum Command {
     /// Serve JSON-RPC 2.0 (one JSON object per line) on stdio, or on a Unix socket.
     ///
     /// Methods: send, history, search, contacts, safety_number, trust, status, mark_read, unread,
-    /// typing, outbox, retry, cancel, subscribe, ack, unsubscribe, devices, device_remove,
-    /// device_rename, link_approve, push_register, push_status, push_remove, group_create, group_add,
+    /// typing, presence, presence_sharing, outbox, retry, cancel, subscribe, ack, unsubscribe,
+    /// devices, device_remove, device_rename, link_approve, push_register, push_status, push_remove, group_create, group_add,
     /// group_remove, group_leave, group_role, group_title, group_list, group_invites,
     /// group_info, group_accept, group_decline. The daemon reconnects by itself
     /// (connection events and `status` say how it stands), except after this device was
     /// removed or a copy of it connected from elsewhere. Message events are numbered and replayed after a restart
     /// until acknowledged. See the README, "Using the hush CLI".
     Daemon(DaemonArgs),
+}
+
+/// What `hush presence` does.
+#[derive(Debug, Subcommand)]
+pub enum PresenceAction {
+    /// Share your presence (and see your contacts').
+    On,
+    /// Stop sharing: contacts are told to forget it (at the next connection if offline now),
+    /// and you see no one's presence.
+    Off,
+    /// Show the setting (the default).
+    Status,
 }
 
 /// What `hush devices` does.

@@ -297,6 +297,11 @@ async fn follow_messages(
                     if matches!(event, Event::Message(_) | Event::QueueEmpty) {
                         feed.print_new(client, ctx.printer).await?;
                     }
+                    if let (Some(text), Some(json)) =
+                        (crate::presence::event_text(&event), output::live_event_json(&event))
+                    {
+                        ctx.printer.emit(&json, &text)?;
+                    }
                 }
             },
             () = stop.wait() => break,
@@ -320,8 +325,8 @@ pub async fn history(ctx: &Ctx, with: &str, limit: usize) -> anyhow::Result<()> 
 /// `hush contacts`.
 pub async fn contacts(ctx: &Ctx) -> anyhow::Result<()> {
     with_client!(ctx, |client| {
-        for c in client.contacts().await? {
-            ctx.printer.emit(&output::contact_json(&c), &output::contact_text(&c))?;
+        for (c, p) in crate::presence::contacts_with_presence(&client).await? {
+            ctx.printer.emit(&crate::presence::contact_json(&c, &p), &crate::presence::contact_text(&c, &p))?;
         }
         Ok(())
     })

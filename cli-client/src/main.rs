@@ -18,6 +18,7 @@ mod exit;
 mod group;
 mod link;
 mod output;
+mod presence;
 mod push;
 mod search;
 mod signals;
@@ -58,7 +59,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (None, Command::Register { .. } | Command::Link { .. }) => cli::DEFAULT_SERVER.to_owned(),
         (None, _) => String::new(),
     };
-    let ctx = Ctx { config: ClientConfig::new(cli.data_dir(), server), printer: Printer { json: cli.json } };
+    let mut config = ClientConfig::new(cli.data_dir(), server);
+    // Presence is announced by the commands that stay connected; `send`, `status`... only
+    // connect for a moment.
+    config.announce_presence = matches!(cli.command, Command::Receive { follow: true, .. } | Command::Daemon(_));
+    let ctx = Ctx { config, printer: Printer { json: cli.json } };
     match cli.command {
         Command::Register { username } => commands::register(&ctx, &username).await,
         Command::Link { name } => link::link(&ctx, name.as_deref()).await,
@@ -84,6 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group { action, timeout } => group::run(&ctx, action, timeout.value).await,
         Command::Devices { action } => devices::run(&ctx, action).await,
         Command::Push { action } => push::run(&ctx, action).await,
+        Command::Presence { action } => presence::run(&ctx, action).await,
         Command::Daemon(args) => daemon::run(&ctx, args).await,
     }
 }

@@ -98,6 +98,21 @@ mod tests {
     }
 
     #[test]
+    fn presence_message_bytes_are_stable() {
+        let content = Content {
+            sender_username: "alice".into(),
+            body: Some(content::Body::Presence(PresenceMessage {
+                state: presence_message::State::Online as i32,
+                probe: true,
+            })),
+        };
+        let padded = encode(&content);
+        assert_eq!(padded.len(), PAD_BLOCK, "as long as any short content: the state does not show in the size");
+        insta::assert_snapshot!(hex::encode(unpad(&padded).unwrap_or_default()));
+        assert_eq!(decode(&padded), Ok(content));
+    }
+
+    #[test]
     fn conversation_id_is_symmetric() {
         let (a, b) = (Uuid::from_bytes([1; 16]), Uuid::from_bytes([2; 16]));
         assert_eq!(direct_conversation_id(a, b), direct_conversation_id(b, a));

@@ -43,6 +43,7 @@ mod driver;
 mod error;
 pub mod machine;
 mod search;
+mod presence;
 pub mod signal_store;
 pub mod store;
 mod types;
@@ -65,6 +66,9 @@ pub use types::{
 };
 
 pub use search::{DEFAULT_SEARCH_LIMIT, SearchHit, SearchOptions};
+/// Contacts' presence ([`Client::presence`], [`Event::Presence`]) and its timing
+/// ([`ClientConfig::presence`]).
+pub use presence::{HOUR_MS, Presence, PresenceTiming};
 
 /// When signed prekeys are rotated ([`ClientConfig::prekey_schedule`]).
 pub use machine::PrekeySchedule;
@@ -243,6 +247,27 @@ impl Client {
     pub async fn send_typing(&self, username: &str, typing: bool) -> Result<(), ClientError> {
         let to = username.to_owned();
         self.call(|reply| Command::SendTyping { to, typing, reply }).await
+    }
+
+    /// What is known of `username`'s presence: online, or last seen within an hour; unknown
+    /// when they do not share it, this account does not share its own, or nothing was heard.
+    /// Changes come as [`Event::Presence`]. Presence is announced only while the client stays
+    /// connected ([`Client::connect`]), not during [`Client::run_until_queue_empty`] alone.
+    pub async fn presence(&self, username: &str) -> Result<Presence, ClientError> {
+        let peer = username.to_owned();
+        self.call(|reply| Command::Presence { peer, reply }).await
+    }
+
+    /// Shares this account's presence with its one-to-one contacts (`true`, the default) or
+    /// stops (`false`: contacts are told to forget it, and this account sees no one's
+    /// presence either). Kept in the local store.
+    pub async fn set_presence_sharing(&self, on: bool) -> Result<(), ClientError> {
+        self.call(|reply| Command::SetPresenceSharing { on, reply }).await
+    }
+
+    /// Whether this account shares its presence ([`Client::set_presence_sharing`]).
+    pub async fn presence_sharing(&self) -> Result<bool, ClientError> {
+        self.call(|reply| Command::PresenceSharing { reply }).await
     }
 
     /// Marks every received message from `username` (or in a group: `group:<uuid>`) as read

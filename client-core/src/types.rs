@@ -18,12 +18,31 @@ pub struct ClientConfig {
     /// keeps replaced ones (default: weekly, kept 30 days).
     #[serde(default)]
     pub prekey_schedule: crate::machine::PrekeySchedule,
+    /// When presence is announced and when a silent contact counts as offline (default: a
+    /// heartbeat every 4 minutes, offline after 9 silent minutes).
+    #[serde(default)]
+    pub presence: crate::presence::PresenceTiming,
+    /// Whether [`crate::Client::connect`] announces this account's presence to its contacts
+    /// (default: yes). A one-shot tool that connects only to send sets it to `false`: it then
+    /// still sees its contacts' presence, and says nothing itself.
+    #[serde(default = "yes")]
+    pub announce_presence: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl ClientConfig {
     /// A configuration for `data_dir` and `server_url`, with the default prekey schedule.
     pub fn new(data_dir: impl Into<PathBuf>, server_url: impl Into<String>) -> Self {
-        Self { data_dir: data_dir.into(), server_url: server_url.into(), prekey_schedule: Default::default() }
+        Self {
+            data_dir: data_dir.into(),
+            server_url: server_url.into(),
+            prekey_schedule: Default::default(),
+            presence: Default::default(),
+            announce_presence: true,
+        }
     }
 }
 
@@ -289,6 +308,14 @@ pub enum Event {
         from_device: u32,
         /// Started (true) or stopped (false).
         typing: bool,
+    },
+    /// What is known of a one-to-one contact's presence changed (online only; never sent on a
+    /// heartbeat that changes nothing). See [`crate::Presence`].
+    Presence {
+        /// Whose.
+        contact: String,
+        /// What is known now.
+        presence: crate::presence::Presence,
     },
     /// A contact's identity key changed: their safety number is different, and sending to them
     /// is blocked until [`crate::Client::trust`] is called.
@@ -653,6 +680,11 @@ mod tests {
                 timestamp: 5,
             }),
             Event::Typing { from: "bob".into(), from_device: 1, typing: true },
+            Event::Presence { contact: "bob".into(), presence: crate::presence::Presence::Online },
+            Event::Presence {
+                contact: "bob".into(),
+                presence: crate::presence::Presence::LastSeen { hour: 1_699_999_200_000 },
+            },
             Event::IdentityChanged { username: "bob".into() },
             Event::Sent { id: MessageId([2; 16]), to: "bob".into(), server_timestamp: 9 },
             Event::SendFailed { id: MessageId([3; 16]), to: "bob".into(), reason: "why".into() },

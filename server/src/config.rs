@@ -47,6 +47,13 @@ pub struct Args {
     /// Sustained sends per second per device [default: 1].
     #[arg(long, env = "HUSHD_RATE_PER_SECOND")]
     pub rate_per_second: Option<f64>,
+    /// Online-only sends (typing, presence) one device may make in a burst; a budget of their
+    /// own, apart from the send rate [default: 1000].
+    #[arg(long, env = "HUSHD_ONLINE_ONLY_BURST")]
+    pub online_only_burst: Option<u32>,
+    /// Sustained online-only sends per second per device [default: 10].
+    #[arg(long, env = "HUSHD_ONLINE_ONLY_PER_SECOND")]
+    pub online_only_per_second: Option<f64>,
     /// Seconds between WebSocket pings; a connection silent for two intervals is dropped [default: 30].
     #[arg(long, env = "HUSHD_PING_INTERVAL_SECS")]
     pub ping_interval_secs: Option<u64>,
@@ -172,6 +179,8 @@ struct FileConfig {
     group_fanout_read_above: Option<u32>,
     rate_burst: Option<u32>,
     rate_per_second: Option<f64>,
+    online_only_burst: Option<u32>,
+    online_only_per_second: Option<f64>,
     ping_interval_secs: Option<u64>,
     auth_timeout_secs: Option<u64>,
     certificate_hours: Option<u64>,
@@ -252,6 +261,11 @@ pub struct Limits {
     pub rate_burst: u32,
     /// Rate-limit sustained sends per second per device.
     pub rate_per_second: f64,
+    /// Online-only sends (typing, presence) per device in a burst: a budget apart from the
+    /// send rate, so neither uses up the other.
+    pub online_only_burst: u32,
+    /// Sustained online-only sends per second per device.
+    pub online_only_per_second: f64,
     /// Devices per account.
     pub max_devices: u32,
     /// Members (accounts) per group.
@@ -401,6 +415,17 @@ impl Config {
         if rate_burst == 0 {
             return Err(ConfigError::Invalid { name: "rate_burst", message: "must be at least 1".into() });
         }
+        let online_only_per_second = args.online_only_per_second.or(file.online_only_per_second).unwrap_or(10.0);
+        if !(online_only_per_second.is_finite() && online_only_per_second > 0.0) {
+            return Err(ConfigError::Invalid {
+                name: "online_only_per_second",
+                message: "must be a positive number".into(),
+            });
+        }
+        let online_only_burst = args.online_only_burst.or(file.online_only_burst).unwrap_or(1000);
+        if online_only_burst == 0 {
+            return Err(ConfigError::Invalid { name: "online_only_burst", message: "must be at least 1".into() });
+        }
         let max_group_members =
             args.max_group_members.or(file.max_group_members).unwrap_or(hush_wire::limits::MAX_GROUP_MEMBERS);
         if max_group_members < 1 {
@@ -514,6 +539,8 @@ impl Config {
                 window: hush_wire::limits::IN_FLIGHT_WINDOW,
                 rate_burst,
                 rate_per_second,
+                online_only_burst,
+                online_only_per_second,
                 max_devices: hush_wire::limits::MAX_DEVICES_PER_ACCOUNT,
                 max_group_members,
                 group_fanout_read_above: args
@@ -681,6 +708,24 @@ mod tests {
         assert_eq!(c.link_timeout, Duration::from_secs(5));
         let zero = Config::from_args(Args { link_timeout_secs: Some(0), ..Args::default() });
         assert!(matches!(zero, Err(ConfigError::Invalid { name: "link_timeout_secs", .. })));
+    }
+
+    #[test]
+    fn the_online_only_budget_has_flags_of_its_own_and_refuses_zero() {
+        let defaults = Config::from_args(Args::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((defaults.limits.online_only_burst, defaults.limits.online_only_per_second), (1000, 10.0));
+        assert_eq!(
+            (defaults.limits.rate_burst, defaults.limits.rate_per_second),
+            (60, 1.0),
+            "apart from the send rate"
+        );
+        let set = Args { online_only_burst: Some(5), online_only_per_second: Some(0.5), ..Args::default() };
+        let set = Config::from_args(set).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((set.limits.online_only_burst, set.limits.online_only_per_second), (5, 0.5));
+        let zero = Config::from_args(Args { online_only_burst: Some(0), ..Args::default() });
+        assert!(matches!(zero, Err(ConfigError::Invalid { name: "online_only_burst", .. })));
+        let zero = Config::from_args(Args { online_only_per_second: Some(0.0), ..Args::default() });
+        assert!(matches!(zero, Err(ConfigError::Invalid { name: "online_only_per_second", .. })));
     }
 
     #[test]

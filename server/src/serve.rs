@@ -189,6 +189,7 @@ pub async fn build_state(config: Config) -> Result<(AppState, tokio::task::JoinH
         committer,
         keys,
         rate: SendRateLimiter::new(config.limits.rate_burst, config.limits.rate_per_second),
+        online_rate: SendRateLimiter::new(config.limits.online_only_burst, config.limits.online_only_per_second),
         abuse: crate::http::limits::AbuseLimiter::new(&config.abuse),
         replay: ReplayCache::default(),
         metrics: m::handle(),
@@ -289,6 +290,7 @@ async fn maintain(state: AppState) {
         }
         state.replay.prune(now);
         state.rate.prune();
+        state.online_rate.prune();
     }
 }
 

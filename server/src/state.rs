@@ -47,6 +47,8 @@ pub struct Inner {
     pub config: Config,
     /// Per-device send rate.
     pub rate: SendRateLimiter,
+    /// Per-device rate of online-only sends (typing, presence), apart from `rate`.
+    pub online_rate: SendRateLimiter,
     /// REST abuse limits (registration, lookups, prekey bundles).
     pub abuse: crate::http::limits::AbuseLimiter,
     /// REST nonces seen recently.

@@ -4,7 +4,7 @@
 //! so they are durable: on `subscribe` the hub replays every message after the acknowledged
 //! cursor from the store, then passes on new ones. Because replay and live delivery both read
 //! the store from the subscriber's own position (`sent_upto`), nothing is skipped or doubled
-//! between the two. Other events (receipts, typing, identity changes, send results, connection
+//! between the two. Other events (receipts, typing, presence, identity changes, send results, connection
 //! changes) are live only and carry no `event_id`.
 
 use std::collections::HashMap;

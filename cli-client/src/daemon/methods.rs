@@ -67,6 +67,13 @@ struct LinkApproveParams {
     code: String,
 }
 
+/// `presence_sharing`: `{"on": bool}` changes the setting; without it, only reads.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharingParams {
+    on: Option<bool>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TypingParams {
@@ -204,8 +211,21 @@ impl Session {
             }
             "search" => Ok(crate::search::rpc(client, params(p)?).await?),
             "contacts" => {
-                let contacts = client.contacts().await?;
-                Ok(json!({ "contacts": contacts.iter().map(output::contact_json).collect::<Vec<_>>() }))
+                let contacts = crate::presence::contacts_with_presence(client).await?;
+                let contacts: Vec<Value> = contacts.iter().map(|(c, p)| crate::presence::contact_json(c, p)).collect();
+                Ok(json!({ "contacts": contacts }))
+            }
+            "presence" => {
+                let p: WithParams = params(p)?;
+                let presence = client.presence(&p.with).await?;
+                Ok(json!({ "with": p.with, "presence": crate::presence::presence_json(&presence) }))
+            }
+            "presence_sharing" => {
+                let p: SharingParams = optional_params(p)?;
+                if let Some(on) = p.on {
+                    client.set_presence_sharing(on).await?;
+                }
+                Ok(json!({ "presence_sharing": client.presence_sharing().await? }))
             }
             "safety_number" => {
                 let p: WithParams = params(p)?;

@@ -8,6 +8,7 @@ mod errors;
 mod groups;
 mod hardening;
 mod link;
+mod presence;
 mod push;
 mod search;
 mod support;

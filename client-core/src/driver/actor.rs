@@ -20,6 +20,8 @@ use crate::machine::{GroupOutcome, Machine, OutgoingRequest, RestAnswer, RestFai
 use crate::store::{Batch, ClientStore, ContactRow, SqliteStore};
 use crate::types::{ClientConfig, ConnectionState, ConversationId, Event, GROUP_PREFIX, Status};
 
+mod presence;
+
 /// How often the machine is ticked (retries, backoff expiry) while connected.
 const TICK: Duration = Duration::from_millis(250);
 /// Reconnect backoff: first delay and cap.
@@ -140,6 +142,7 @@ impl Actor {
             }
         };
         machine.set_prekey_schedule(config.prekey_schedule);
+        machine.set_presence_timing(config.presence);
         let account = machine.account();
         if config.server_url.is_empty() {
             config.server_url = account.server_url.clone();
@@ -223,6 +226,7 @@ impl Actor {
     /// Closes the connection, cancels every task still running (a REST call in flight, the
     /// connection) and waits until they are gone, then closes the store.
     async fn stop(&mut self) {
+        self.say_offline().await;
         self.close_connection();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
@@ -377,10 +381,12 @@ impl Actor {
         match command {
             Command::Connect { reply } => {
                 self.want_online = true;
+                self.machine.set_presence_active(self.config.announce_presence);
                 self.open_connection();
                 let _ = reply.send(Ok(()));
             }
             Command::Disconnect { reply } => {
+                self.say_offline().await;
                 self.want_online = false;
                 if !self.draining {
                     self.close_connection();
@@ -402,6 +408,16 @@ impl Actor {
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(result);
+            }
+            Command::Presence { peer, reply } => {
+                let _ = reply.send(self.presence_of(&peer).await);
+            }
+            Command::SetPresenceSharing { on, reply } => {
+                let result = self.machine.set_presence_sharing(on, now, &mut self.rng).await;
+                let _ = reply.send(result.map_err(client_error));
+            }
+            Command::PresenceSharing { reply } => {
+                let _ = reply.send(Ok(self.machine.presence_sharing()));
             }
             Command::MarkRead { peer, reply } if peer.trim().starts_with(GROUP_PREFIX) => {
                 let result = match parse_group(&peer) {

@@ -49,6 +49,18 @@ pub(crate) enum Command {
         peer: String,
         reply: Reply<()>,
     },
+    /// What is known of a contact's presence.
+    Presence {
+        peer: String,
+        reply: Reply<crate::presence::Presence>,
+    },
+    SetPresenceSharing {
+        on: bool,
+        reply: Reply<()>,
+    },
+    PresenceSharing {
+        reply: Reply<bool>,
+    },
     Retry {
         id: MessageId,
         reply: Reply<()>,

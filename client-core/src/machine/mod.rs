@@ -15,6 +15,7 @@ mod devices;
 mod groups;
 mod keys;
 mod limits;
+mod presence;
 mod receive;
 mod retry;
 mod rotation;
@@ -255,6 +256,8 @@ pub struct Machine {
     completions: VecDeque<(u64, Result<GroupOutcome, MachineError>)>,
     /// Signed prekey rotation.
     rotation: rotation::Rotation,
+    /// Own presence announcements and what is known of the contacts' (`presence.rs`).
+    presence: presence::PresenceState,
 }
 
 impl std::fmt::Debug for Machine {
@@ -285,6 +288,7 @@ impl Machine {
             }
             _ => None,
         };
+        let presence = presence::PresenceState::load(store.as_ref()).await?;
         Ok(Some(Machine {
             store,
             signal,
@@ -317,6 +321,7 @@ impl Machine {
             deferred_invites: HashMap::new(),
             completions: VecDeque::new(),
             rotation: rotation::Rotation::default(),
+            presence,
         }))
     }
 
@@ -368,6 +373,7 @@ impl Machine {
         self.distributing = None;
         self.send_waits.clear();
         self.pending_acks = Ack::default();
+        self.presence_disconnected();
         self.requests.retain(|r| matches!(r, OutgoingRequest::Rest { .. }));
     }
 
@@ -382,8 +388,9 @@ impl Machine {
     }
 
     /// Time passed: retries whose backoff has run out, certificate refresh, signed prekey
-    /// rotation.
+    /// rotation, presence heartbeats and contacts silent for the quiet period.
     pub async fn tick<R: rand::Rng + rand::CryptoRng>(&mut self, now: u64, rng: &mut R) -> Result<(), MachineError> {
+        self.presence_expire(now).await?;
         self.pump(now, rng).await
     }
 
@@ -409,6 +416,7 @@ impl Machine {
             && self.lookups.is_empty()
             && self.in_flight.is_none()
             && self.send_waits.is_empty()
+            && self.offline_announced()
             && self.store.outbox_head().await?.is_none())
     }
 
@@ -686,6 +694,7 @@ impl Machine {
         self.refresh_certificate(now);
         self.rotate_prekeys_if_due(now, rng).await?;
         self.send_head(now, rng).await?;
+        self.presence_step(now, rng).await?;
         if self.is_idle().await? {
             if !self.idle_reported {
                 self.idle_reported = true;

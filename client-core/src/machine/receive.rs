@@ -76,6 +76,7 @@ impl Machine {
         rng: &mut R,
     ) -> Result<(), MachineError> {
         let arrival = Arrival::of(&envelope);
+        self.presence.arrival = envelope.server_timestamp;
         let group_key = group_key(&envelope);
         let events_before = self.events.len();
         if self.already_processed(&arrival, group_key).await? {
@@ -192,6 +193,7 @@ impl Machine {
             self.pending_identity_events.extend(username);
         }
         self.apply_content(&mut batch, sender, content, now, rng).await?;
+        batch.values.extend(self.take_presence_values());
         // What a distribution did to the sender-key store (and the messages it opened).
         let (more, _) = self.signal.take();
         batch.merge(more);
@@ -210,7 +212,10 @@ impl Machine {
         match content.body {
             // Group texts travel only as sender-key messages.
             Some(Body::Data(data)) if !data.group_id.is_empty() => Ok(()),
-            Some(Body::Data(data)) if !own => self.incoming_text(batch, &sender, data, now, rng).await,
+            Some(Body::Data(data)) if !own => {
+                self.presence_activity((sender.account, sender.device), now).await?;
+                self.incoming_text(batch, &sender, data, now, rng).await
+            }
             Some(Body::Distribution(d)) => self.apply_distribution(batch, &sender, d, now, rng).await,
             Some(Body::Transcript(t)) if own => {
                 let Some(data) = t.message else { return Ok(()) };
@@ -249,7 +254,9 @@ impl Machine {
                 }
                 Ok(())
             }
+            Some(Body::Presence(p)) if !own => self.apply_presence((sender.account, sender.device), p, now).await,
             Some(Body::Typing(t)) if !own => {
+                self.presence_activity((sender.account, sender.device), now).await?;
                 let from = self.username_of(sender.account).await?;
                 self.events.push_back(Event::Typing { from, from_device: sender.device, typing: t.typing });
                 Ok(())

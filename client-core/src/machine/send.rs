@@ -287,31 +287,46 @@ impl Machine {
         now: u64,
         rng: &mut R,
     ) -> Result<(), MachineError> {
-        if !self.connected || peer.trust == TrustState::Changed {
+        if peer.trust == TrustState::Changed {
             return Ok(());
         }
-        let Some(cert) = self.cert.clone() else { return Ok(()) };
-        let content = Content {
-            sender_username: self.account.username.clone(),
-            body: Some(Body::Typing(TypingMessage { typing, timestamp: now })),
-        };
-        let name = hush_keys::aci_string(peer.account_id);
+        let body = Body::Typing(TypingMessage { typing, timestamp: now });
+        self.send_online_only(peer.account_id, body, now, rng).await.map(|_| ())
+    }
+
+    /// Seals `body` for every device of `account` this device has a session with and queues
+    /// one online-only send (the server stores nothing and drops it for offline devices; its
+    /// answer is ignored). Returns the request id, or `None` when nothing was sent
+    /// (disconnected, no certificate yet, no session).
+    pub(super) async fn send_online_only<R: rand::Rng + rand::CryptoRng>(
+        &mut self,
+        account: Uuid,
+        body: Body,
+        now: u64,
+        rng: &mut R,
+    ) -> Result<Option<u64>, MachineError> {
+        if !self.connected {
+            return Ok(None);
+        }
+        let Some(cert) = self.cert.clone() else { return Ok(None) };
+        let content = Content { sender_username: self.account.username.clone(), body: Some(body) };
+        let name = hush_keys::aci_string(account);
         let devices = self.signal.session_devices(&name).await?;
         let plain = content::encode(&content);
         let mut messages = Vec::new();
         for device in devices {
             match self.encrypt_for((&name, device), &plain, &Seal { cert: &cert.cert, now }, rng).await {
                 Ok(sealed) => messages.push(sealed.message),
-                Err(e) => tracing::debug!(error = %e, "typing indicator not encrypted for a device"),
+                Err(e) => tracing::debug!(error = %e, "online-only content not encrypted for a device"),
             }
         }
         let (batch, _) = self.signal.take();
         if messages.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         self.store.commit(batch).await?;
         let request_id = self.next_request_id();
-        let recipients = vec![RecipientMessages { account_id: peer.account_id.as_bytes().to_vec().into(), messages }];
+        let recipients = vec![RecipientMessages { account_id: account.as_bytes().to_vec().into(), messages }];
         self.requests.push_back(OutgoingRequest::Send(SendRequest {
             request_id,
             recipients,
@@ -319,7 +334,7 @@ impl Machine {
             idempotency_key: Default::default(),
             urgent: false,
         }));
-        Ok(())
+        Ok(Some(request_id))
     }
 
     /// Seals `plain` for one device (the ratchet step stays in the pending batch); the tag
@@ -574,8 +589,9 @@ impl Machine {
         now: u64,
         rng: &mut R,
     ) -> Result<(), MachineError> {
+        self.presence_answered(response.request_id);
         let Some((_, seqs)) = self.in_flight.take_if(|(id, _)| *id == response.request_id) else {
-            return Ok(()); // an online-only send (typing), or an answer from an old connection
+            return Ok(()); // an online-only send (typing, presence), or an answer from an old connection
         };
         let Some(head) = self.store.outbox_head().await?.filter(|h| seqs.first() == Some(&h.seq)) else {
             return self.pump(now, rng).await;

@@ -12,6 +12,7 @@ mod large_groups;
 mod lifecycle;
 mod linking;
 mod multi_device;
+mod presence;
 mod retry;
 mod search;
 mod support;

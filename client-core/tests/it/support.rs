@@ -80,11 +80,16 @@ pub struct TestClient {
 
 impl TestClient {
     pub async fn register(server: &Hushd, prefix: &str) -> TestClient {
+        TestClient::register_with(server, prefix, |_| {}).await
+    }
+
+    /// Registers with a configuration `change` adjusts (e.g. short presence timings).
+    pub async fn register_with(server: &Hushd, prefix: &str, change: impl FnOnce(&mut ClientConfig)) -> TestClient {
         let dir = tempfile::Builder::new().prefix("client-").tempdir().unwrap_or_else(|e| panic!("{e}"));
         let name = username(prefix);
-        let client = Client::register(ClientConfig::new(dir.path(), server.url()), &name)
-            .await
-            .unwrap_or_else(|e| panic!("register {name}: {e}"));
+        let mut config = ClientConfig::new(dir.path(), server.url());
+        change(&mut config);
+        let client = Client::register(config, &name).await.unwrap_or_else(|e| panic!("register {name}: {e}"));
         let events = client.events();
         TestClient { client, name, dir, events, backlog: Default::default() }
     }

@@ -73,3 +73,51 @@ async fn connections_beyond_the_limit_are_refused_with_503_and_the_others_keep_w
     // The connection that was there is untouched.
     alice_ws.send_ok(to_primary(&bob, "still served")).await;
 }
+
+fn online_only_to_primary(bob: &TestAccount, content: &str) -> SendRequest {
+    SendRequest { online_only: true, urgent: false, ..to_primary(bob, content) }
+}
+
+#[tokio::test]
+async fn exhausting_the_online_only_budget_does_not_block_real_messages() {
+    let server =
+        TestServer::builder().args(["--online-only-burst", "2", "--online-only-per-second", "0.01"]).start().await;
+    let alice = TestAccount::register(&server, "alice").await;
+    let bob = TestAccount::register(&server, "bob").await;
+    let mut bob_ws = WsClient::connect_drained(&server, bob.primary()).await;
+    let mut alice_ws = WsClient::connect_drained(&server, alice.primary()).await;
+    alice_ws.send_ok(online_only_to_primary(&bob, "typing 1")).await;
+    alice_ws.send_ok(online_only_to_primary(&bob, "typing 2")).await;
+    let err = alice_ws.send_err(online_only_to_primary(&bob, "typing 3"), SendErrorCode::RateLimited).await;
+    assert!(err.retry_after_ms > 0, "{err:?}");
+
+    // The send budget is untouched: a real message goes through at once.
+    alice_ws.send_ok(to_primary(&bob, "a real message")).await;
+    for expected in ["typing 1", "typing 2", "a real message"] {
+        let env = bob_ws.next_envelope().await;
+        assert_eq!(env.content.as_ref(), expected.as_bytes());
+        assert_eq!(env.seq == 0, expected.starts_with("typing"), "online-only envelopes have seq 0: {env:?}");
+    }
+}
+
+#[tokio::test]
+async fn exhausting_the_send_rate_does_not_block_typing_or_presence() {
+    let server = TestServer::builder().args(["--rate-burst", "2", "--rate-per-second", "0.01"]).start().await;
+    let alice = TestAccount::register(&server, "alice").await;
+    let bob = TestAccount::register(&server, "bob").await;
+    let mut bob_ws = WsClient::connect_drained(&server, bob.primary()).await;
+    let mut alice_ws = WsClient::connect_drained(&server, alice.primary()).await;
+    alice_ws.send_ok(to_primary(&bob, "one")).await;
+    alice_ws.send_ok(to_primary(&bob, "two")).await;
+    alice_ws.send_err(to_primary(&bob, "three"), SendErrorCode::RateLimited).await;
+
+    // Online-only sends have a budget of their own.
+    for n in 0..5 {
+        alice_ws.send_ok(online_only_to_primary(&bob, &format!("presence {n}"))).await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..7 {
+        got.push(String::from_utf8_lossy(&bob_ws.next_envelope().await.content).into_owned());
+    }
+    assert_eq!(got, ["one", "two", "presence 0", "presence 1", "presence 2", "presence 3", "presence 4"]);
+}

@@ -320,3 +320,36 @@ async fn two_nodes_on_postgres_and_redis_send_one_wake_up_not_two() {
         assert!(extra.is_empty(), "a second wake-up for bob: {extra:?}");
     }
 }
+
+#[tokio::test]
+async fn online_only_envelopes_left_unacknowledged_at_a_disconnect_wake_no_one() {
+    let server = TestServer::builder()
+        .args(["--push-allow-hosts", "127.0.0.1", "--push-window-secs", "600"])
+        .args(["--push-background-delay-secs", "3600", "--push-disconnect-delay-secs", "0"])
+        .start()
+        .await;
+    let mut fake = FakePush::accepting().await;
+    let alice = TestAccount::register(&server, "alice").await;
+    let bob = TestAccount::register(&server, "bob").await;
+    let carol = TestAccount::register(&server, "carol").await;
+    register_unifiedpush(&server, &bob, fake.url("/up/bob")).await;
+    register_unifiedpush(&server, &carol, fake.url("/up/carol")).await;
+    let mut alice_ws = WsClient::connect_drained(&server, alice.primary()).await;
+
+    // Bob gets an online-only envelope (presence, typing) and leaves without a word.
+    let mut bob_ws = WsClient::connect_drained(&server, bob.primary()).await;
+    let mut presence = to_primary(&bob, b"presence");
+    presence.online_only = true;
+    alice_ws.send_ok(presence).await;
+    assert_eq!(bob_ws.next_envelope().await.seq, 0);
+    bob_ws.close().await;
+    // Carol leaves a stored envelope unacknowledged: she is woken, Bob is not.
+    let mut carol_ws = WsClient::connect_drained(&server, carol.primary()).await;
+    alice_ws.send_ok(to_primary(&carol, b"stored")).await;
+    assert!(carol_ws.next_envelope().await.seq > 0);
+    carol_ws.close().await;
+    let wake = fake.next().await;
+    assert_eq!(wake.path, "/up/carol", "no wake-up for an online-only envelope");
+    let extra = until_sentinel(&server, &mut fake, &mut alice_ws, "dave").await;
+    assert!(extra.iter().all(|r| r.path != "/up/bob"), "{extra:?}");
+}

@@ -4,6 +4,7 @@
 
 mod groups;
 mod outbox;
+mod presence;
 mod relay;
 mod retry;
 mod rotation;

@@ -47,10 +47,16 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Takes one token of the device's send rate (every stored or online-only send, group
-    /// message and distribution takes one).
+    /// Takes one token of the device's send rate (every stored send, group message and
+    /// distribution takes one; online-only sends have [`Ctx::check_online_rate`]).
     pub fn check_rate(&self) -> Result<(), SendError> {
         self.state.rate.check(self.device).map_err(|wait| rate_limited(wait.as_millis() as u64))
+    }
+
+    /// Takes one token of the device's online-only budget (typing, presence), which is apart
+    /// from the send rate: neither uses up the other.
+    pub fn check_online_rate(&self) -> Result<(), SendError> {
+        self.state.online_rate.check(self.device).map_err(|wait| rate_limited(wait.as_millis() as u64))
     }
 
     /// Milliseconds since the epoch, now, and when what is stored now expires.

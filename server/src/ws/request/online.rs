@@ -1,6 +1,9 @@
 //! Online-only sends (typing, presence): device sets checked as for stored sends (the
 //! sender's own devices need not be listed), delivered to connected devices with `seq = 0`,
-//! never stored.
+//! never stored, never a push wake-up (only the writer and roster changes hand devices to the
+//! pusher). They take tokens of their own budget (`--online-only-burst`,
+//! `--online-only-per-second`), not of the send rate; past it a send is refused
+//! `RATE_LIMITED` like any other (online-only is best effort: clients drop it).
 
 use hush_wire::frames::{SendOk, send_response};
 
@@ -8,10 +11,11 @@ use super::{Answer, Ctx, internal, refuse, rejection_error};
 use crate::hub::Push;
 use crate::store::{DeviceKey, RecipientBatch, StoredEnvelope};
 
-/// Applies an online-only send: rate, device check, then delivery to whoever is connected.
+/// Applies an online-only send: the online-only budget, device check, then delivery to
+/// whoever is connected.
 pub fn apply(ctx: Ctx<'_>, recipients: Vec<RecipientBatch>) -> Answer {
     use send_response::Result as R;
-    if let Err(e) = ctx.check_rate() {
+    if let Err(e) = ctx.check_online_rate() {
         return refuse(e);
     }
     let state = ctx.state.clone();
