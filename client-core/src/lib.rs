@@ -42,8 +42,8 @@ pub mod content;
 mod driver;
 mod error;
 pub mod machine;
-mod search;
 mod presence;
+mod search;
 pub mod signal_store;
 pub mod store;
 mod types;
@@ -65,10 +65,10 @@ pub use types::{
     Status, TrustState,
 };
 
-pub use search::{DEFAULT_SEARCH_LIMIT, SearchHit, SearchOptions};
 /// Contacts' presence ([`Client::presence`], [`Event::Presence`]) and its timing
 /// ([`ClientConfig::presence`]).
 pub use presence::{HOUR_MS, Presence, PresenceTiming};
+pub use search::{DEFAULT_SEARCH_LIMIT, SearchHit, SearchOptions};
 
 /// When signed prekeys are rotated ([`ClientConfig::prekey_schedule`]).
 pub use machine::PrekeySchedule;

@@ -48,8 +48,7 @@ pub const PUSH_RETRIED: &str = "hush_push_retried_total";
 pub const PUSH_INVALID_TOKENS: &str = "hush_push_invalid_tokens_total";
 
 /// Buckets of the latency histograms, in seconds.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Every series with its `# HELP` text.
 const DESCRIPTIONS: &[(&str, &str)] = &[

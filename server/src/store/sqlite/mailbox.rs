@@ -6,8 +6,8 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{
-    SqliteStore, Unsynced, backend, begin, finish, gone_from_row, load_distributions, load_groups, load_sets, lower_counts,
-    seen_keys, streams, to_i64, to_u64, uuid_from, write_plan,
+    SqliteStore, Unsynced, backend, begin, finish, gone_from_row, load_distributions, load_groups, load_sets,
+    lower_counts, seen_keys, streams, to_i64, to_u64, uuid_from, write_plan,
 };
 use crate::store::plan::{self, CheckMode, batch_accounts, batch_groups, batch_key_hashes};
 use crate::store::{

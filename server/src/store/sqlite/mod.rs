@@ -493,3 +493,31 @@ async fn begin(pool: &SqlitePool) -> Result<sqlx::pool::PoolConnection<sqlx::Sql
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(backend)?;
     Ok(conn)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MailboxStore;
+
+    async fn synchronous(pool: &SqlitePool) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An ack's transaction is unsynced; every send's must stay `synchronous=FULL` (2), or
+    /// an acknowledged send could be lost at a power cut.
+    #[tokio::test]
+    async fn the_write_connection_is_synced_again_after_an_ack_finished_or_abandoned() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("sqlite://{}", dir.path().join("hush.db").display());
+        let store = SqliteStore::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        const FULL: i64 = 2;
+        assert_eq!(synchronous(&store.write).await, FULL);
+        store.ack(&[(MailboxId(1), vec![1, 2])]).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(synchronous(&store.write).await, FULL);
+        // Abandoned half-way (an error, or a future dropped at shutdown): that connection is
+        // closed, and the pool opens a synced one.
+        let tx = Unsynced::begin(&store.write).await.unwrap_or_else(|e| panic!("{e}"));
+        drop(tx);
+        assert_eq!(synchronous(&store.write).await, FULL);
+    }
+}

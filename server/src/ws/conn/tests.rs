@@ -592,9 +592,10 @@ async fn a_resend_with_a_stored_idempotency_key_is_answered_though_the_rate_is_u
 /// acks queued ahead of it free the mailbox, and the next send, after them, fits.
 #[tokio::test]
 async fn a_send_is_committed_before_the_acks_queued_ahead_of_it() {
-    let s = scene(|c| c.max_mailbox = 3).await;
+    let s = scene(|c| c.limits.max_mailbox = 3).await;
     s.fill_mailbox(3, 10).await;
-    let seqs: Vec<u64> = s.state.store.fetch(s.mailbox, 0, 10).await.unwrap_or_else(|e| panic!("{e}")).iter().map(|e| e.seq).collect();
+    let seqs: Vec<u64> =
+        s.state.store.fetch(s.mailbox, 0, 10).await.unwrap_or_else(|e| panic!("{e}")).iter().map(|e| e.seq).collect();
     assert_eq!(seqs.len(), 3);
     let direct = || {
         let now = now_ms();
@@ -623,7 +624,8 @@ async fn a_send_is_committed_before_the_acks_queued_ahead_of_it() {
         matches!(first.await, Ok(SendResult::Rejected(SendRejection::MailboxFull(_)))),
         "the send waited for the acks queued before it"
     );
-    let second = committer.write(direct(), crate::push::Urgency::Urgent).await.unwrap_or_else(|_| panic!("writer gone"));
+    let second =
+        committer.write(direct(), crate::push::Urgency::Urgent).await.unwrap_or_else(|_| panic!("writer gone"));
     assert!(matches!(second.await, Ok(SendResult::Stored { .. })), "the acks were never applied");
     assert_eq!(s.stored().await, 1);
 }
