@@ -71,7 +71,16 @@ impl Committer {
         let (acks, acks_rx) = mpsc::channel(MAX_BATCH * 4);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let queues = Queues { writes: writes_rx, acks: acks_rx };
-        let handle = tokio::task::spawn_blocking(move || runtime.block_on(run(queues, writer)));
+        let (done, stopped) = oneshot::channel::<()>();
+        // A thread, not `spawn_blocking`: a blocking task in flight keeps a paused test clock
+        // from advancing.
+        std::thread::Builder::new().name("hushd-writer".into()).spawn(move || {
+            runtime.block_on(run(queues, writer));
+            let _ = done.send(());
+        })?;
+        let handle = tokio::spawn(async move {
+            let _ = stopped.await;
+        });
         Ok((Committer { writes, acks }, handle))
     }
 
