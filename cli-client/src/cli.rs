@@ -79,6 +79,8 @@ pub enum Command {
     /// approve; a code works once, and only while its `hush link` is still waiting.
     LinkApprove {
         /// The code `hush link` printed: its text form (<address>.<key>) or its hush://link URI.
+        /// (A code may start with `-`: it is still the code, not an option.)
+        #[arg(allow_hyphen_values = true)]
         code: String,
         /// Send the new device no history (by default it gets the newest messages of every
         /// conversation, contacts with their trust and groups, end-to-end encrypted).
@@ -443,6 +445,22 @@ impl Cli {
 mod tests {
     use super::*;
     use clap::CommandFactory as _;
+
+    /// Regression: a link code is base64url, so one in 64 starts with `-`, and clap took it
+    /// for an option (`unexpected argument '-4'`).
+    #[test]
+    fn a_link_code_starting_with_a_hyphen_is_the_code() {
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from(["hush", "link-approve", "-4Ab_c.xYz-1"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(cli.command, Command::LinkApprove { ref code, .. } if code == "-4Ab_c.xYz-1"),
+            "{:?}",
+            cli.command
+        );
+        let cli = Cli::try_parse_from(["hush", "link-approve", "-4Ab_c.xYz-1", "--no-history"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(cli.command, Command::LinkApprove { no_history: true, .. }));
+    }
 
     #[test]
     fn the_command_line_definition_is_consistent() {
