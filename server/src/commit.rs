@@ -321,3 +321,47 @@ fn deliver_elsewhere(cluster: Option<&Cluster>, devices: Vec<crate::store::Devic
         cluster.committed_elsewhere(devices);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SendItem;
+
+    fn write() -> (WriteOp, oneshot::Receiver<SendResult>) {
+        let device = DeviceKey { account: uuid::Uuid::nil(), device_id: 1 };
+        let item = SendItem { sender: device, recipients: vec![], server_ts: 1, expires_at: 2, idempotency_key: None };
+        let (reply, rx) = oneshot::channel();
+        (WriteOp(Box::new(Write::Direct(item)), Urgency::Urgent, reply, std::time::Instant::now()), rx)
+    }
+
+    /// A reconnect storm queues tens of thousands of acks (every reconnecting device acks its
+    /// backlog); a send queued after them goes in the next round, not behind all of them
+    /// (regression: one queue in order kept connected devices' sends waiting for seconds).
+    #[tokio::test]
+    async fn a_write_queued_behind_thousands_of_acks_goes_in_the_next_round() {
+        let (writes_tx, writes) = mpsc::channel(MAX_BATCH * 4);
+        let (acks_tx, acks) = mpsc::channel(MAX_BATCH * 4);
+        for seq in 0..3_000 {
+            acks_tx.try_send(AckOp::Mailbox(MailboxId(1), vec![seq])).unwrap_or_else(|_| panic!("ack queue full"));
+        }
+        let (op, _answer) = write();
+        writes_tx.try_send(op).unwrap_or_else(|_| panic!("write queue full"));
+        let mut queues = Queues { writes, acks };
+        let (mut round_writes, mut round_acks) = (Vec::new(), Vec::new());
+        assert!(queues.next_round(&mut round_writes, &mut round_acks).await);
+        assert_eq!(round_writes.len(), 1, "the write is in the first round");
+        assert_eq!(round_acks.len(), MAX_BATCH, "a round takes at most MAX_BATCH acks");
+        // The rest of the acks follow in later rounds; closed and empty ends the writer.
+        drop((writes_tx, acks_tx));
+        let mut rounds = 1;
+        loop {
+            round_writes.clear();
+            round_acks.clear();
+            if !queues.next_round(&mut round_writes, &mut round_acks).await {
+                break;
+            }
+            rounds += 1;
+        }
+        assert_eq!(rounds, 3_000usize.div_ceil(MAX_BATCH));
+    }
+}

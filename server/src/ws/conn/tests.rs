@@ -17,9 +17,7 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::commit::SendResult;
 use crate::config::Config;
-use crate::store::{
-    NewAccount, NewDeviceRecord, OutgoingMessage, RecipientBatch, SendItem, SendRejection, SignedKey, Write,
-};
+use crate::store::{NewAccount, NewDeviceRecord, OutgoingMessage, RecipientBatch, SendItem, SignedKey, Write};
 
 /// The server's end of an in-memory socket. Frames it sends are queued for the peer at once
 /// (as a kernel buffer would take them). `flushes` counts the flushes that may still complete
@@ -584,48 +582,4 @@ async fn a_resend_with_a_stored_idempotency_key_is_answered_though_the_rate_is_u
     };
     assert_eq!(e.code(), SendErrorCode::RateLimited);
     assert!(e.retry_after_ms > 0);
-}
-
-/// A reconnect storm queues tens of thousands of acks; a send queued behind them must not
-/// wait for them (regression: one queue, applied in order, kept connected devices' sends
-/// waiting seconds). Seen through a mailbox at its limit: the send is answered before the
-/// acks queued ahead of it free the mailbox, and the next send, after them, fits.
-#[tokio::test]
-async fn a_send_is_committed_before_the_acks_queued_ahead_of_it() {
-    let s = scene(|c| c.limits.max_mailbox = 3).await;
-    s.fill_mailbox(3, 10).await;
-    let seqs: Vec<u64> =
-        s.state.store.fetch(s.mailbox, 0, 10).await.unwrap_or_else(|e| panic!("{e}")).iter().map(|e| e.seq).collect();
-    assert_eq!(seqs.len(), 3);
-    let direct = || {
-        let now = now_ms();
-        Write::Direct(SendItem {
-            sender: s.sender,
-            recipients: vec![RecipientBatch {
-                account: s.key.account,
-                messages: vec![OutgoingMessage {
-                    device_id: 1,
-                    registration_id: 7,
-                    kind: 1,
-                    content: bytes::Bytes::from_static(b"after"),
-                }],
-            }],
-            server_ts: now,
-            expires_at: now + 3_600_000,
-            idempotency_key: None,
-        })
-    };
-    let committer = &s.state.committer;
-    for seq in &seqs {
-        committer.ack(s.mailbox, vec![*seq]).await.unwrap_or_else(|_| panic!("writer gone"));
-    }
-    let first = committer.write(direct(), crate::push::Urgency::Urgent).await.unwrap_or_else(|_| panic!("writer gone"));
-    assert!(
-        matches!(first.await, Ok(SendResult::Rejected(SendRejection::MailboxFull(_)))),
-        "the send waited for the acks queued before it"
-    );
-    let second =
-        committer.write(direct(), crate::push::Urgency::Urgent).await.unwrap_or_else(|_| panic!("writer gone"));
-    assert!(matches!(second.await, Ok(SendResult::Stored { .. })), "the acks were never applied");
-    assert_eq!(s.stored().await, 1);
 }
